@@ -1,0 +1,93 @@
+"""Word2vec checkpoint files: one safetensors file, vectors as a tensor, the rest as JSON metadata.
+
+Layout: tensor "vectors" (V, D) float32; metadata "format", "format_version", "payload" (JSON of
+`Word2Vec.to_dict()` without the tensor: config, words, counts, epoch_losses) and "sha256" over
+the payload and the raw vector bytes, checked before the model is rebuilt. Files are written to
+`<path>.part`, fsynced and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from embeddings.ml.word2vec import Word2Vec
+
+FORMAT = "loupe.word2vec"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A word2vec file that cannot be loaded."""
+
+
+class IncompatibleCheckpoint(CheckpointError):
+    """Another format, or a format version this code does not read."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """Unreadable, truncated, or failing its checksum."""
+
+
+def _digest(payload: str, vectors: torch.Tensor) -> str:
+    h = hashlib.sha256(payload.encode("utf-8"))
+    h.update(vectors.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def word2vec_to_bytes(model: Word2Vec) -> bytes:
+    data = model.to_dict()
+    vectors = data.pop("vectors").contiguous()
+    payload = json.dumps(data, sort_keys=True, ensure_ascii=False)
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "payload": payload,
+        "sha256": _digest(payload, vectors),
+    }
+    return st_save({"vectors": vectors}, metadata=metadata)
+
+
+def word2vec_from_bytes(blob: bytes) -> Word2Vec:
+    try:
+        header_len = int.from_bytes(blob[:8], "little")
+        metadata = json.loads(blob[8 : 8 + header_len]).get("__metadata__") or {}
+        vectors = st_load(blob)["vectors"]
+    except (SafetensorError, ValueError, KeyError, UnicodeDecodeError) as exc:
+        raise CorruptCheckpoint(f"unreadable word2vec file: {exc}") from exc
+    if metadata.get("format") != FORMAT:
+        raise IncompatibleCheckpoint(f"not a word2vec file (format {metadata.get('format')!r})")
+    if metadata.get("format_version") != str(FORMAT_VERSION):
+        raise IncompatibleCheckpoint(
+            f"word2vec format version {metadata.get('format_version')!r}, this code reads {FORMAT_VERSION}"
+        )
+    payload = metadata.get("payload", "")
+    if _digest(payload, vectors) != metadata.get("sha256"):
+        raise CorruptCheckpoint("word2vec file fails its sha256 check")
+    data = json.loads(payload)
+    data["vectors"] = vectors
+    return Word2Vec.from_dict(data)
+
+
+def save_word2vec(model: Word2Vec, path: str | os.PathLike[str]) -> Path:
+    """Write atomically: `<path>.part`, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    with open(part, "wb") as f:
+        f.write(word2vec_to_bytes(model))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(part, path)
+    return path
+
+
+def load_word2vec(path: str | os.PathLike[str]) -> Word2Vec:
+    return word2vec_from_bytes(Path(path).read_bytes())
