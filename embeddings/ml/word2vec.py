@@ -15,30 +15,38 @@ Training follows the reference C implementation where it matters for quality:
 Pairs are built with numpy for a whole epoch at once and trained in mini-batches, which is
 what makes it fast on CPU; the vectors kept are the input (centre-word) embeddings.
 
-Pure module: torch, numpy and safetensors only. Checkpoints are written by `word2vec_io`.
+Text is split by the project's caption tokenizer (`embeddings.ml.vocab.tokenize`: lowercase,
+punctuation dropped, inner hyphens/apostrophes kept), so the vocabulary lines up with the
+caption vocabulary and the scratch text encoder.
+
+Pure module: torch and numpy only. Checkpoint files are written by `word2vec_io`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-log = logging.getLogger(__name__)
+from embeddings.ml.config_dict import dataclass_from_dict, dataclass_to_dict
+# The caption tokenizer (lowercase, punctuation dropped), shared with the caption vocabulary so
+# word vectors line up with every other text path.
+from embeddings.ml.vocab import tokenize
 
-# Words (with an optional clitic: "o'clock") or a standalone clitic ("'s" in "dog 's").
-# Everything else (punctuation) is a separator and is dropped.
-_TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|'[a-z]+")
+__all__ = [
+    "Progress", "SkipGramNS", "UnknownWord", "Vocab", "Word2Vec", "Word2VecConfig", "build_vocab",
+    "keep_probabilities", "negative_table", "skipgram_pairs", "tokenize", "train_word2vec",
+]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sparse_adam", "sgd")
 
@@ -54,11 +62,6 @@ class UnknownWord(KeyError):
         return f"word not in the word2vec vocabulary: {self.word!r}"
 
 
-def tokenize(text: str) -> list[str]:
-    """Lowercase and split a caption into words, dropping punctuation."""
-    return _TOKEN_RE.findall(text.lower())
-
-
 @dataclass(frozen=True)
 class Word2VecConfig:
     """Hyper-parameters of one word2vec run; stored inside the checkpoint."""
@@ -71,7 +74,7 @@ class Word2VecConfig:
     ns_exponent: float = 0.75  # negatives drawn from unigram counts ** ns_exponent
     epochs: int = 5  # passes over the corpus
     batch_size: int = 4096  # (centre, context) pairs per optimiser step; larger is faster on CPU
-    optimizer: str = "sparse_adam"  # "sparse_adam" (mean loss) or "sgd" (classic per-pair step)
+    optimizer: Literal["sparse_adam", "sgd"] = "sparse_adam"  # "sparse_adam" (mean loss) or "sgd" (classic per-pair step)
     lr: float = 0.01  # starting learning rate (use ~0.025 with "sgd")
     min_lr_ratio: float = 1e-2  # the rate decays linearly to lr * min_lr_ratio
     table_size: int = 1_000_000  # slots in the negative-sampling table
@@ -88,15 +91,11 @@ class Word2VecConfig:
             raise ValueError("Word2VecConfig needs sample >= 0, lr > 0 and 0 < min_lr_ratio <= 1")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclass_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Word2VecConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown Word2VecConfig keys: {unknown}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)  # unknown keys and mistyped values raise ValueError
 
 
 @dataclass(frozen=True)
