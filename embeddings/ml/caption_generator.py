@@ -1,0 +1,180 @@
+"""The captioning facade: a trained decoder (or ensemble) + vocabulary + decoding defaults.
+
+``load_captioner(path)`` restores a ``CaptionGenerator`` from a checkpoint written by
+``save_captioner``; ``generator.caption(pooled, spatial, beam_size=.., n=..)`` captions a batch
+and ``caption_one`` a single image. Features come from ``embeddings.ml.image_encoder``
+(pooled (B, 1280), spatial (B, 49, 1280)); the show-and-tell decoder ignores ``spatial``.
+
+Checkpoint layout (``embeddings.ml.checkpoint``): tensors are the decoder's state dict (an
+ensemble's members under ``members.<i>.``); config is the ``CaptionerConfig``; meta holds
+``kind="captioner"``, the vocabulary, the number of ensemble members, the tuned
+``DecodingConfig`` and free-form training info.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from embeddings.ml.caption_decoding import Ensemble, Hypothesis, beam_search, greedy_decode
+from embeddings.ml.captioner import CaptionDecoder, CaptionerConfig, build_decoder
+from embeddings.ml.checkpoint import IncompatibleCheckpoint, load_checkpoint, save_checkpoint
+from embeddings.ml.config_dict import dataclass_from_dict
+from embeddings.ml.vocab import Vocabulary
+
+CHECKPOINT_KIND = "captioner"
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """Default decoding settings, tuned on dev and stored with the checkpoint."""
+
+    beam_size: int = 3  # 1 = greedy
+    length_penalty: float = 0.0  # rank by log_prob / length**length_penalty
+    no_repeat_ngram_size: int = 0  # 0 = off; n forbids repeating any n-gram
+    max_len: int | None = None  # None: the model's CaptionerConfig.max_len
+    block_unk: bool = True  # never generate <unk>
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DecodingConfig:
+        return dataclass_from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class GeneratedCaption:
+    text: str  # normalized caption (lowercase words, no punctuation)
+    log_prob: float  # sum of token log-probabilities, <eos> included
+    score: float  # length-normalized ranking score
+
+
+class CaptionGenerator:
+    """Captions images from precomputed features with beam search or greedy decoding."""
+
+    def __init__(
+        self,
+        decoder: CaptionDecoder | Ensemble,
+        vocab: Vocabulary,
+        *,
+        decoding: DecodingConfig | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if decoder.config.vocab_size != len(vocab):
+            raise ValueError(f"decoder vocab_size {decoder.config.vocab_size} != vocabulary size {len(vocab)}")
+        self.device = torch.device(device)
+        self.decoder = decoder.to(self.device).eval()
+        self.vocab = vocab
+        self.decoding = decoding or DecodingConfig()
+
+    @property
+    def config(self) -> CaptionerConfig:
+        return self.decoder.config
+
+    @property
+    def needs_spatial(self) -> bool:
+        return self.config.decoder == "attention"
+
+    def caption(
+        self,
+        pooled: Tensor,
+        spatial: Tensor | None = None,
+        *,
+        beam_size: int | None = None,
+        n: int = 1,
+        length_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
+    ) -> list[list[GeneratedCaption]]:
+        """The ``n`` best captions of each image: pooled (B, F), spatial (B, N, F) or None.
+
+        Unset options fall back to ``self.decoding``. ``beam_size=1`` (and n=1) is greedy.
+        """
+        d = self.decoding
+        beam_size = beam_size or d.beam_size
+        pooled = pooled.to(self.device, torch.float32)
+        spatial = None if spatial is None else spatial.to(self.device, torch.float32)
+        if self.needs_spatial and spatial is None:
+            raise ValueError("this captioner attends over spatial features: pass spatial (B, N, F)")
+        if beam_size == 1 and n == 1:
+            hyps = [[h] for h in greedy_decode(self.decoder, pooled, spatial, max_len=d.max_len,
+                                               block_unk=d.block_unk)]
+        else:
+            hyps = beam_search(
+                self.decoder, pooled, spatial, beam_size=max(beam_size, n), n_best=n, max_len=d.max_len,
+                length_penalty=d.length_penalty if length_penalty is None else length_penalty,
+                no_repeat_ngram_size=d.no_repeat_ngram_size if no_repeat_ngram_size is None else no_repeat_ngram_size,
+                block_unk=d.block_unk,
+            )
+        return [[self._to_caption(h) for h in per_image] for per_image in hyps]
+
+    def caption_one(
+        self, pooled: Tensor, spatial: Tensor | None = None, *, beam_size: int | None = None, n: int = 1
+    ) -> list[GeneratedCaption]:
+        """Captions of one image: pooled (F,), spatial (N, F) or None; best first."""
+        spatial_b = None if spatial is None else spatial.unsqueeze(0)
+        return self.caption(pooled.unsqueeze(0), spatial_b, beam_size=beam_size, n=n)[0]
+
+    def _to_caption(self, hyp: Hypothesis) -> GeneratedCaption:
+        return GeneratedCaption(text=self.vocab.decode(hyp.tokens), log_prob=hyp.log_prob, score=hyp.score)
+
+
+def captioner_checkpoint_parts(
+    decoder: CaptionDecoder | Ensemble,
+    vocab: Vocabulary,
+    *,
+    decoding: DecodingConfig | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
+    """Pure builder: (tensors, config dict, meta dict) for ``save_checkpoint``."""
+    members = len(decoder.members) if isinstance(decoder, Ensemble) else 1
+    tensors = {k: v.detach().cpu() for k, v in decoder.state_dict().items()}
+    meta = {
+        **dict(extra_meta or {}),
+        "kind": CHECKPOINT_KIND,
+        "vocab": vocab.to_dict(),
+        "ensemble_members": members,
+        "decoding": (decoding or DecodingConfig()).to_dict(),
+    }
+    return tensors, decoder.config.to_dict(), meta
+
+
+def save_captioner(
+    path: str | os.PathLike,
+    decoder: CaptionDecoder | Ensemble,
+    vocab: Vocabulary,
+    *,
+    decoding: DecodingConfig | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a captioner checkpoint atomically; returns the manifest path."""
+    tensors, config, meta = captioner_checkpoint_parts(decoder, vocab, decoding=decoding, extra_meta=extra_meta)
+    return save_checkpoint(path, tensors=tensors, config=config, meta=meta)
+
+
+def load_captioner(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> CaptionGenerator:
+    """Restore a ``CaptionGenerator`` from its checkpoint alone (raises CheckpointError subclasses)."""
+    tensors, config_dict, meta = load_checkpoint(path, expected_kind=CHECKPOINT_KIND)
+    try:
+        config = CaptionerConfig.from_dict(config_dict)
+        vocab = Vocabulary.from_dict(meta["vocab"])
+        decoding = DecodingConfig.from_dict(meta.get("decoding", {}))
+        members = int(meta.get("ensemble_members", 1))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IncompatibleCheckpoint(f"{path}: not a usable captioner checkpoint: {exc}") from exc
+    decoder: CaptionDecoder | Ensemble
+    if members > 1:
+        decoder = Ensemble([build_decoder(config) for _ in range(members)])
+    else:
+        decoder = build_decoder(config)
+    try:
+        decoder.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise IncompatibleCheckpoint(f"{path}: weights do not fit the config: {exc}") from exc
+    return CaptionGenerator(decoder, vocab, decoding=decoding, device=device)

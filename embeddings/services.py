@@ -1,0 +1,179 @@
+"""Writes for collections, images and captions. Every ingest entry point calls `image_ingest`."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+
+from embeddings.imaging import ImageRejected, SanitizedImage, read_limited, sanitize_image
+from embeddings.models import Caption, Collection, Image
+from project.exceptions import ApplicationError, Conflict
+
+logger = logging.getLogger(__name__)
+
+MAX_CAPTION_CHARS = 1000
+
+
+class ImageRejectedError(ApplicationError):
+    code = "invalid_image"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    image: Image
+    created: bool
+
+
+def collection_create(*, name: str, owner: Any, is_public: bool = False, description: str = "") -> Collection:
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise ApplicationError("A collection name of 1 to 100 characters is required.", fields={"name": ["Invalid name."]})
+    try:
+        with transaction.atomic():
+            return Collection.objects.create(name=name, owner=owner, is_public=is_public, description=description)
+    except IntegrityError as exc:
+        raise Conflict(f"A collection named {name!r} already exists.", fields={"name": ["Already exists."]}) from exc
+
+
+def collection_get_or_create(*, name: str, owner: Any, is_public: bool = False) -> tuple[Collection, bool]:
+    existing = Collection.objects.filter(name=name).first()
+    if existing:
+        return existing, False
+    return collection_create(name=name, owner=owner, is_public=is_public), True
+
+
+def clean_caption_text(text: str | None) -> str:
+    """Strip, fold white space, drop control characters; reject over-long text."""
+    if text is None:
+        return ""
+    text = "".join(ch for ch in str(text) if unicodedata.category(ch)[0] != "C" or ch in " \t\n")
+    text = " ".join(text.split())
+    if len(text) > MAX_CAPTION_CHARS:
+        raise ApplicationError(
+            f"Caption is longer than {MAX_CAPTION_CHARS} characters.", fields={"caption": ["Too long."]}
+        )
+    return text
+
+
+def safe_source_name(name: str | None) -> str:
+    """A display-only version of the client's file name (never used as a path)."""
+    if not name:
+        return ""
+    name = str(name).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] not in ("C",))
+    return name[:255]
+
+
+def _storage_names(sanitized: SanitizedImage, collection: Collection) -> tuple[str, str]:
+    token = uuid.uuid4().hex
+    base = f"{collection.pk}/{sanitized.sha256[:2]}/{token}"
+    return f"images/{base}.{sanitized.extension}", f"thumbs/{base}.jpg"
+
+
+def _read_upload(stream: BinaryIO) -> bytes:
+    try:
+        return read_limited(stream, settings.LOUPE_MAX_UPLOAD_BYTES)
+    except ImageRejected as exc:
+        raise ImageRejectedError(exc.message, fields={"file": [exc.message]}, code=exc.code) from exc
+
+
+def sanitize_bytes(data: bytes) -> SanitizedImage:
+    try:
+        return sanitize_image(
+            data,
+            max_pixels=settings.LOUPE_MAX_IMAGE_PIXELS,
+            max_bytes=settings.LOUPE_MAX_UPLOAD_BYTES,
+            thumb_size=settings.LOUPE_THUMBNAIL_SIZE,
+        )
+    except ImageRejected as exc:
+        raise ImageRejectedError(exc.message, fields={"file": [exc.message]}, code=exc.code) from exc
+
+
+def _add_caption(image: Image, text: str, source: str, user: Any) -> None:
+    if text and not image.captions.filter(text=text).exists():
+        Caption.objects.create(image=image, text=text, source=source, created_by=user)
+
+
+def image_ingest(
+    *,
+    collection: Collection,
+    stream: BinaryIO,
+    filename: str = "",
+    caption: str | None = None,
+    user: Any = None,
+    split: str = Image.Split.NONE,
+    caption_source: str = Caption.Source.HUMAN,
+    enqueue: bool = True,
+) -> IngestResult:
+    """Validate, store and record one image; idempotent on the bytes' sha256 within a collection.
+
+    Files are written before the row, and removed again if the row cannot be written, so a
+    failure leaves nothing half-stored. Follow-up work is enqueued only after commit.
+    """
+    text = clean_caption_text(caption)
+    data = _read_upload(stream)
+    existing = Image.objects.filter(collection=collection, sha256=hashlib.sha256(data).hexdigest()).first()
+    if existing:  # a retry or a re-import: no decode, no second row, the same image back
+        with transaction.atomic():
+            _add_caption(existing, text, caption_source, user)
+        return IngestResult(existing, False)
+    sanitized = sanitize_bytes(data)
+    image_name, thumb_name = _storage_names(sanitized, collection)
+    stored = [default_storage.save(image_name, ContentFile(sanitized.content))]
+    stored.append(default_storage.save(thumb_name, ContentFile(sanitized.thumbnail)))
+    try:
+        with transaction.atomic():
+            image = Image.objects.create(
+                collection=collection, file=stored[0], thumbnail=stored[1], sha256=sanitized.sha256,
+                width=sanitized.width, height=sanitized.height, format=sanitized.format,
+                size_bytes=sanitized.size_bytes, split=split, source_name=safe_source_name(filename),
+                created_by=user if getattr(user, "is_authenticated", False) else None,
+            )
+            _add_caption(image, text, caption_source, user if getattr(user, "is_authenticated", False) else None)
+            if enqueue:
+                transaction.on_commit(lambda: enqueue_image_processing([image.pk]))
+    except IntegrityError:
+        # A concurrent upload of the same bytes won the race: return its row.
+        for name in stored:
+            default_storage.delete(name)
+        existing = Image.objects.get(collection=collection, sha256=sanitized.sha256)
+        return IngestResult(existing, False)
+    except BaseException:
+        for name in stored:
+            default_storage.delete(name)
+        raise
+    return IngestResult(image, True)
+
+
+def enqueue_image_processing(image_ids: list[int]) -> bool:
+    """Publish follow-up work; if the broker is down, leave images pending for the sweeper."""
+    from embeddings.tasks import process_images
+
+    try:
+        process_images.apply_async(args=[list(image_ids)], retry=False)
+        return True
+    except Exception as exc:  # kombu raises many connection error types; all mean "not published"
+        logger.warning("Broker unavailable, %d image(s) stay pending: %s", len(image_ids), exc)
+        return False
+
+
+def image_delete(*, image: Image) -> None:
+    names = [image.file.name, image.thumbnail.name]
+    with transaction.atomic():
+        image.delete()
+        transaction.on_commit(lambda: [default_storage.delete(n) for n in names if n])
+
+
+def caption_add(*, image: Image, text: str, user: Any, source: str = Caption.Source.HUMAN) -> Caption:
+    text = clean_caption_text(text)
+    if not text:
+        raise ApplicationError("Caption text is required.", fields={"text": ["This field may not be blank."]})
+    return Caption.objects.create(image=image, text=text, source=source, created_by=user)

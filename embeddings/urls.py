@@ -1,0 +1,16 @@
+from django.urls import path, re_path
+
+from embeddings import apis, views
+
+page_urls = [
+    path("", views.gallery, name="gallery"),
+    path("images/<int:pk>/", views.image_detail, name="image-detail"),
+    path("upload/", views.upload_page, name="upload"),
+    re_path(r"^media/(?P<path>(images|thumbs)/[0-9a-zA-Z/._-]+)$", views.media, name="media"),
+]
+
+api_urls = [
+    path("images/", apis.ImageListCreateApi.as_view(), name="api-images"),
+    path("images/<int:pk>/", apis.ImageDetailApi.as_view(), name="api-image-detail"),
+    path("collections/", apis.CollectionListCreateApi.as_view(), name="api-collections"),
+]

@@ -1,0 +1,69 @@
+"""Server-rendered pages for browsing and uploading. Thin: selectors in, templates out."""
+from __future__ import annotations
+
+import mimetypes
+
+from django.contrib.auth.decorators import login_required
+from django.core.files.storage import default_storage
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from embeddings import selectors
+from embeddings.models import Collection, Image
+
+
+@require_GET
+def gallery(request: HttpRequest) -> HttpResponse:
+    images = selectors.image_list(user=request.user).prefetch_related("captions")
+    current = request.GET.get("collection", "")
+    if current:
+        images = images.filter(collection__name=current)
+    page = Paginator(images, 48).get_page(request.GET.get("page"))
+    collections = selectors.collection_list(user=request.user)
+    return render(request, "embeddings/gallery.html", {"page": page, "collections": collections, "current": current})
+
+
+@require_GET
+def image_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    image = selectors.image_get_visible(user=request.user, image_id=pk)
+    if image is None:
+        raise Http404("No such image.")
+    return render(request, "embeddings/image_detail.html", {"image": image})
+
+
+@login_required
+@require_GET
+def upload_page(request: HttpRequest) -> HttpResponse:
+    if request.user.is_staff:
+        collections = Collection.objects.all()
+    else:
+        collections = Collection.objects.filter(owner=request.user)
+    return render(request, "embeddings/upload.html", {"collections": collections})
+
+
+@require_GET
+def media(request: HttpRequest, path: str) -> FileResponse:
+    """Serve a stored raster or thumbnail only to users who may see its image.
+
+    Stored files are re-encoded by the server, so they are served inline with their own image
+    type (and `nosniff`, added by SecurityMiddleware). Production serves /media/ from nginx with
+    the same headers for public collections; see docs/deploy.md.
+    """
+    image = (
+        selectors.image_list(user=request.user).filter(Q(file=path) | Q(thumbnail=path)).only("pk").first()
+    )
+    if image is None or not default_storage.exists(path):
+        raise Http404("No such file.")
+    content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    if not content_type.startswith("image/"):
+        raise Http404("No such file.")
+    response = FileResponse(default_storage.open(path, "rb"), content_type=content_type)
+    response["Cache-Control"] = "private, max-age=3600"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
+
+
+__all__ = ["gallery", "image_detail", "upload_page", "media", "Image"]

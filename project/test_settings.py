@@ -1,0 +1,22 @@
+"""Settings for `make test`: the real PostgreSQL and Redis servers of this machine.
+
+TEST_DATABASE_URL / TEST_BROKER_URL override the defaults. The embedded default (SQLite and the
+file-system broker) is exercised separately by tests that start subprocesses with the plain
+settings.
+"""
+from project.settings import *  # noqa: F401,F403
+from pathlib import Path
+
+from project.settings import VAR_DIR, env
+
+DATABASES = {"default": env.db("TEST_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/test")}
+DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="loupe_test")}
+CELERY_BROKER_URL = env.str("TEST_BROKER_URL", default="redis://127.0.0.1:6379/15")
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "tests"}}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+MEDIA_ROOT = Path(env.str("TEST_MEDIA_ROOT", default=str(VAR_DIR / "test-media")))
+MODEL_DIR = Path(env.str("TEST_MODEL_DIR", default=str(VAR_DIR / "test-models")))
+INDEX_DIR = Path(env.str("TEST_INDEX_DIR", default=str(VAR_DIR / "test-indexes")))
+FEATURE_DIR = Path(env.str("TEST_FEATURE_DIR", default=str(VAR_DIR / "test-features")))
+AXES_ENABLED = env.bool("TEST_AXES_ENABLED", default=True)

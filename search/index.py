@@ -1,0 +1,425 @@
+"""Pure FAISS wrapper: ids are int64 database keys, inner product on L2-normalised vectors.
+
+No Django here: the search service passes vectors, ids, paths and a model version id.
+
+- `build_index(vectors, ids, ...)` picks Flat / HNSW / IVF-PQ by size and memory budget and
+  tunes efSearch / nprobe to the recall target (search/index_build.py).
+- `VectorIndex.add` upserts, `remove` deletes, `search` returns ranks [offset, offset + k)
+  per query with an optional id allow-list, pages stay full, -1 padding never escapes.
+- Removal: Flat compacts in place. faiss HNSW has no remove_ids, so HNSW (and IVF-PQ, for one
+  code path) keep a tombstone flag per stored vector, filtered at search through an
+  IDSelectorBitmap; `needs_rebuild` turns True past `max_tombstone_ratio` and the service
+  rebuilds from the stored vectors (the FAISS file is only a cache).
+- `save` / `load` go through one checksummed file (search/index_file.py); `IndexHolder`
+  publishes a new index to readers with a single reference swap.
+
+Internally faiss sees positions 0..P-1 (P = vectors ever stored since the last rebuild);
+`_labels[p]` is the database key and `_alive[p]` whether it is still live.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from search import index_build as ib
+from search.index_file import read_container, read_manifest as _read_manifest_dict, write_container
+from search.index_types import (FLAT, FORMAT_VERSION, HNSW, INDEX_TYPES, IVFPQ, Hits, IndexConfig,
+                                IndexCorrupt, IndexFileError, IndexMismatch, Manifest)
+
+__all__ = ["FLAT", "HNSW", "IVFPQ", "FORMAT_VERSION", "Hits", "IndexConfig", "IndexCorrupt",
+           "IndexFileError", "IndexHolder", "IndexMismatch", "Manifest", "VectorIndex",
+           "build_index", "load", "normalise", "read_manifest"]
+
+logger = logging.getLogger(__name__)
+GPU_MAX_K = 2048  # faiss GPU search refuses larger k
+
+
+def normalise(vectors: np.ndarray, dim: int | None = None) -> np.ndarray:
+    """Float32 C-contiguous copy of (N, D) (or (D,)) vectors with unit L2 norm."""
+    x = np.array(vectors, dtype=np.float32, copy=True, order="C")
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
+        raise ValueError(f"expected vectors of shape (N, {dim}), got {np.shape(vectors)}")
+    if not np.isfinite(x).all():
+        raise ValueError("vectors contain NaN or inf")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)  # (N, 1)
+    if (norms == 0).any():
+        raise ValueError("cannot normalise a zero vector")
+    return x / norms
+
+
+class _RWLock:
+    """Many concurrent searches (faiss releases the GIL) or one writer."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class VectorIndex:
+    """A FAISS index keyed by database ids. Build with `build_index`, open with `load`."""
+
+    def __init__(self, *, index: faiss.Index, index_type: str, params: dict[str, Any], dim: int,
+                 model_version_id: str, modality: str, labels: np.ndarray, alive: np.ndarray,
+                 recall: float | None, config: IndexConfig) -> None:
+        if index_type not in INDEX_TYPES:
+            raise ValueError(f"unknown index type {index_type!r}")
+        self._index, self._type, self._params = index, index_type, dict(params)
+        self._dim, self._model_version_id, self._modality = dim, str(model_version_id), modality
+        self._labels = labels.astype(np.int64, copy=False)  # (P,) database keys
+        self._alive = alive.astype(bool, copy=False)  # (P,) False = tombstone
+        self._recall, self._config = recall, config
+        self._lock = _RWLock()
+        self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # sorted live keys, positions
+        self._alive_bits: np.ndarray | None = None
+        self._gpu: Any = None
+
+    # ---- read-only properties -------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def count(self) -> int:
+        """Live vectors."""
+        return int(self._alive.sum())
+
+    @property
+    def index_type(self) -> str:
+        return self._type
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self._params)
+
+    @property
+    def recall(self) -> float | None:
+        """recall@config.recall_k vs exact, measured when the index was built."""
+        return self._recall
+
+    @property
+    def model_version_id(self) -> str:
+        return self._model_version_id
+
+    @property
+    def modality(self) -> str:
+        return self._modality
+
+    @property
+    def config(self) -> IndexConfig:
+        return self._config
+
+    @property
+    def tombstones(self) -> int:
+        return int(len(self._alive) - self._alive.sum())
+
+    @property
+    def needs_rebuild(self) -> bool:
+        """Too many tombstones, or the size now calls for another index type."""
+        stored = max(len(self._alive), 1)
+        if self.tombstones / stored > self._config.max_tombstone_ratio:
+            return True
+        return ib.choose_index_type(self.count, self._dim, self._config) != self._type
+
+    def manifest(self) -> Manifest:
+        return Manifest(format_version=FORMAT_VERSION, model_version_id=self._model_version_id,
+                        modality=self._modality, dim=self._dim, count=self.count,
+                        index_type=self._type, params=self.params, recall=self._recall,
+                        recall_k=self._config.recall_k, config=self._config.to_dict())
+
+    def ids(self) -> np.ndarray:
+        """Live database keys (unordered)."""
+        with self._lock.read():
+            return self._labels[self._alive].copy()
+
+    # ---- writes ---------------------------------------------------------------------------
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add (N,) keys with (N, D) vectors; a key already present is replaced (upsert)."""
+        keys = _as_keys(ids)
+        xb = normalise(vectors, self._dim)
+        if len(keys) != len(xb):
+            raise ValueError(f"{len(keys)} ids for {len(xb)} vectors")
+        if len(np.unique(keys)) != len(keys):
+            raise ValueError("duplicate ids in one add")
+        if len(keys) == 0:
+            return
+        with self._lock.write():
+            self._remove_positions(self._positions(keys))
+            self._index.add(xb)
+            ib.after_add(self._index, self._type, self._params)
+            self._labels = np.concatenate([self._labels, keys])
+            self._alive = np.concatenate([self._alive, np.ones(len(keys), dtype=bool)])
+            self._changed()
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove keys (unknown ones are ignored); returns how many were live."""
+        keys = _as_keys(ids)
+        with self._lock.write():
+            pos = self._positions(keys)
+            self._remove_positions(pos)
+            self._changed()
+        return int(len(pos))
+
+    def _remove_positions(self, pos: np.ndarray) -> None:
+        if len(pos) == 0:
+            return
+        if self._type == FLAT:  # IndexFlat compacts in order, so labels shift the same way
+            self._index.remove_ids(faiss.IDSelectorBatch(pos.astype(np.int64)))
+            self._labels = np.delete(self._labels, pos)
+            self._alive = np.delete(self._alive, pos)
+        else:  # faiss HNSW cannot remove: tombstone, filtered at search time
+            self._alive = self._alive.copy()
+            self._alive[pos] = False
+
+    def _changed(self) -> None:
+        self._lookup, self._alive_bits, self._gpu = None, None, None
+
+    def _positions(self, keys: np.ndarray) -> np.ndarray:
+        """Positions (sorted) of the live vectors whose keys are in `keys`."""
+        if self._lookup is None:
+            live = np.flatnonzero(self._alive)
+            order = np.argsort(self._labels[live], kind="stable")
+            self._lookup = (self._labels[live][order], live[order])
+        sorted_keys, sorted_pos = self._lookup
+        if len(sorted_keys) == 0 or len(keys) == 0:
+            return np.empty(0, dtype=np.int64)
+        at = np.clip(np.searchsorted(sorted_keys, keys), 0, len(sorted_keys) - 1)
+        return np.sort(sorted_pos[at[sorted_keys[at] == keys]])
+
+    # ---- search ---------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int, *, offset: int = 0,
+               allow_ids: np.ndarray | None = None) -> list[Hits]:
+        """Ranks [offset, offset + k) for each of the (Q, D) queries, best first.
+
+        `allow_ids` restricts results to those keys; pages are filled from the allowed set
+        (a short page means the allowed set is exhausted, never that the filter ate hits).
+        """
+        if k < 0 or offset < 0:
+            raise ValueError("k and offset must be >= 0")
+        xq = normalise(queries, self._dim)  # (Q, D)
+        with self._lock.read():
+            mask = self._mask(allow_ids)  # (P,) bool or None = every stored vector is allowed
+            n_allowed = len(self._alive) if mask is None else int(mask.sum())
+            want = min(offset + k, n_allowed)
+            if want == 0:
+                return [_empty_hits() for _ in range(len(xq))]
+            if mask is not None and n_allowed <= self._config.exact_filter_max:
+                scores, pos = self._exact_subset(xq, mask, want)
+            else:
+                scores, pos = self._approx(xq, want, mask)
+            return [self._hits(s[offset:], p[offset:]) for s, p in zip(scores, pos)]
+
+    def _mask(self, allow_ids: np.ndarray | None) -> np.ndarray | None:
+        if allow_ids is None:
+            return None if self.tombstones == 0 else self._alive
+        mask = np.zeros(len(self._alive), dtype=bool)
+        mask[self._positions(_as_keys(allow_ids))] = True
+        return mask
+
+    def _hits(self, scores: np.ndarray, pos: np.ndarray) -> Hits:
+        keep = pos >= 0  # faiss pads short result lists with -1
+        return Hits(ids=self._labels[pos[keep]].copy(), scores=scores[keep].astype(np.float32))
+
+    def _exact_subset(self, xq: np.ndarray, mask: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force over the allowed vectors (exact for Flat/HNSW, PQ/SQ8 codes for IVF-PQ)."""
+        pos = np.flatnonzero(mask).astype(np.int64)  # (A,)
+        xb = self._index.reconstruct_batch(pos)  # (A, D)
+        scores, local = faiss.knn(xq, xb, want, metric=faiss.METRIC_INNER_PRODUCT)  # (Q, want)
+        return scores, np.where(local >= 0, pos[np.maximum(local, 0)], -1)
+
+    def _approx(self, xq: np.ndarray, want: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if mask is None and (hit := self._gpu_search(xq, want)) is not None:
+            return hit
+        sel, bits = None, None
+        if mask is not None:
+            bits = self._alive_bitmap() if mask is self._alive else np.packbits(mask, bitorder="little")
+            sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+        scale = 1
+        while True:
+            params = ib.search_params(self._type, self._params, want, sel, scale)
+            scores, pos = self._index.search(xq, want, params=params)  # (Q, want)
+            if (pos[:, -1] >= 0).all() or not ib.can_scale(self._type, self._params, scale, len(self._alive)):
+                break
+            scale *= 2  # a short list: widen efSearch / nprobe until the page is full
+        if not (pos[:, -1] >= 0).all():  # still short: exact over the allowed set
+            full = self._alive if mask is None else mask
+            scores, pos = self._exact_subset(xq, full, want)
+        del bits  # the selector reads it until here
+        return scores, pos
+
+    def _alive_bitmap(self) -> np.ndarray:
+        if self._alive_bits is None:
+            self._alive_bits = np.packbits(self._alive, bitorder="little")
+        return self._alive_bits
+
+    def _gpu_search(self, xq: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Unfiltered Flat / plain IVF-PQ search on a lazily made GPU mirror, if any."""
+        if (not self._config.use_gpu or want > GPU_MAX_K or self._type == HNSW
+                or self._params.get("refine") or not hasattr(faiss, "index_cpu_to_all_gpus")
+                or faiss.get_num_gpus() == 0):
+            return None
+        gpu = self._gpu
+        if gpu is None:
+            gpu = faiss.index_cpu_to_all_gpus(self._index)
+            if self._type == IVFPQ:
+                faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", self._params["nprobe"])
+            self._gpu = gpu  # a benign race: two readers may both build one
+        scores, pos = gpu.search(xq, want)
+        return (scores, pos) if (pos[:, -1] >= 0).all() else None
+
+    # ---- persistence ----------------------------------------------------------------------
+    def save(self, path: str | Path) -> Manifest:
+        """Write atomically (`<path>.part`, fsync, os.replace); returns the written manifest."""
+        with self._lock.read():
+            manifest = self.manifest().to_dict()
+            sections = [("faiss", faiss.serialize_index(self._index)),
+                        ("labels", self._labels), ("alive", self._alive.astype(np.uint8))]
+            written = write_container(path, manifest, sections)
+        return Manifest.from_dict(written)
+
+    def live_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids (N,), vectors (N, D)) as stored; for a rebuild prefer the database's vectors."""
+        with self._lock.read():
+            pos = np.flatnonzero(self._alive).astype(np.int64)
+            return self._labels[pos].copy(), self._index.reconstruct_batch(pos)
+
+
+def _as_keys(ids: Any) -> np.ndarray:
+    keys = np.asarray(ids)
+    if keys.ndim != 1 or (keys.size and not np.issubdtype(keys.dtype, np.integer)):
+        raise ValueError("ids must be a 1-D integer array")
+    return keys.astype(np.int64)
+
+
+def _empty_hits() -> Hits:
+    return Hits(ids=np.empty(0, dtype=np.int64), scores=np.empty(0, dtype=np.float32))
+
+
+def build_index(vectors: np.ndarray, ids: np.ndarray, *, model_version_id: str, modality: str,
+                config: IndexConfig | None = None, tune_queries: np.ndarray | None = None) -> VectorIndex:
+    """Build and tune an index over (N, D) vectors keyed by (N,) database ids.
+
+    `tune_queries` (Q, D): real queries (e.g. caption embeddings for an image index) to tune
+    and measure recall on; by default a held-out sample of the vectors themselves.
+    """
+    config = config or IndexConfig()
+    keys = _as_keys(ids)
+    xb = normalise(vectors)  # (N, D)
+    if len(keys) != len(xb) or len(np.unique(keys)) != len(keys):
+        raise ValueError("ids must be unique and one per vector")
+    if not modality:
+        raise ValueError("modality must be a non-empty string")
+    dim = xb.shape[1]
+    index_type = ib.choose_index_type(len(xb), dim, config)
+    index, params = ib.new_index(index_type, dim, len(xb), config)
+    ib.train(index, index_type, xb, config)
+    index.add(xb)
+    ib.after_add(index, index_type, params)
+    recall = 1.0
+    if index_type != FLAT:
+        xq = None if tune_queries is None else normalise(tune_queries, dim)
+        params, recall = ib.tune(index, index_type, params, xb, config, xq)
+    logger.info("built %s index: %d x %d, params %s, recall@%d %.4f",
+                index_type, len(xb), dim, params, config.recall_k, recall)
+    return VectorIndex(index=index, index_type=index_type, params=params, dim=dim,
+                       model_version_id=model_version_id, modality=modality, labels=keys,
+                       alive=np.ones(len(keys), dtype=bool), recall=recall, config=config)
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """The manifest of an index file (header checksum verified, payload not read)."""
+    return Manifest.from_dict(_read_manifest_dict(path))
+
+
+def load(path: str | Path, *, expected_model_version: str, expected_dim: int,
+         expected_modality: str, config: IndexConfig | None = None) -> VectorIndex:
+    """Open an index file; IndexMismatch / IndexCorrupt instead of serving nonsense.
+
+    `config` overrides the stored one (e.g. a new exact_filter_max); None keeps it.
+    """
+    def check(m: dict[str, Any]) -> None:
+        got = (str(m.get("model_version_id")), m.get("dim"), m.get("modality"))
+        want = (str(expected_model_version), expected_dim, expected_modality)
+        if got != want:
+            raise IndexMismatch(f"{path}: index is for (model version, dim, modality) {got}, expected {want}")
+
+    manifest, sections = read_container(path, check=check)
+    try:
+        index = faiss.deserialize_index(sections["faiss"])
+        labels = sections["labels"].view(np.int64)
+        alive = sections["alive"].astype(bool)
+        stored_config = IndexConfig.from_dict(manifest["config"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise IndexCorrupt(f"{path}: unreadable payload: {exc}") from exc
+    if index.d != expected_dim or index.ntotal != len(labels) or len(alive) != len(labels):
+        raise IndexCorrupt(f"{path}: payload disagrees with itself (d={index.d}, "
+                           f"ntotal={index.ntotal}, labels={len(labels)}, alive={len(alive)})")
+    return VectorIndex(index=index, index_type=manifest["index_type"], params=manifest["params"],
+                       dim=expected_dim, model_version_id=manifest["model_version_id"],
+                       modality=manifest["modality"], labels=labels, alive=alive,
+                       recall=manifest.get("recall"), config=config or stored_config)
+
+
+class IndexHolder:
+    """The index readers search: `swap` publishes a fully built index in one step.
+
+    Readers take `get()` once per request and keep that object for the whole request; an
+    old index stays valid until its last reader drops it.
+    """
+
+    def __init__(self, index: VectorIndex | None = None) -> None:
+        self._lock = threading.Lock()
+        self._index = index
+
+    def get(self) -> VectorIndex | None:
+        with self._lock:
+            return self._index
+
+    def swap(self, index: VectorIndex | None) -> VectorIndex | None:
+        """Replace the served index; returns the previous one."""
+        with self._lock:
+            old, self._index = self._index, index
+        return old
+
+    def search(self, queries: np.ndarray, k: int, *, offset: int = 0,
+               allow_ids: np.ndarray | None = None) -> list[Hits]:
+        index = self.get()
+        if index is None:
+            raise LookupError("no index loaded")
+        return index.search(queries, k, offset=offset, allow_ids=allow_ids)

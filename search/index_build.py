@@ -1,0 +1,198 @@
+"""Choosing, creating and tuning the FAISS index behind search/index.py (pure: no Django).
+
+autofaiss-style: exact Flat while small, HNSW above `flat_max`, IVF-PQ when a memory budget
+rules HNSW out. Search parameters (efSearch, nprobe, k_factor) are tuned at build time to the
+cheapest setting whose recall@k against exact search meets the target on held-out queries.
+All vectors here are already L2-normalised float32, shape (N, D).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import faiss
+import numpy as np
+
+from search.index_types import FLAT, HNSW, IVFPQ, IndexConfig
+
+logger = logging.getLogger(__name__)
+
+HNSW_EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+REFINE_K_FACTORS = (2, 4, 8)
+_BOOKKEEPING = 9  # bytes per vector kept by the wrapper: int64 label + alive flag
+
+
+def bytes_per_vector(index_type: str, dim: int, config: IndexConfig, pq_m: int = 0, refine: bool = False) -> float:
+    """Estimated RAM per vector (wrapper bookkeeping included)."""
+    if index_type == FLAT:
+        return 4 * dim + _BOOKKEEPING
+    if index_type == HNSW:
+        # level 0 keeps 2*M int32 links; upper levels add ~1/M of that again.
+        return 4 * dim + 2 * config.hnsw_m * 4 * (1 + 1 / config.hnsw_m) + 8 + _BOOKKEEPING
+    # IVF lists keep the code and an int64 id; the SQ8 refine keeps one byte per dimension;
+    # without refine a direct map (int64) lets filtered searches reconstruct codes.
+    return pq_m + 8 + (dim if refine else 8) + _BOOKKEEPING
+
+
+def choose_index_type(n: int, dim: int, config: IndexConfig) -> str:
+    """Flat up to flat_max; HNSW above it unless the memory budget forces IVF-PQ."""
+    if n <= config.flat_max:
+        return FLAT
+    budget = config.memory_budget_bytes
+    if budget is not None and n * bytes_per_vector(HNSW, dim, config) > budget:
+        return IVFPQ
+    return HNSW
+
+
+def ivfpq_shape(n: int, dim: int, config: IndexConfig) -> dict[str, Any]:
+    """nlist, PQ sub-quantizers and refine choice that fit the budget (largest codes first)."""
+    nlist = config.ivf_nlist or int(min(65536, max(16, round(4 * math.sqrt(max(n, 1))))))
+    nlist = max(1, min(nlist, max(1, n // 39)))  # faiss wants >= 39 training points per list
+    budget = config.memory_budget_bytes or float("inf")
+    candidates = [m for m in (dim // 4, dim // 8, dim // 16, dim // 32) if m >= 1 and dim % m == 0]
+    for refine in (True, False):
+        for m in candidates:
+            if n * bytes_per_vector(IVFPQ, dim, config, m, refine) <= budget:
+                return {"nlist": nlist, "pq_m": m, "refine": refine}
+    need = bytes_per_vector(IVFPQ, dim, config, candidates[-1], False) * n
+    raise ValueError(f"memory budget {budget} bytes cannot hold {n} vectors (IVF-PQ needs ~{need:.0f})")
+
+
+def new_index(index_type: str, dim: int, n: int, config: IndexConfig) -> tuple[faiss.Index, dict[str, Any]]:
+    """An empty (untrained) faiss index and its build parameters."""
+    ip = faiss.METRIC_INNER_PRODUCT
+    if index_type == FLAT:
+        return faiss.IndexFlatIP(dim), {}
+    if index_type == HNSW:
+        index = faiss.IndexHNSWFlat(dim, config.hnsw_m, ip)
+        index.hnsw.efConstruction = config.hnsw_ef_construction
+        return index, {"M": config.hnsw_m, "efConstruction": config.hnsw_ef_construction, "efSearch": 64}
+    if index_type == IVFPQ:
+        shape = ivfpq_shape(n, dim, config)
+        # index_factory gives objects that own their parts (no Python/C++ double ownership).
+        spec = f"IVF{shape['nlist']},PQ{shape['pq_m']}" + (",Refine(SQ8)" if shape["refine"] else "")
+        return faiss.index_factory(dim, spec, ip), dict(shape, nprobe=1, k_factor=1)
+    raise ValueError(f"unknown index type {index_type!r}")
+
+
+def train(index: faiss.Index, index_type: str, xb: np.ndarray, config: IndexConfig) -> None:
+    """Train IVF centroids / PQ codebooks on a sample of xb (N, D); Flat and HNSW need none."""
+    if index_type != IVFPQ or index.is_trained:
+        return
+    rng = np.random.default_rng(config.seed)
+    take = min(len(xb), config.ivf_train_max)
+    sample = xb[np.sort(rng.choice(len(xb), take, replace=False))] if take < len(xb) else xb
+    index.train(sample)
+
+
+def after_add(index: faiss.Index, index_type: str, params: dict[str, Any]) -> None:
+    """Plain IVF-PQ keeps a direct map so filtered searches can reconstruct codes."""
+    if index_type == IVFPQ and not params.get("refine"):
+        ivf = faiss.extract_index_ivf(index)
+        if ivf.direct_map.type == faiss.DirectMap.NoMap:
+            ivf.make_direct_map()
+
+
+def search_params(index_type: str, params: dict[str, Any], k: int, sel: Any, scale: int = 1) -> faiss.SearchParameters | None:
+    """Per-call parameters (never mutate the shared index: readers run concurrently)."""
+    if index_type == FLAT:
+        return faiss.SearchParameters(sel=sel) if sel is not None else None
+    if index_type == HNSW:
+        p = faiss.SearchParametersHNSW(efSearch=max(params["efSearch"] * scale, k))
+        if sel is not None:
+            p.sel = sel
+        return p
+    nprobe = min(params["nlist"], params["nprobe"] * scale)
+    ivf = faiss.SearchParametersIVF(nprobe=nprobe, max_codes=0)
+    if sel is not None:
+        ivf.sel = sel
+    if not params.get("refine"):
+        return ivf
+    refine = faiss.IndexRefineSearchParameters(k_factor=float(params["k_factor"]), base_index_params=ivf)
+    refine.__dict__["_base"] = ivf  # keep the Python wrapper alive as long as the outer one
+    return refine
+
+
+def can_scale(index_type: str, params: dict[str, Any], scale: int, n: int) -> bool:
+    """Whether a larger `scale` still widens the search (escalation for short result lists)."""
+    if index_type == HNSW:
+        return params["efSearch"] * scale < max(2 * n, 4096)
+    if index_type == IVFPQ:
+        return params["nprobe"] * scale < params["nlist"] * 2
+    return False
+
+
+def ground_truth(xq: np.ndarray, xb: np.ndarray, k: int) -> np.ndarray:
+    """Exact top-k positions (Q, k) by inner product, without copying xb into an index."""
+    _, gt = faiss.knn(xq, xb, k, metric=faiss.METRIC_INNER_PRODUCT)
+    return gt
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """Mean |found[:k] & truth[:k]| / k over queries; found (Q, >=k), truth (Q, >=k)."""
+    hits = [len(set(f[:k].tolist()) & set(t[:k].tolist())) for f, t in zip(found, truth)]
+    return float(np.mean(hits)) / k if hits else 1.0
+
+
+def tuning_queries(xb: np.ndarray, config: IndexConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """Queries (Q, D) for tuning and, when sampled from xb, their own positions (Q,).
+
+    A sampled query finds itself at rank 1, which would flatter recall, so its own position
+    is dropped from both the exact and the approximate lists ("held out").
+    """
+    rng = np.random.default_rng(config.seed + 1)
+    take = min(config.tune_queries, len(xb))
+    own = np.sort(rng.choice(len(xb), take, replace=False))
+    return xb[own], own
+
+
+def _drop_own(rows: np.ndarray, own: np.ndarray | None, k: int) -> np.ndarray:
+    if own is None:
+        return rows[:, :k]
+    out = np.full((len(rows), k), -1, dtype=np.int64)
+    for i, (row, me) in enumerate(zip(rows, own)):
+        kept = row[row != me][:k]
+        out[i, : len(kept)] = kept
+    return out
+
+
+def tune(index: faiss.Index, index_type: str, params: dict[str, Any], xb: np.ndarray,
+         config: IndexConfig, queries: np.ndarray | None = None) -> tuple[dict[str, Any], float]:
+    """Cheapest search parameters reaching config.recall_target; returns (params, recall)."""
+    k = min(config.recall_k, len(xb) - 1) if queries is None else min(config.recall_k, len(xb))
+    if k < 1:
+        return params, 1.0
+    own = None
+    if queries is None:
+        queries, own = tuning_queries(xb, config)
+    extra = 0 if own is None else 1
+    truth = _drop_own(ground_truth(queries, xb, k + extra), own, k)
+
+    def measure(candidate: dict[str, Any]) -> float:
+        sp = search_params(index_type, candidate, k + extra, None)
+        _, found = index.search(queries, k + extra, params=sp)
+        return recall_at_k(_drop_own(found, own, k), truth, k)
+
+    best: tuple[dict[str, Any], float] | None = None
+    for candidate in _candidates(index_type, params):
+        r = measure(candidate)
+        if best is None or r > best[1]:
+            best = (candidate, r)
+        if r >= config.recall_target:
+            logger.info("tuned %s to %s: recall@%d=%.4f", index_type, candidate, k, r)
+            return candidate, r
+    assert best is not None
+    logger.warning("%s cannot reach recall %.3f; best %s gives %.4f", index_type, config.recall_target, best[0], best[1])
+    return best
+
+
+def _candidates(index_type: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    if index_type == FLAT:
+        return [params]
+    if index_type == HNSW:
+        return [dict(params, efSearch=ef) for ef in HNSW_EF_GRID]
+    probes = [2**i for i in range(int(math.log2(params["nlist"])) + 1)] + [params["nlist"]]
+    factors = REFINE_K_FACTORS if params.get("refine") else (1,)
+    return [dict(params, nprobe=p, k_factor=f) for p in sorted(set(probes)) for f in factors]

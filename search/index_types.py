@@ -1,0 +1,126 @@
+"""Plain types shared by the pure FAISS wrapper (search/index.py).
+
+Config, manifest, search hits and the typed load errors. No Django, no FAISS: this module
+is imported by the build, file and index modules alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Version of the on-disk container (search/index_file.py). Bump when the layout changes;
+# load refuses any other version with IndexMismatch so a stale cache is rebuilt, not misread.
+FORMAT_VERSION = 1
+
+FLAT = "flat"  # IndexFlatIP: exact, removal compacts in place
+HNSW = "hnsw"  # IndexHNSWFlat: graph, removal by tombstone (faiss HNSW has no remove_ids)
+IVFPQ = "ivfpq"  # IndexIVFPQ (optionally refined by SQ8 codes): compressed, tombstones too
+INDEX_TYPES = (FLAT, HNSW, IVFPQ)
+
+
+class IndexFileError(Exception):
+    """Base class of the errors raised while loading an index file."""
+
+
+class IndexMismatch(IndexFileError):
+    """The file is intact but built for another model version, dim, modality or format."""
+
+
+class IndexCorrupt(IndexFileError):
+    """The file is truncated, empty, or fails its checksum: rebuild it from stored vectors."""
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How the index type and its parameters are chosen. Stored in the manifest."""
+
+    # Exact search up to this many vectors: a 50k x 512 float32 scan is ~100 MB and a few ms.
+    flat_max: int = 50_000
+    # HNSW graph degree (faiss stores 2*M links on level 0); 32 suits d=512 embeddings.
+    hnsw_m: int = 32
+    # Candidate list while building the graph; higher = better graph, slower build.
+    hnsw_ef_construction: int = 80
+    # Bytes the index may take in RAM; None = no limit. When HNSW would not fit, IVF-PQ is used.
+    memory_budget_bytes: int | None = None
+    # Build-time tuning picks the cheapest efSearch / nprobe reaching this recall@k vs exact.
+    recall_target: float = 0.95
+    recall_k: int = 10
+    # Held-out queries used for tuning (sampled from the vectors when none are given).
+    tune_queries: int = 500
+    # IVF lists; None = about 4*sqrt(n), clamped to [16, 65536].
+    ivf_nlist: int | None = None
+    # Vectors used to train IVF centroids and PQ codebooks (faiss wants >= 39 per centroid).
+    ivf_train_max: int = 200_000
+    # needs_rebuild turns True once this share of stored vectors are tombstones.
+    max_tombstone_ratio: float = 0.2
+    # Allow-lists with at most this many live members are searched exactly over their vectors.
+    exact_filter_max: int = 20_000
+    # Mirror Flat / IVF-PQ indexes onto all GPUs faiss can see (no-op on CPU-only faiss).
+    use_gpu: bool = True
+    # Seed of the tuning sample and of training-set sampling.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.flat_max < 0:
+            raise ValueError("flat_max must be >= 0")
+        if self.hnsw_m < 4 or self.hnsw_ef_construction < 8:
+            raise ValueError("hnsw_m must be >= 4 and hnsw_ef_construction >= 8")
+        if not 0.0 < self.recall_target <= 1.0:
+            raise ValueError("recall_target must be in (0, 1]")
+        if self.recall_k < 1 or self.tune_queries < 1:
+            raise ValueError("recall_k and tune_queries must be >= 1")
+        if not 0.0 < self.max_tombstone_ratio <= 1.0:
+            raise ValueError("max_tombstone_ratio must be in (0, 1]")
+        if self.memory_budget_bytes is not None and self.memory_budget_bytes <= 0:
+            raise ValueError("memory_budget_bytes must be positive or None")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IndexConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown IndexConfig keys: {sorted(unknown)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What an index file says about itself (JSON in the file header)."""
+
+    format_version: int
+    model_version_id: str
+    modality: str
+    dim: int
+    count: int  # live vectors
+    index_type: str
+    params: dict[str, Any]  # e.g. {"M": 32, "efConstruction": 80, "efSearch": 64}
+    recall: float | None  # recall@recall_k vs exact measured at build time
+    recall_k: int
+    config: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""  # of the payload (faiss bytes + labels + alive flags)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Hits:
+    """Results of one query, best first; padding already dropped, so len may be < k."""
+
+    ids: np.ndarray  # (n,) int64 database keys
+    scores: np.ndarray  # (n,) float32 cosine similarities
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])

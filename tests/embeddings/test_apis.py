@@ -1,0 +1,178 @@
+"""/api/v1/images/ and /api/v1/collections/: uploads, listing, access, the one error shape."""
+import io
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from embeddings.models import Caption, Image
+from tests import images as mk
+from tests.factories import CollectionFactory, make_image
+
+pytestmark = pytest.mark.django_db
+
+
+def upload(client, data: bytes, name="photo.jpg", collection="mine", content_type="image/jpeg", **extra):
+    payload = {"file": SimpleUploadedFile(name, data, content_type=content_type), "collection": collection, **extra}
+    return client.post("/api/v1/images/", payload, format="multipart")
+
+
+def assert_error_shape(resp, status, field=None):
+    assert resp.status_code == status, resp.content
+    body = resp.json()
+    assert set(body) == {"error"} and body["error"]["code"] and body["error"]["message"]
+    if field:
+        assert field in body["error"]["fields"], body
+
+
+def test_upload_stores_image_caption_and_thumbnail(api, collection):
+    resp = upload(api, mk.image_bytes("JPEG", (80, 60)), caption="  a red   square ")
+    assert resp.status_code == 201, resp.content
+    body = resp.json()
+    assert body["collection"] == "mine" and body["width"] == 80 and body["status"] == "pending"
+    assert [c["text"] for c in body["captions"]] == ["a red square"]
+    image = Image.objects.get(pk=body["id"])
+    assert image.file.storage.exists(image.file.name) and image.thumbnail.storage.exists(image.thumbnail.name)
+
+
+def test_same_bytes_twice_give_one_image_and_the_same_body(api, collection):
+    data = mk.image_bytes("PNG")
+    first = upload(api, data, name="a.png", caption="x")
+    second = upload(api, data, name="b.png", caption="x")
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.json() == second.json()
+    assert Image.objects.count() == 1 and Caption.objects.count() == 1
+
+
+def test_stored_under_generated_name_not_the_clients(api, collection):
+    resp = upload(api, mk.image_bytes("JPEG"), name="../../etc/passwd\u202e.jpg")
+    assert resp.status_code == 201
+    image = Image.objects.get(pk=resp.json()["id"])
+    assert ".." not in image.file.name and "passwd" not in image.file.name
+    assert image.file.name.startswith("images/")
+
+
+@pytest.mark.parametrize("data,name,ctype", [
+    (b"", "empty.jpg", "image/jpeg"),
+    (b"hello world", "notes.txt", "text/plain"),
+    (mk.HTML, "evil.jpg", "image/jpeg"),
+    (mk.SVG, "vector.svg", "image/svg+xml"),
+    (mk.EPS, "ghost.png", "image/png"),
+    (mk.PDF, "doc.png", "image/png"),
+    (mk.tiff_bytes(), "scan.png", "image/png"),
+    (mk.psd_bytes(), "layers.png", "image/png"),
+    (mk.truncated_jpeg(), "cut.jpg", "image/jpeg"),
+    (mk.bitflipped_png(), "flip.png", "image/png"),
+])
+def test_bad_files_get_400_with_a_file_error_and_nothing_is_stored(api, collection, data, name, ctype):
+    resp = upload(api, data, name=name, content_type=ctype)
+    assert_error_shape(resp, 400, "file")
+    assert Image.objects.count() == 0
+
+
+def test_decompression_bomb_gets_400_image_too_large(api, collection, settings):
+    settings.LOUPE_MAX_IMAGE_PIXELS = 1_000_000
+    resp = upload(api, mk.png_declaring(40_000, 40_000), name="bomb.png", content_type="image/png")
+    assert_error_shape(resp, 400, "file")
+    assert "too large" in resp.json()["error"]["message"].lower()
+
+
+def test_missing_or_misnamed_fields_get_field_errors(api, collection):
+    resp = api.post("/api/v1/images/", {"collection": "mine"}, format="multipart")
+    assert_error_shape(resp, 400, "file")
+    resp = api.post("/api/v1/images/", {"image": SimpleUploadedFile("a.jpg", mk.image_bytes())}, format="multipart")
+    assert_error_shape(resp, 400, "file")
+    assert "collection" in resp.json()["error"]["fields"]
+
+
+def test_unknown_collection_is_a_field_error(api, collection):
+    assert_error_shape(upload(api, mk.image_bytes(), collection="nope"), 400, "collection")
+
+
+def test_anonymous_upload_is_refused(anon_api, collection):
+    resp = upload(anon_api, mk.image_bytes())
+    assert resp.status_code in (401, 403)
+    assert Image.objects.count() == 0
+
+
+def test_other_users_private_collection_is_invisible(api, other_user):
+    theirs = CollectionFactory(owner=other_user, name="theirs")
+    image = make_image(theirs, seed=3, caption="secret")
+    assert api.get(f"/api/v1/images/{image.pk}/").status_code == 404
+    assert api.delete(f"/api/v1/images/{image.pk}/").status_code == 404
+    listing = api.get("/api/v1/images/").json()
+    assert listing["count"] == 0 and str(image.pk) not in str(listing)
+    assert "theirs" not in str(api.get("/api/v1/collections/").json())
+    assert_error_shape(upload(api, mk.image_bytes(), collection="theirs"), 400, "collection")
+    assert Image.objects.filter(pk=image.pk).exists()
+
+
+def test_public_collection_is_readable_anonymously_but_not_writable(anon_api, api, other_user):
+    public = CollectionFactory(owner=other_user, name="pub", is_public=True)
+    image = make_image(public, seed=5)
+    assert anon_api.get(f"/api/v1/images/{image.pk}/").status_code == 200
+    assert api.delete(f"/api/v1/images/{image.pk}/").status_code == 403
+    assert upload(api, mk.image_bytes(), collection="pub").status_code == 403
+
+
+def test_delete_removes_row_and_files(api, collection, django_capture_on_commit_callbacks):
+    image = make_image(collection, seed=9)
+    storage, names = image.file.storage, [image.file.name, image.thumbnail.name]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.delete(f"/api/v1/images/{image.pk}/").status_code == 204
+    assert not Image.objects.filter(pk=image.pk).exists()
+    assert not any(storage.exists(n) for n in names)
+
+
+def test_list_filters_and_pagination(api, collection):
+    for i in range(5):
+        make_image(collection, seed=100 + i, caption="c" if i % 2 == 0 else None, split="train" if i < 3 else "dev")
+    assert api.get("/api/v1/images/?split=train").json()["count"] == 3
+    assert api.get("/api/v1/images/?has_caption=true").json()["count"] == 3
+    assert api.get("/api/v1/images/?collection=mine&page_size=2").json()["next"]
+    assert api.get("/api/v1/images/?page=999").status_code == 404
+
+
+def test_collections_create_and_conflict(api):
+    assert api.post("/api/v1/collections/", {"name": "trips"}, format="json").status_code == 201
+    assert_error_shape(api.post("/api/v1/collections/", {"name": "trips"}, format="json"), 409)
+    assert_error_shape(api.post("/api/v1/collections/", {}, format="json"), 400, "name")
+
+
+def test_too_many_files_in_one_request_is_400(api, collection, settings):
+    files = {f"f{i}": SimpleUploadedFile(f"{i}.jpg", b"x") for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FILES + 1)}
+    resp = api.post("/api/v1/images/", {"collection": "mine", **files}, format="multipart")
+    assert resp.status_code in (400, 413)
+    assert Image.objects.count() == 0
+
+
+def test_too_many_fields_is_400(api, collection):
+    fields = {f"k{i}": "v" for i in range(1001)}
+    resp = api.post("/api/v1/images/", {"collection": "mine", **fields}, format="multipart")
+    assert resp.status_code in (400, 413)
+
+
+def test_huge_body_is_413_from_content_length_alone(client, user, settings):
+    client.force_login(user)
+    resp = client.generic("POST", "/api/v1/images/", b"x" * 10, CONTENT_TYPE="multipart/form-data; boundary=x",
+                          CONTENT_LENGTH=str(100 * 1024 * 1024))
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "too_large"
+
+
+def test_responses_carry_nosniff(anon_api):
+    assert anon_api.get("/api/v1/images/")["X-Content-Type-Options"] == "nosniff"
+
+
+def test_session_post_without_csrf_is_refused(user, collection):
+    from rest_framework.test import APIClient
+
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(user)
+    resp = client.post("/api/v1/collections/", {"name": "x"}, format="json")
+    assert resp.status_code == 403
+
+
+def test_upload_streams_are_read_once(api, collection):
+    data = io.BytesIO(mk.image_bytes())
+    resp = api.post("/api/v1/images/", {"file": data, "collection": "mine"}, format="multipart")
+    assert resp.status_code == 201

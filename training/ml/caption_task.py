@@ -1,0 +1,212 @@
+"""The caption-generator TrainTask: cached image features -> caption decoder (teacher forcing).
+
+Data is ``CaptionData``: per image V cached feature views (view 0 = the plain image, the
+others e.g. its horizontal flip), pooled (N, V, F) and, for the attention decoder, spatial
+(N, V, 49, F), plus each image's reference captions.
+
+Every epoch visits each (image, caption) pair once. Pairs are bucketed by caption length
+(sorted with a random tie-break, cut into batches, batches shuffled) so a batch's captions
+have about the same length and the step-by-step decoder wastes no steps on padding. Each pair
+uses a random cached view (``augment_views``). The loss is label-smoothed cross-entropy plus,
+for the attention decoder, the doubly stochastic attention penalty; optional scheduled
+sampling ramps linearly to ``scheduled_sampling_max`` over the run.
+
+Dev evaluation decodes view 0 of every dev image (greedy, or a small beam) and scores the
+captions against all references with BLEU/ROUGE-L/CIDEr-D (``tokenizer="simple"``, no Java,
+no METEOR, so it is quick enough to run every epoch). ``keep_snapshots`` keeps each evaluated
+epoch's weights for checkpoint averaging. Pure: no Django.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from embeddings.ml.caption_decoding import beam_search, greedy_decode
+from embeddings.ml.captioner import CaptionerConfig, build_decoder, caption_loss
+from embeddings.ml.vocab import EOS_ID, PAD_ID, Vocabulary
+from training.ml.caption_metrics import caption_scores
+from training.ml.config import register_kind
+
+
+@dataclass(frozen=True)
+class CaptionTaskConfig:
+    """How the caption task samples, regularises and evaluates."""
+
+    vocab_min_count: int = 5  # training-caption words seen fewer times become <unk>
+    augment_views: bool = True  # each (image, caption) pair uses a random cached view
+    label_smoothing: float = 0.1
+    attention_weight: float = 1.0  # doubly stochastic attention penalty (attention decoder)
+    scheduled_sampling_max: float = 0.0  # final probability of feeding back own samples; 0 = off
+    eval_beam_size: int = 1  # 1 = greedy dev decoding (fast); >1 = beam search
+    eval_length_penalty: float = 0.0
+    eval_batch_size: int = 250  # dev images decoded at once
+    keep_snapshots: bool = False  # keep every evaluated epoch's weights (checkpoint averaging)
+
+    def __post_init__(self) -> None:
+        if self.vocab_min_count < 1 or self.eval_beam_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("vocab_min_count, eval_beam_size and eval_batch_size must be >= 1")
+        if not 0.0 <= self.label_smoothing < 1.0 or not 0.0 <= self.scheduled_sampling_max <= 1.0:
+            raise ValueError("label_smoothing must be in [0, 1) and scheduled_sampling_max in [0, 1]")
+        if self.attention_weight < 0:
+            raise ValueError("attention_weight must be >= 0")
+
+
+register_kind("captioner", CaptionerConfig, CaptionTaskConfig)
+
+
+@dataclass(frozen=True)
+class CaptionData:
+    """Cached features and reference captions of one split (features kept on CPU)."""
+
+    pooled: Tensor  # (N, V, F) float16/32; view 0 = unaugmented
+    spatial: Tensor | None  # (N, V, C, F) or None (show-and-tell needs no cells)
+    captions: Sequence[Sequence[str]]  # N lists of raw reference captions
+    keys: Sequence[str]  # N image keys (file names)
+
+    def __post_init__(self) -> None:
+        n = self.pooled.shape[0]
+        if self.pooled.dim() != 3:
+            raise ValueError(f"pooled must be (N, V, F), got {tuple(self.pooled.shape)}")
+        if self.spatial is not None and (self.spatial.dim() != 4 or self.spatial.shape[:2] != self.pooled.shape[:2]):
+            raise ValueError(f"spatial must be (N, V, C, F) matching pooled, got {tuple(self.spatial.shape)}")
+        if len(self.captions) != n or len(self.keys) != n:
+            raise ValueError(f"need {n} caption lists and keys, got {len(self.captions)} and {len(self.keys)}")
+        if any(len(c) == 0 for c in self.captions):
+            raise ValueError("every image needs at least one caption")
+
+    @property
+    def num_images(self) -> int:
+        return self.pooled.shape[0]
+
+    @property
+    def num_views(self) -> int:
+        return self.pooled.shape[1]
+
+
+class CaptionTask:
+    """TrainTask for the caption decoders; builds vocabulary (if not given) and model with ``seed``."""
+
+    def __init__(self, model_config: CaptionerConfig, task_config: CaptionTaskConfig, *, batch_size: int,
+                 train: CaptionData, dev: CaptionData, vocab: Vocabulary | None = None, seed: int = 0) -> None:
+        if model_config.decoder == "attention" and (train.spatial is None or dev.spatial is None):
+            raise ValueError("the attention decoder needs spatial features in both splits")
+        self.cfg = task_config
+        self.batch_size = batch_size
+        self.train_data, self.dev_data = train, dev
+        self.vocab = vocab or Vocabulary.build(
+            (c for caps in train.captions for c in caps), min_count=task_config.vocab_min_count)
+        self.model_config = dataclasses.replace(model_config, vocab_size=len(self.vocab))
+        torch.manual_seed(seed)  # model init is part of the run's seed
+        self.model = build_decoder(self.model_config)
+        self._pair_image, self._pair_tokens, self._pair_len = self._encode_pairs(train)
+        self.epochs_planned = 1  # set by the caller for scheduled sampling's ramp
+        self._epoch = 0
+        self.snapshots: list[tuple[int, dict[str, Tensor]]] = []  # (evaluation index, weights)
+        self.last_hypotheses: dict[str, str] = {}
+
+    def _encode_pairs(self, data: CaptionData) -> tuple[Tensor, Tensor, Tensor]:
+        """(P,) image index, (P, L+1) padded token ids (<bos> .. <eos>), (P,) lengths."""
+        limit = self.model_config.max_len + 1  # <bos> + up to max_len tokens incl. <eos>
+        images, rows = [], []
+        for img, caps in enumerate(data.captions):
+            for caption in caps:
+                ids = self.vocab.encode(caption)
+                if len(ids) > limit:  # truncate long captions but keep their <eos>
+                    ids = ids[: limit - 1] + [EOS_ID]
+                images.append(img)
+                rows.append(ids)
+        lengths = torch.tensor([len(r) for r in rows])
+        tokens = torch.full((len(rows), int(lengths.max())), PAD_ID, dtype=torch.long)
+        for i, r in enumerate(rows):
+            tokens[i, : len(r)] = torch.tensor(r)
+        return torch.tensor(images), tokens, lengths
+
+    def num_batches(self) -> int:
+        return math.ceil(len(self._pair_image) / self.batch_size)
+
+    def sampling_prob(self, epoch: int) -> float:
+        """Scheduled-sampling probability for 0-based ``epoch``: linear ramp from 0."""
+        if self.cfg.scheduled_sampling_max <= 0 or self.epochs_planned <= 1:
+            return 0.0
+        return self.cfg.scheduled_sampling_max * epoch / (self.epochs_planned - 1)
+
+    def batches(self, epoch: int, generator: torch.Generator) -> Iterator[dict[str, Tensor]]:
+        self._epoch = epoch
+        n = len(self._pair_image)
+        # Length buckets: sort by (length, random key), cut, then shuffle the batch order.
+        noise = torch.rand(n, generator=generator)
+        order = torch.argsort(self._pair_len.double() + 0.5 * noise.double())
+        chunks = list(torch.split(order, self.batch_size))
+        n_views = self.train_data.num_views if self.cfg.augment_views else 1
+        views = torch.randint(n_views, (n,), generator=generator)
+        for b in torch.randperm(len(chunks), generator=generator).tolist():
+            sel = chunks[b]  # (B,)
+            imgs, v = self._pair_image[sel], views[sel]
+            width = int(self._pair_len[sel].max())
+            batch = {"pooled": self.train_data.pooled[imgs, v].float(),  # (B, F)
+                     "tokens": self._pair_tokens[sel, :width]}  # (B, L+1)
+            if self.model_config.decoder == "attention":
+                batch["spatial"] = self.train_data.spatial[imgs, v].float()  # (B, C, F)
+            yield batch
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        tokens = batch["tokens"]
+        out = model(batch["pooled"], batch.get("spatial"), tokens[:, :-1],
+                    sampling_prob=self.sampling_prob(self._epoch))
+        return caption_loss(out, tokens[:, 1:], label_smoothing=self.cfg.label_smoothing,
+                            attention_weight=self.cfg.attention_weight)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        core = getattr(model, "module", model)  # unwrap DDP
+        hyps = decode_split(core, self.dev_data, self.vocab, beam_size=self.cfg.eval_beam_size,
+                            length_penalty=self.cfg.eval_length_penalty, batch_size=self.cfg.eval_batch_size)
+        self.last_hypotheses = hyps
+        refs = dict(zip(self.dev_data.keys, self.dev_data.captions))
+        scores = caption_scores(hyps, refs, tokenizer="simple", meteor=False)
+        if self.cfg.keep_snapshots:
+            weights = {k: v.detach().to("cpu").clone() for k, v in core.state_dict().items()}
+            self.snapshots.append((len(self.snapshots) + 1, weights))
+        words = [len(h.split()) for h in hyps.values()]
+        scores["mean_length"] = float(np.mean(words)) if words else 0.0
+        scores["vocab_used"] = float(len({w for h in hyps.values() for w in h.split()}))
+        return scores
+
+
+@torch.no_grad()
+def decode_split(decoder: nn.Module, data: CaptionData, vocab: Vocabulary, *, beam_size: int = 1,
+                 length_penalty: float = 0.0, no_repeat_ngram_size: int = 0, batch_size: int = 250,
+                 view: int = 0) -> dict[str, str]:
+    """Caption every image of ``data`` (one view): {image key: text}."""
+    was_training = decoder.training
+    decoder.eval()
+    device = next(decoder.parameters()).device
+    out: dict[str, str] = {}
+    for start in range(0, data.num_images, batch_size):
+        pooled = data.pooled[start:start + batch_size, view].float().to(device)  # (b, F)
+        spatial = None if data.spatial is None else data.spatial[start:start + batch_size, view].float().to(device)
+        if beam_size == 1:
+            hyps = greedy_decode(decoder, pooled, spatial)
+        else:
+            hyps = [h[0] for h in beam_search(decoder, pooled, spatial, beam_size=beam_size,
+                                              length_penalty=length_penalty,
+                                              no_repeat_ngram_size=no_repeat_ngram_size, batch_size=batch_size)]
+        for key, hyp in zip(data.keys[start:start + batch_size], hyps):
+            out[key] = vocab.decode(hyp.tokens)
+    decoder.train(was_training)
+    return out
+
+
+def average_weights(snapshots: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Element-wise mean of several state dicts of the same model (checkpoint averaging)."""
+    if not snapshots:
+        raise ValueError("nothing to average")
+    keys = snapshots[0].keys()
+    return {k: torch.stack([s[k].float() for s in snapshots]).mean(dim=0).to(snapshots[0][k].dtype) for k in keys}

@@ -1,0 +1,58 @@
+"""Training runs: one row per retraining job, with its lease, progress and history."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from embeddings.models import Collection, ModelVersion
+
+
+class TrainingRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+    kind = models.CharField(max_length=10, choices=ModelVersion.Kind.choices)
+    collections = models.ManyToManyField(Collection, related_name="training_runs")
+    config = models.JSONField(default=dict, help_text="validated TrainConfig")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    epoch = models.PositiveIntegerField(default=0)
+    step = models.PositiveIntegerField(default=0)
+    total_epochs = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    history = models.JSONField(default=list, blank=True, help_text="per-epoch losses and dev metrics")
+    last_event = models.JSONField(default=dict, blank=True, help_text="latest step: lr, samples/s, losses")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker_host = models.CharField(max_length=255, blank=True)
+    device = models.CharField(max_length=50, blank=True)
+    lease_token = models.CharField(max_length=64, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    log_tail = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    checkpoint_dir = models.CharField(max_length=255, blank=True)
+    model_version = models.OneToOneField(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="training_run"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind"], condition=Q(status__in=["queued", "running"]),
+                name="one_active_run_per_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} run {self.pk} ({self.status})"
