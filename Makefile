@@ -1,0 +1,57 @@
+# Loupe: `make run` starts the product, `make test` runs every test. Both work on a fresh clone.
+SHELL := /bin/bash
+PYTHON_BIN ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test install install-test browser lint bench migrate clean-var
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.test-installed: requirements-test.txt $(VENV)/.installed
+	$(PIP) install -q -r requirements-test.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.test-installed browser
+
+# The browser tests drive Debian's Chromium (Playwright cannot download browsers here).
+browser:
+	@command -v /usr/bin/chromium >/dev/null || { \
+	  echo "Installing Debian's chromium for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "WARNING: could not install chromium; browser tests will fail under CI=true"; }
+
+migrate: install
+	$(PY) manage.py migrate --no-input -v0
+
+# Serve on http://$(HOST):$(PORT) with a real Celery worker (and its beat) beside the server.
+# Ctrl-C stops both.
+run: migrate
+	DEBUG=true $(PY) manage.py loupe_setup
+	DEBUG=true $(PY) manage.py collectstatic --no-input -v0
+	@set -m; \
+	DEBUG=true $(PY) -m celery -A project worker -Q default,gpu --pool=solo -B --loglevel=INFO & WORKER=$$!; \
+	trap 'kill $$WORKER 2>/dev/null; wait $$WORKER 2>/dev/null' EXIT INT TERM; \
+	echo "Loupe on http://$(HOST):$(PORT)  (worker pid $$WORKER; Ctrl-C stops both)"; \
+	DEBUG=true $(PY) manage.py runserver --noreload $(HOST):$(PORT)
+
+# The whole suite against this machine's PostgreSQL and Redis, plus the architecture contract.
+test: install-test
+	$(VENV)/bin/lint-imports
+	$(PY) manage.py makemigrations --check --dry-run -v0
+	$(PY) -m pytest
+
+lint: install-test
+	$(VENV)/bin/lint-imports
+
+bench: install-test
+	$(PY) bench/run_all.py

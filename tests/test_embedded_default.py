@@ -1,0 +1,55 @@
+"""The embedded default: SQLite (WAL) + the file-system broker + a separate worker process."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import images as mk
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.worker, pytest.mark.slow]
+
+
+def run(env, *args, timeout=120):
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=True)
+
+
+def test_ingest_end_to_end_on_sqlite_and_filesystem_broker(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    env.update({"DJANGO_SETTINGS_MODULE": "project.settings", "LOUPE_VAR_DIR": str(tmp_path / "var"),
+                "DEBUG": "true", "PYTHONUNBUFFERED": "1"})
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"p{i}.jpg").write_bytes(mk.unique_jpeg(i))
+    (folder / "broken.jpg").write_bytes(mk.truncated_jpeg())
+    run(env, "migrate", "-v0")
+    journal = subprocess.run(
+        [sys.executable, "-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('pragma journal_mode').fetchone()[0])",
+         str(tmp_path / "var" / "loupe.sqlite3")], capture_output=True, text=True, check=True)
+    assert journal.stdout.strip() == "wal"
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "default,gpu",
+                               "--pool=solo", "--loglevel=INFO"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        out = run(env, "import_dataset", str(folder), "--format", "folder", "--collection", "local", "--no-progress")
+        assert "3 imported" in out.stdout and "1 rejected" in out.stdout and "broken.jpg" in out.stdout
+        check = ("from embeddings.models import Image; import sys; "
+                 "sys.stdout.write(','.join(sorted(Image.objects.values_list('status', flat=True))))")
+        deadline = time.monotonic() + 90
+        statuses = ""
+        while time.monotonic() < deadline:
+            statuses = run(env, "shell", "--no-imports", "-c", check).stdout.strip()
+            if statuses == "ready,ready,ready":
+                break
+            time.sleep(1)
+        assert statuses == "ready,ready,ready", (tmp_path / "worker.log").read_text()
+        again = run(env, "import_dataset", str(folder), "--format", "folder", "--collection", "local", "--no-progress")
+        assert "0 imported, 3 already present" in again.stdout
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
