@@ -170,12 +170,16 @@ def _gather(x: Tensor) -> Tensor:
 
 def synthetic_embedding_data(n_images: int, *, captions: int = 5, views: int = 2, image_dim: int = 32,
                              text_dim: int = 16, latent: int = 8, spatial_cells: int = 0,
-                             seed: int = 0) -> EmbeddingData:
-    """Small learnable data for tests: images and captions are noisy maps of a shared latent."""
-    rng = np.random.default_rng(seed)
+                             seed: int = 0, world_seed: int = 0) -> EmbeddingData:
+    """Small learnable data for tests: images and captions are noisy maps of a shared latent.
+
+    ``world_seed`` fixes the maps (keep it equal for train and dev), ``seed`` the samples.
+    """
+    world = np.random.default_rng(world_seed)
+    a = world.standard_normal((latent, image_dim))
+    b = world.standard_normal((latent, text_dim))
+    rng = np.random.default_rng(seed + 1_000)
     z = rng.standard_normal((n_images, latent))
-    a = rng.standard_normal((latent, image_dim))
-    b = rng.standard_normal((latent, text_dim))
     base = np.maximum(z @ a, 0.0)  # (N, F) non-negative like ReLU6 features
     shape = (n_images, views, spatial_cells, image_dim) if spatial_cells else (n_images, views, image_dim)
     noise = 0.3 * rng.standard_normal(shape)
