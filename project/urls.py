@@ -5,9 +5,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from embeddings import urls as embeddings_urls
+from search import urls as search_urls
+from training import urls as training_urls
 
 api_v1 = [
     *embeddings_urls.api_urls,
+    *search_urls.api_urls,
+    *training_urls.api_urls,
 ]
 
 urlpatterns = [
@@ -18,4 +22,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     *embeddings_urls.page_urls,
+    *search_urls.page_urls,
+    *training_urls.page_urls,
 ]

@@ -1,0 +1,114 @@
+"""Encoding and captioning of stored images: the processing steps run by Celery workers.
+
+Vectors are upserted per (image, model version) and per (caption, model version), so a task
+that runs twice (redelivery after a worker died) leaves exactly one row each. After the rows
+are written, `vectors_stored` tells listeners (the search index) which ids changed.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import django.dispatch
+import numpy as np
+from django.core.files.storage import default_storage
+from django.db import transaction
+from PIL import Image as PILImage
+
+from embeddings import runtime
+from embeddings.models import Caption, CaptionEmbedding, Image, ImageEmbedding, ModelVersion
+
+logger = logging.getLogger(__name__)
+
+# sent with model_version_id, image_ids, caption_ids after vectors are committed
+vectors_stored = django.dispatch.Signal()
+
+
+def load_stored_image(image_id: str | int) -> PILImage.Image:
+    image = Image.objects.only("file").get(pk=int(image_id))
+    with default_storage.open(image.file.name, "rb") as fh:
+        img = PILImage.open(fh)
+        img.load()
+    return img.convert("RGB")
+
+
+def features_for(image_ids: Sequence[int]) -> dict[str, np.ndarray]:
+    return runtime.cached_features([str(i) for i in image_ids], load_stored_image)
+
+
+def _as_bytes(vecs: np.ndarray) -> list[bytes]:
+    return [np.ascontiguousarray(v, dtype="<f4").tobytes() for v in vecs]
+
+
+def images_encode(*, image_ids: Sequence[int], version: ModelVersion | None = None) -> int:
+    """Store vectors of these images (and their captions) for `version` (default: active)."""
+    if version is None:
+        version = runtime.active_version(ModelVersion.Kind.EMBEDDING)
+        if version is None:
+            return 0
+    embedder = runtime.embedder_for(version)
+    image_ids = list(image_ids)
+    vecs = embedder.encode_features(features_for(image_ids))
+    rows = [ImageEmbedding(image_id=i, model_version=version, vector=b) for i, b in zip(image_ids, _as_bytes(vecs))]
+    caption_ids = captions_encode(
+        captions=list(Caption.objects.filter(image_id__in=image_ids).exclude(embeddings__model_version=version)),
+        version=version, notify=False,
+    )
+    with transaction.atomic():
+        ImageEmbedding.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=["image", "model_version"], update_fields=["vector"]
+        )
+        transaction.on_commit(lambda: vectors_stored.send(
+            sender=ModelVersion, model_version_id=version.pk, image_ids=image_ids, caption_ids=caption_ids))
+    return len(rows)
+
+
+def captions_encode(*, captions: Sequence[Caption], version: ModelVersion, notify: bool = True) -> list[int]:
+    if not captions:
+        return []
+    vecs = runtime.embedder_for(version).encode_texts([c.text for c in captions])
+    rows = [CaptionEmbedding(caption_id=c.pk, model_version=version, vector=b) for c, b in zip(captions, _as_bytes(vecs))]
+    ids = [c.pk for c in captions]
+    with transaction.atomic():
+        CaptionEmbedding.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=["caption", "model_version"], update_fields=["vector"]
+        )
+        if notify:
+            transaction.on_commit(lambda: vectors_stored.send(
+                sender=ModelVersion, model_version_id=version.pk, image_ids=[], caption_ids=ids))
+    return ids
+
+
+def images_caption(*, image_ids: Sequence[int], version: ModelVersion | None = None, beam_size: int = 3) -> int:
+    """Generate one caption per image with the captioner (source=generated, tagged with it)."""
+    if version is None:
+        version = runtime.active_version(ModelVersion.Kind.CAPTIONER)
+        if version is None:
+            return 0
+    todo = list(Image.objects.filter(pk__in=image_ids).exclude(captions__model_version=version)
+                .values_list("pk", flat=True))
+    if not todo:
+        return 0
+    generator = runtime.captioner_for(version)
+    feats = features_for(todo)
+    import torch
+
+    spatial = torch.from_numpy(feats["spatial"]) if generator.needs_spatial else None
+    best = generator.caption(torch.from_numpy(feats["pooled"]), spatial, beam_size=beam_size, n=1)
+    new = [Caption(image_id=i, text=hyps[0].text, source=Caption.Source.GENERATED, model_version=version,
+                   score=float(hyps[0].log_prob)) for i, hyps in zip(todo, best) if hyps and hyps[0].text]
+    Caption.objects.bulk_create(new)
+    active = runtime.active_version(ModelVersion.Kind.EMBEDDING)
+    if active is not None:
+        captions_encode(captions=new, version=active)
+    return len(new)
+
+
+def step_encode(images: list[Image]) -> str:
+    n = images_encode(image_ids=[i.pk for i in images])
+    return f"{n} vectors" if n else "no active embedding model"
+
+
+def step_caption(images: list[Image]) -> str:
+    n = images_caption(image_ids=[i.pk for i in images])
+    return f"{n} captions" if runtime.active_version(ModelVersion.Kind.CAPTIONER) else "no active captioner"

@@ -1,0 +1,172 @@
+"""The one Django-aware loader of models: per process, lazy, locked, keyed by model-version id.
+
+Nothing loads at import time. The active version is looked up in the database on each call
+(one indexed query), so a promotion is picked up by every process without a restart, while
+the weights of each version are loaded once and kept.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from django.conf import settings
+from PIL import Image as PILImage
+
+from embeddings.ml.caption_generator import CaptionGenerator, load_captioner
+from embeddings.ml.conse import DEFAULT_PROMPTS, class_vectors, load_class_names
+from embeddings.ml.embedder import ConseEmbedder, Embedder, JointEmbedder
+from embeddings.ml.feature_cache import FeatureCache
+from embeddings.ml.image_encoder import ImageEncoder
+from embeddings.ml.text_encoder import TextEncoder
+from embeddings.ml.transforms import batch_tensors
+from embeddings.models import ModelVersion
+from project.exceptions import ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+_lock = threading.RLock()
+_objects: dict[Any, Any] = {}
+FEATURE_FIELDS = {"pooled": (1280,), "spatial": (49, 1280), "logits": (1000,)}
+
+
+class ModelUnavailable(ServiceUnavailable):
+    code = "model_unavailable"
+
+
+def device() -> str:
+    wanted = settings.ML_DEVICE
+    if wanted == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return wanted
+
+
+def _cached(key: Any, factory):
+    with _lock:
+        if key not in _objects:
+            _objects[key] = factory()
+        return _objects[key]
+
+
+def reset() -> None:
+    """Forget every loaded model (tests, or after files were replaced)."""
+    with _lock:
+        _objects.clear()
+
+
+def image_encoder() -> ImageEncoder:
+    return _cached("image_encoder", lambda: ImageEncoder(device=device()))
+
+
+def text_encoder() -> TextEncoder:
+    return _cached("text_encoder", lambda: TextEncoder(device=device()))
+
+
+def encode_texts_base(texts: list[str]) -> np.ndarray:
+    """(N, 384) unit MiniLM sentence vectors."""
+    return text_encoder().encode(texts, normalize=True).numpy()
+
+
+def image_features(images: Sequence[PILImage.Image]) -> dict[str, np.ndarray]:
+    """{"pooled": (B, 1280), "spatial": (B, 49, 1280), "logits": (B, 1000)} float32."""
+    if not images:
+        return {k: np.zeros((0, *shape), np.float32) for k, shape in FEATURE_FIELDS.items()}
+    out = image_encoder().encode(batch_tensors([img.convert("RGB") for img in images]))
+    return {k: v.numpy().astype(np.float32) for k, v in out.items()}
+
+
+# --- feature cache ------------------------------------------------------------------------
+def _cache_dir() -> Path:
+    ident = image_encoder().identity
+    return Path(settings.FEATURE_DIR) / hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def _cache_locked():
+    directory = _cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f"{directory.name}.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # several worker processes may add shards at once
+        try:
+            yield FeatureCache(directory, encoder_identity=image_encoder().identity, fields=FEATURE_FIELDS)
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached_features(keys: Sequence[str], load_image) -> dict[str, np.ndarray]:
+    """Features of the images named by `keys`, computed once per (image, encoder) and kept."""
+    with _cache_locked() as cache:
+        missing = cache.missing(keys)
+        if missing:
+            feats = image_features([load_image(k) for k in missing])
+            cache.add(missing, feats)
+        return cache.get(list(keys), dtype=np.float32)
+
+
+# --- model versions -----------------------------------------------------------------------
+def conse_class_vectors() -> np.ndarray:
+    def build() -> np.ndarray:
+        ident = hashlib.sha256((text_encoder().identity + repr(DEFAULT_PROMPTS)).encode()).hexdigest()[:16]
+        path = Path(settings.MODEL_DIR) / "conse" / f"class-vectors-{ident}.npy"
+        if path.exists():
+            return np.load(path, allow_pickle=False)
+        vecs = class_vectors(load_class_names(), encode_texts_base, DEFAULT_PROMPTS)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        with open(tmp, "wb") as fh:
+            np.save(fh, vecs)
+            fh.flush()
+        tmp.replace(path)
+        return vecs
+
+    return _cached("conse_class_vectors", build)
+
+
+def _classifier(cells: np.ndarray) -> np.ndarray:
+    fc = image_encoder().backbone._fc
+    with torch.no_grad():
+        return fc(torch.from_numpy(cells).to(next(fc.parameters()).device)).float().cpu().numpy()
+
+
+def version_path(version: ModelVersion) -> Path:
+    path = Path(version.directory)
+    return path if path.is_absolute() else Path(settings.MODEL_DIR) / path
+
+
+def embedder_for(version: ModelVersion) -> Embedder:
+    def build() -> Embedder:
+        if version.family == "conse":
+            cfg = version.config or {}
+            return ConseEmbedder(encode_texts_base, conse_class_vectors(), _classifier,
+                                 k=int(cfg.get("k", 10)), temperature=float(cfg.get("temperature", 1.0)))
+        return JointEmbedder.from_checkpoint(version_path(version), encode_texts_base)
+
+    return _cached(("embedder", version.pk), build)
+
+
+def captioner_for(version: ModelVersion) -> CaptionGenerator:
+    return _cached(("captioner", version.pk), lambda: load_captioner(version_path(version), device=device()))
+
+
+def active_version(kind: str) -> ModelVersion | None:
+    return ModelVersion.objects.filter(kind=kind, status=ModelVersion.Status.ACTIVE).first()
+
+
+def active_embedder() -> tuple[ModelVersion, Embedder]:
+    version = active_version(ModelVersion.Kind.EMBEDDING)
+    if version is None:
+        raise ModelUnavailable("No active embedding model.")
+    return version, embedder_for(version)
+
+
+def active_captioner() -> tuple[ModelVersion, CaptionGenerator]:
+    version = active_version(ModelVersion.Kind.CAPTIONER)
+    if version is None:
+        raise ModelUnavailable("No active captioning model; train one from the admin.")
+    return version, captioner_for(version)
