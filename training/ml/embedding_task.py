@@ -160,12 +160,31 @@ def _gather(x: Tensor) -> Tensor:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
     if x.requires_grad:
-        import torch.distributed.nn.functional as dist_fn
-
-        return torch.cat(dist_fn.all_gather(x), dim=0)
+        return _GatherWithGrad.apply(x)
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts, dim=0)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient and returns the local slice.
+
+    Every rank computes the same global loss, so the local rows receive world_size times
+    their true gradient; DDP's gradient averaging divides it back out.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # (n, D) -> (world * n, D)
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
 
 
 def synthetic_embedding_data(n_images: int, *, captions: int = 5, views: int = 2, image_dim: int = 32,

@@ -107,8 +107,8 @@ class LoopHooks:
     def agree_stop(self, flag: bool) -> bool:
         return flag
 
-    def share_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
-        return metrics
+    def evaluate(self, task: TrainTask, model: nn.Module) -> dict[str, float]:
+        return {k: float(v) for k, v in task.evaluate(model).items()}
 
     def after_step(self, model: nn.Module) -> None:
         pass
@@ -233,7 +233,7 @@ def _end_epoch(config: LoopConfig, task: TrainTask, model: nn.Module, prog: _Pro
     if prog.epoch % config.eval_every_epochs == 0 or prog.epoch == config.epochs:
         model.eval()
         with torch.no_grad():
-            dev = hooks.share_metrics({k: float(v) for k, v in task.evaluate(model).items()})
+            dev = hooks.evaluate(task, model)
         model.train()
         metric = config.early_stop_metric
         if metric is not None:
