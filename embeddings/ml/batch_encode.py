@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -91,6 +92,12 @@ class _Buffer:
         self.clear()
 
 
+def _is_path_list(source: Any) -> bool:
+    if isinstance(source, (str, bytes)):
+        raise TypeError("pass a sequence of paths, not a single path")
+    return isinstance(source, Sequence) and all(isinstance(p, (str, os.PathLike)) for p in source)
+
+
 def encode_images(
     source: Sequence[str | Path] | Iterable[Batch],
     mapper: Mapper,
@@ -117,7 +124,7 @@ def encode_images(
         raise IdentityMismatchError(f"mapper is {identity!r}, cache is {cache.encoder_identity!r}")
     started = time.perf_counter()
     skipped, total = 0, None
-    if isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
+    if _is_path_list(source):
         todo = [p for p in source if key_fn(p) not in cache]
         skipped, total = len(source) - len(todo), len(todo)
         batches: Iterable[Batch] = image_batches(

@@ -244,16 +244,8 @@ class FeatureCache:
 
     def _write_field(self, name: str, shape: FieldShape, shard_id: int, value: Any) -> dict:
         stem = f"{name}-{shard_id:05d}"
-        if shape[0] is None:
-            parts = [np.asarray(v) for v in value]
-            for p in parts:
-                if p.ndim != len(shape) or tuple(p.shape[1:]) != shape[1:]:
-                    raise ValueError(f"field {name!r}: ragged row of shape {p.shape}, want {shape}")
-            lengths = np.array([p.shape[0] for p in parts], dtype=np.int64)
-            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # (n + 1,)
-            data = np.concatenate(parts, axis=0).astype(STORE_DTYPE)  # (sum T_i, *shape[1:])
-        else:
-            data, offsets = np.asarray(value).astype(STORE_DTYPE), None  # (n, *shape)
+        with np.errstate(over="ignore"):  # overflow to inf is caught by the finiteness check
+            data, offsets = self._as_stored(name, shape, value)
         if not np.isfinite(data).all():
             raise ValueError(f"field {name!r}: non-finite values (or beyond float16 range)")
         entry = {"name": f"{stem}.npy", "sha256": _write_npy(self.directory / f"{stem}.npy", data)}
@@ -261,6 +253,19 @@ class FeatureCache:
             entry["offsets_name"] = f"{stem}.off.npy"
             entry["offsets_sha256"] = _write_npy(self.directory / f"{stem}.off.npy", offsets)
         return entry
+
+    @staticmethod
+    def _as_stored(name: str, shape: FieldShape, value: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """(data, offsets): float16 (n, *shape), or ragged (sum T_i, ...) + int64 (n + 1,)."""
+        if shape[0] is None:
+            parts = [np.asarray(v) for v in value]
+            for p in parts:
+                if p.ndim != len(shape) or tuple(p.shape[1:]) != shape[1:]:
+                    raise ValueError(f"field {name!r}: ragged row of shape {p.shape}, want {shape}")
+            lengths = np.array([p.shape[0] for p in parts], dtype=np.int64)
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # (n + 1,)
+            return np.concatenate(parts, axis=0).astype(STORE_DTYPE), offsets  # (sum T_i, ...)
+        return np.asarray(value).astype(STORE_DTYPE), None  # (n, *shape)
 
     # -- reading -----------------------------------------------------------------------
     def _load_npy(self, name: str, expected_sha: str) -> np.ndarray:

@@ -111,8 +111,7 @@ class TextEncoder(nn.Module):
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Batch-tokenise (padded to the longest, truncated to ``max_length``) on device."""
-        if isinstance(texts, str):
-            raise TypeError("pass a sequence of strings, not a single string")
+        self._check_texts(texts)
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_length,
             return_tensors="pt",
@@ -135,6 +134,7 @@ class TextEncoder(nn.Module):
         self, texts: Sequence[str], batch_size: int = 64, normalize: bool = True
     ) -> torch.Tensor:
         """Sentence vectors (N, 384), float32 on CPU, in the order of ``texts``."""
+        self._check_texts(texts)
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         # Sort by length so each batch pads little; restore the order at the end.
@@ -147,6 +147,11 @@ class TextEncoder(nn.Module):
             out[idx] = vecs.float().cpu()
         return out
 
+    @staticmethod
+    def _check_texts(texts: Sequence[str]) -> None:
+        if isinstance(texts, str):
+            raise TypeError("pass a sequence of strings, not a single string")
+
     def _check_layer(self, layer: int) -> None:
         if not 0 <= layer <= self.num_layers:
             raise ValueError(f"layer must be in [0, {self.num_layers}], got {layer}")
@@ -156,6 +161,7 @@ class TextEncoder(nn.Module):
         self, texts: Sequence[str], layer: int, batch_size: int = 64, normalize: bool = True
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One pass giving both ``encode(texts)`` (N, 384) and ``token_states(texts, layer)``."""
+        self._check_texts(texts)
         self._check_layer(layer)
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
