@@ -18,6 +18,15 @@ VEHICLES = ["car", "bus", "truck", "train", "bike", "boat", "plane", "tram"]
 TINY = ScratchTextConfig(embed_dim=8, hidden=16, out_dim=12, dropout=0.0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: extra threads only add overhead (and the CI box is shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def hand_set_w2v() -> Word2Vec:
     words = ANIMALS + VEHICLES
     vectors = torch.randn(len(words), 8, generator=torch.Generator().manual_seed(0))

@@ -37,6 +37,15 @@ VEHICLES = ["car", "bus", "truck", "train", "bike", "boat", "plane", "tram"]
 SMALL = Word2VecConfig(dim=16, window=3, min_count=1, sample=0.0, epochs=8, batch_size=256, lr=0.02, seed=0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: extra threads only add overhead (and the CI box is shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def topic_corpus(n: int = 400, seed: int = 0) -> list[list[str]]:
     """Sentences drawn from one of two disjoint vocabularies: words co-occur only within a topic."""
     rnd = random.Random(seed)
@@ -67,8 +76,7 @@ def planted_corpus(n: int = 600, seed: int = 0) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def topic_model() -> Word2Vec:
-    torch.set_num_threads(1)
+def topic_model(_one_thread: None) -> Word2Vec:
     return train_word2vec(topic_corpus(), SMALL, device="cpu")
 
 
@@ -208,8 +216,9 @@ def test_training_is_deterministic_with_a_seed() -> None:
     assert not torch.equal(a.vectors, c.vectors)
 
 
-def test_plain_sgd_also_trains() -> None:
-    config = Word2VecConfig.from_dict({**SMALL.to_dict(), "optimizer": "sgd", "lr": 0.025})
+@pytest.mark.parametrize(("optimizer", "lr"), [("sparse_adam", 0.02), ("sgd", 0.025)])
+def test_the_other_optimizers_also_train(optimizer: str, lr: float) -> None:
+    config = Word2VecConfig.from_dict({**SMALL.to_dict(), "optimizer": optimizer, "lr": lr})
     model = train_word2vec(topic_corpus(), config, device="cpu")
     assert model.epoch_losses[-1] < model.epoch_losses[0]
     assert {w for w, _ in model.nearest("cow", k=4)} <= set(ANIMALS)
