@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,7 +43,7 @@ from embeddings.ml.config_dict import dataclass_from_dict, dataclass_to_dict
 from embeddings.ml.vocab import tokenize
 
 __all__ = [
-    "Progress", "SkipGramNS", "UnknownWord", "Vocab", "Word2Vec", "Word2VecConfig", "build_vocab",
+    "Word2VecProgress", "SkipGramNS", "UnknownWord", "Vocab", "Word2Vec", "Word2VecConfig", "build_vocab",
     "keep_probabilities", "negative_table", "skipgram_pairs", "tokenize", "train_word2vec",
 ]  # fmt: skip
 
@@ -98,12 +98,12 @@ class Word2VecConfig:
         return dataclass_to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Word2VecConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> Word2VecConfig:
         return dataclass_from_dict(cls, data)  # unknown keys and mistyped values raise ValueError
 
 
 @dataclass(frozen=True)
-class Progress:
+class Word2VecProgress:
     """Reported to `on_progress` after each epoch."""
 
     epoch: int  # 1-based
@@ -309,7 +309,7 @@ def train_word2vec(
     config: Word2VecConfig,
     *,
     device: torch.device | str = "cpu",
-    on_progress: Callable[[Progress], None] | None = None,
+    on_progress: Callable[[Word2VecProgress], None] | None = None,
 ) -> Word2Vec:
     """Train skip-gram with negative sampling; strings are tokenised, token lists used as given."""
     token_lists = _as_token_lists(sentences)
@@ -339,7 +339,7 @@ def train_word2vec(
         epoch_losses.append(loss)
         log.info("word2vec epoch %d/%d: %d pairs, loss %.4f", epoch + 1, config.epochs, len(centres), loss)
         if on_progress is not None:
-            on_progress(Progress(epoch=epoch + 1, epochs=config.epochs, loss=loss, pairs=len(centres)))
+            on_progress(Word2VecProgress(epoch=epoch + 1, epochs=config.epochs, loss=loss, pairs=len(centres)))
     return Word2Vec(config, vocab, model.in_embed.weight.detach().cpu(), epoch_losses)
 
 

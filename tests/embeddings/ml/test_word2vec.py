@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from embeddings.ml.word2vec import (
-    Progress,
+    Word2VecProgress,
     UnknownWord,
     Vocab,
     Word2Vec,
@@ -134,7 +134,7 @@ def test_skipgram_pairs_match_a_brute_force_dynamic_window() -> None:
 
 
 def test_training_lowers_the_loss_and_reports_progress() -> None:
-    seen: list[Progress] = []
+    seen: list[Word2VecProgress] = []
     model = train_word2vec(topic_corpus(), SMALL, device="cpu", on_progress=seen.append)
     assert [p.epoch for p in seen] == list(range(1, SMALL.epochs + 1))
     # Output vectors start at zero, so the loss starts at (1 + negatives) * ln 2 per pair.
