@@ -130,6 +130,65 @@ def cache_texts(out: Path, captions: dict[str, list[list[str]]], encoder: TextEn
     return {"text": {"encoded": done, "seconds": seconds, "captions_per_s": rate}}
 
 
+FORMAT_MD = """# Flickr8k feature cache: how to read it
+
+Written by `bench/cache_flickr8k.py` (rerun it to resume or rebuild; do not write here
+yourself). Every folder below is one `embeddings.ml.feature_cache.FeatureCache`:
+`index.json` + float16 `.npy` shards with sha256 checksums, one encoder identity each.
+
+## manifest.json
+
+- `splits`: `{"train": [6000 file names], "dev": [1000 file names]}` in split-file order.
+- `captions`: `{file name: [[caption key, caption], ...]}`, 5 per image in
+  Flickr8k.token.txt order; caption key = `"<file>#<n>"` exactly as in the token file.
+- `image_encoder_identity`, `text_encoder_identity`: pass these to `FeatureCache`.
+- `states_layer`: 4; `image_views`: fields per view; `timings`: images/s, captions/s.
+
+## Image features (keys: file name, e.g. `1000268201_693b08cb0e.jpg`)
+
+| folder | field: per-key shape | what |
+| --- | --- | --- |
+| image/orig | pooled: (1280,) | EfficientNet-Lite0 global average of the last feature map |
+| | logits: (1000,) | ImageNet-1k logits (softmax -> class probs; class names in embeddings/ml/data) |
+| | spatial: (49, 1280) | the 7x7 last feature map, row-major (cell = row * 7 + col) |
+| image/flip | pooled, spatial | same for the horizontally mirrored image |
+| image/crop_tl | pooled | 196-px top-left corner crop resized to 224 |
+| image/crop_br | pooled | 196-px bottom-right corner crop resized to 224 |
+
+Features are NOT L2-normalised (ReLU6 outputs, values in [0, 6]).
+
+## Text features (keys: caption key, e.g. `1000268201_693b08cb0e.jpg#0`)
+
+| folder | field: per-key shape | what |
+| --- | --- | --- |
+| text/sentence | sentence: (384,) | all-MiniLM-L6-v2 mean-pooled, L2-normalised (as float16) |
+| text/states_l4 | states: (T_i, 384), ragged | MiniLM layer-4 output tokens incl. [CLS]/[SEP], no padding |
+
+`TextEncoder.forward_from(pad_states(states), mask, layer=4)` runs layers 5-6 and pools:
+fine-tune the top 2 layers from these without re-running the bottom 4.
+
+## Reading
+
+```python
+import json, numpy as np
+from embeddings.ml.feature_cache import FeatureCache
+root = "var/cache/flickr8k"
+m = json.load(open(f"{root}/manifest.json"))
+img = FeatureCache(f"{root}/image/orig", encoder_identity=m["image_encoder_identity"])
+x = img.get(m["splits"]["dev"], fields=["pooled"], dtype=np.float32)["pooled"]  # (1000, 1280)
+txt = FeatureCache(f"{root}/text/sentence", encoder_identity=m["text_encoder_identity"])
+keys = [k for f in m["splits"]["dev"] for k, _ in m["captions"][f]]           # 5000 keys
+t = txt.get(keys, dtype=np.float32)["sentence"]                               # (5000, 384)
+```
+
+`get` returns rows in the order asked, raises `MissingKeysError` (with `.keys`) for keys
+not cached yet (the script may still be running: check `FeatureCache.missing(keys)`), and
+`CorruptShardError` / `IdentityMismatchError` for bad shards or other encoders. Shards are
+memory-mapped; `spatial` for all 7,000 images is ~0.9 GB as float16, so ask only for what
+you need (or pass `dtype=None` to keep float16).
+"""
+
+
 def write_manifest(out: Path, manifest: dict) -> None:
     atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=1).encode())
 
@@ -160,6 +219,7 @@ def main() -> None:
     timings = json.loads(previous.read_text()).get("timings", {}) if previous.is_file() else {}
     manifest["timings"] = timings
     write_manifest(args.out, manifest)  # early, so readers can find splits while we encode
+    atomic_write_bytes(args.out / "FORMAT.md", FORMAT_MD.encode())
 
     files = manifest["splits"]["dev"] + manifest["splits"]["train"]
     # Stage order: what the other trainers need first (orig, captions), then augmentations.

@@ -149,6 +149,23 @@ class FeatureCache:
         else:
             self._create(wanted, dict(meta or {}))
 
+    @classmethod
+    def for_encoder(
+        cls,
+        root: str | Path,
+        *,
+        encoder_identity: str,
+        view: str,
+        fields: Mapping[str, Sequence[int | None]] | None = None,
+    ) -> "FeatureCache":
+        """The cache of (encoder identity, view) under ``root``:
+        ``<root>/<sha256(identity)[:16]>/<view>``, so a new encoder never meets old files."""
+        if not view or not all(c.isalnum() or c in "-_" for c in view):
+            raise ValueError(f"view must be a simple name, got {view!r}")
+        digest = hashlib.sha256(encoder_identity.encode()).hexdigest()[:16]
+        return cls(Path(root) / digest / view, encoder_identity=encoder_identity,
+                   fields=fields, meta={"view": view})
+
     # -- index -------------------------------------------------------------------------
     def _create(self, fields: dict[str, FieldShape], meta: dict[str, Any]) -> None:
         for name, shape in fields.items():

@@ -122,3 +122,15 @@ def test_bad_batches_are_rejected_without_writing(tmp_path):
 def test_opening_a_missing_cache_without_fields_fails(tmp_path):
     with pytest.raises(FileNotFoundError):
         FeatureCache(tmp_path / "nope", encoder_identity="enc-a")
+
+
+def test_for_encoder_separates_identities_and_views(tmp_path):
+    a = FeatureCache.for_encoder(tmp_path, encoder_identity="enc-a", view="flip", fields=FIELDS)
+    b = FeatureCache.for_encoder(tmp_path, encoder_identity="enc-b", view="flip", fields=FIELDS)
+    c = FeatureCache.for_encoder(tmp_path, encoder_identity="enc-a", view="orig", fields=FIELDS)
+    assert len({a.directory, b.directory, c.directory}) == 3
+    a.add(["k"], _arrays(1))
+    again = FeatureCache.for_encoder(tmp_path, encoder_identity="enc-a", view="flip")
+    assert again.keys() == ["k"] and again.meta == {"view": "flip"}
+    with pytest.raises(ValueError):
+        FeatureCache.for_encoder(tmp_path, encoder_identity="enc-a", view="../x", fields=FIELDS)
