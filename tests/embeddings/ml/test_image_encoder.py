@@ -91,3 +91,13 @@ def test_dog_photos_get_dog_classes(encoder):
     files = ["101654506_8eb26cfb60.jpg", "1009434119_febe49276a.jpg"]
     logits = encoder.encode(batch_tensors([load_rgb(data / "images" / f) for f in files]))["logits"]
     assert all(int(i) in DOG_CLASSES for i in logits.argmax(dim=1))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_encode_is_close_to_cpu(encoder, images):
+    cpu = encoder.encode(images)["pooled"]
+    gpu_encoder = ImageEncoder(device="cuda")
+    gpu = gpu_encoder.encode(images)["pooled"]
+    cos = torch.nn.functional.cosine_similarity(cpu, gpu, dim=1)
+    assert (cos > 0.99).all()

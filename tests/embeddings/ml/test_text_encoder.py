@@ -97,3 +97,11 @@ def test_rejects_a_bare_string_and_bad_layers(encoder):
         encoder.encode("a dog")
     with pytest.raises(ValueError):
         encoder.token_states(TEXTS, 7)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_encode_is_close_to_cpu(encoder):
+    gpu = TextEncoder(device="cuda").encode(TEXTS)
+    cos = torch.nn.functional.cosine_similarity(encoder.encode(TEXTS), gpu, dim=1)
+    assert (cos > 0.99).all()
