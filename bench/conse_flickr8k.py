@@ -112,7 +112,19 @@ def to_markdown(rows: list[dict], command: str, seconds: float) -> str:
             f"{r['i2t_r10']:.1f} | {r['i2t_medr']:.0f} | {r['t2i_r1']:.1f} | {r['t2i_r5']:.1f} | "
             f"{r['t2i_r10']:.1f} | {r['t2i_medr']:.0f} | {r['rsum']:.1f} |"
         )
-    lines += ["", f"Whole sweep: {seconds:.0f}s wall (one run).", ""]
+    se_t2i = 100 * np.sqrt(best["t2i_r1"] / 100 * (1 - best["t2i_r1"] / 100) / 5000)
+    se_i2t = 100 * np.sqrt(best["i2t_r1"] / 100 * (1 - best["i2t_r1"] / 100) / 1000)
+    lines += [
+        "",
+        f"Noise: binomial standard error of the best row's R@1 is about {se_t2i:.2f} points "
+        f"(T2I, 5,000 queries) and {se_i2t:.2f} points (I2T, 1,000 queries), so rows within "
+        "~1 point of each other are not distinguishable on this split; the choice is a dev "
+        "selection among the rows above, not a held-out result.",
+        "",
+        f"Whole sweep (loading features, building class vectors, all rows): {seconds:.0f}s wall, "
+        "one run.",
+        "",
+    ]
     return "\n".join(lines)
 
 

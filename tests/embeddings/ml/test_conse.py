@@ -27,10 +27,10 @@ def test_bundled_class_list_has_the_1000_imagenet_classes_in_index_order():
 
 def test_weights_keep_the_top_k_softmax_probabilities_renormalised():
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))  # softmax gives back these probs
-    w = conse_weights(logits, k=2)
+    w = conse_weights(logits, k=2, temperature=1.0)
     assert w[0] == pytest.approx([0.625, 0.375, 0.0, 0.0])
-    assert conse_weights(logits, k=4)[0] == pytest.approx([0.5, 0.3, 0.15, 0.05])
-    assert conse_weights(logits, k=1)[0] == pytest.approx([1.0, 0.0, 0.0, 0.0])
+    assert conse_weights(logits, k=4, temperature=1.0)[0] == pytest.approx([0.5, 0.3, 0.15, 0.05])
+    assert conse_weights(logits, k=1, temperature=1.0)[0] == pytest.approx([1.0, 0.0, 0.0, 0.0])
 
 
 def test_temperature_flattens_the_distribution():
@@ -43,7 +43,7 @@ def test_temperature_flattens_the_distribution():
 def test_image_vector_is_the_normalised_convex_mix_of_class_vectors():
     class_vecs = np.eye(3, dtype=np.float32)  # class c -> axis c
     logits = np.log(np.array([[0.6, 0.1, 0.3], [0.2, 0.7, 0.1]]))
-    out = conse_image_vectors(logits, class_vecs, k=2)
+    out = conse_image_vectors(logits, class_vecs, k=2, temperature=1.0)
     first = np.array([0.6, 0.0, 0.3]) / np.linalg.norm([0.6, 0.0, 0.3])
     second = np.array([0.2, 0.7, 0.0]) / np.linalg.norm([0.2, 0.7, 0.0])
     assert out.dtype == np.float32
