@@ -1,0 +1,118 @@
+"""Generated captions: caption an image with the active captioner, save, accept or edit it.
+
+A caption generated for a stored image is saved (source=generated, tagged with the captioner
+version) when the user may write to its collection, and encoded with the active embedding
+version, so it becomes searchable (vectors_stored -> index add). Accepting or editing it makes
+it a human caption.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from django.db import transaction
+from PIL import Image as PILImage
+
+from embeddings import encoding, runtime
+from embeddings import selectors as emb_selectors
+from embeddings.models import Caption, ModelVersion
+from embeddings.services import clean_caption_text, sanitize_bytes
+from project.exceptions import ApplicationError, NotFound
+from search import selectors
+
+MAX_BEAM = 10
+MAX_N = 5
+
+
+class CaptionPermissionDenied(ApplicationError):
+    status_code = 403
+    code = "permission_denied"
+
+
+@dataclass(frozen=True)
+class GeneratedCaptions:
+    model_version_id: int
+    captions: list[dict[str, Any]] = field(default_factory=list)  # {"text","score","log_prob","id"}
+    image_id: int | None = None
+    saved: Caption | None = None
+
+
+def _check_options(beam: int, n: int) -> None:
+    if not 1 <= beam <= MAX_BEAM:
+        raise ApplicationError(f"beam must be between 1 and {MAX_BEAM}.", fields={"beam": ["Out of range."]})
+    if not 1 <= n <= MAX_N:
+        raise ApplicationError(f"n must be between 1 and {MAX_N}.", fields={"n": ["Out of range."]})
+
+
+def _upload_features(data: bytes) -> dict[str, Any]:
+    sanitized = sanitize_bytes(data)
+    with PILImage.open(io.BytesIO(sanitized.content)) as img:
+        img.load()
+        return runtime.image_features([img.convert("RGB")])
+
+
+def _encode_for_search(captions: list[Caption]) -> None:
+    """Vectors of the active embedding version (the index add follows via vectors_stored)."""
+    version = runtime.active_version(ModelVersion.Kind.EMBEDDING)
+    if version is not None and captions:
+        encoding.captions_encode(captions=captions, version=version)
+
+
+def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: bytes | None = None,
+                     beam: int = 3, n: int = 1) -> GeneratedCaptions:
+    """The n best captions of a stored image or an upload; the best one of a stored image is
+    saved when the user may write to its collection."""
+    _check_options(beam, n)
+    if (image_id is None) == (image_bytes is None):
+        raise ApplicationError("Give exactly one of image_id or an image file.", fields={"image": ["Required."]})
+    image = None
+    if image_id is not None:
+        image = selectors.image_visible(user=user, image_id=image_id)
+        if image is None:
+            raise NotFound("No such image.")
+    version, generator = runtime.active_captioner()  # 503 ModelUnavailable when none is active
+    feats = encoding.features_for([image.pk]) if image is not None else _upload_features(image_bytes or b"")
+    spatial = torch.from_numpy(feats["spatial"]) if generator.needs_spatial else None
+    hyps = generator.caption(torch.from_numpy(feats["pooled"]), spatial, beam_size=beam, n=n)[0]
+    out = [{"text": h.text, "score": float(h.score), "log_prob": float(h.log_prob), "id": None} for h in hyps if h.text]
+    saved = None
+    if image is not None and out and emb_selectors.collection_can_write(user=user, collection=image.collection):
+        saved = _save_generated(image_id=image.pk, text=out[0]["text"], log_prob=out[0]["log_prob"],
+                                version=version, user=user)
+        out[0]["id"] = saved.pk
+    return GeneratedCaptions(version.pk, out, image.pk if image else None, saved)
+
+
+def _save_generated(*, image_id: int, text: str, log_prob: float, version: ModelVersion, user: Any) -> Caption:
+    with transaction.atomic():
+        existing = Caption.objects.filter(image_id=image_id, text=text).first()
+        if existing is not None:
+            return existing
+        caption = Caption.objects.create(image_id=image_id, text=text, source=Caption.Source.GENERATED,
+                                         model_version=version, score=log_prob)
+    _encode_for_search([caption])
+    return caption
+
+
+def caption_accept(*, user: Any, caption_id: int, text: str | None = None) -> Caption:
+    """Accept (and optionally edit) a caption: it becomes a human caption of its image."""
+    caption = selectors.caption_visible(user=user, caption_id=caption_id)
+    if caption is None:
+        raise NotFound("No such caption.")
+    if not emb_selectors.collection_can_write(user=user, collection=caption.image.collection):
+        raise CaptionPermissionDenied("You cannot edit captions of this collection.")
+    changed = False
+    if text is not None:
+        cleaned = clean_caption_text(text)
+        if not cleaned:
+            raise ApplicationError("Caption text is required.", fields={"text": ["This field may not be blank."]})
+        changed = cleaned != caption.text
+        caption.text = cleaned
+    caption.source = Caption.Source.HUMAN
+    caption.created_by = user if getattr(user, "is_authenticated", False) else None
+    caption.save(update_fields=["text", "source", "created_by"])
+    if changed:
+        _encode_for_search([caption])  # upsert: the index replaces the old vector
+    return caption

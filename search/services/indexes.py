@@ -1,0 +1,242 @@
+"""Writes for the FAISS indexes: build, incremental add/remove, sync, and what readers get.
+
+The database rows (ImageEmbedding / CaptionEmbedding) are the truth; an index file is a cache
+rebuilt from them at any time. One writer per (version, modality) at a time, enforced by the
+database: every write holds a row lock on its SearchIndex record (select_for_update). A write
+saves the file atomically (search/index_file.py) and publishes the new index to this process;
+other processes pick the file up through search/registry.py.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from embeddings.models import ModelVersion
+from project.exceptions import ServiceUnavailable
+from search import index as si
+from search import registry, selectors
+from search.models import SearchIndex
+from search.selectors import CAPTION, IMAGE, MODALITIES
+
+logger = logging.getLogger(__name__)
+
+
+class IndexRebuilding(ServiceUnavailable):
+    code = "index_rebuilding"
+
+
+def index_config() -> si.IndexConfig:
+    """IndexConfig from settings.SEARCH_INDEX_CONFIG (a dict; unknown keys are an error)."""
+    return si.IndexConfig.from_dict(dict(getattr(settings, "SEARCH_INDEX_CONFIG", {}) or {}))
+
+
+def _check_modality(modality: str) -> None:
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+
+
+# --- readers ----------------------------------------------------------------------------------
+def index_for_search(*, version: ModelVersion, modality: str) -> si.VectorIndex:
+    """The index to search for this request: current, or the last good one while rebuilding.
+
+    A missing, corrupt or mismatched file enqueues a rebuild. With nothing good in memory the
+    answer is 503 (IndexRebuilding), never an error page and never a silently empty result;
+    the only empty index served is the one of a version that has no vectors at all.
+    """
+    _check_modality(modality)
+    dim = selectors.version_dim(version)
+    found = registry.lookup(version.pk, modality, dim)
+    if found.problem is not None:
+        if found.problem != registry.MISSING or found.index is not None or selectors.has_vectors(
+                version_id=version.pk, modality=modality):
+            logger.warning("%s index of version %s: %s (%s)", modality, version.pk, found.problem, found.detail)
+            if registry.should_request_rebuild(version.pk, modality):
+                enqueue_index_rebuild(version.pk, modality)
+        elif found.index is None:
+            return si.build_index(np.zeros((0, dim), np.float32), np.zeros(0, np.int64),
+                                  model_version_id=str(version.pk), modality=modality, config=index_config())
+    if found.index is None:
+        raise IndexRebuilding("The search index is being rebuilt; try again in a moment.")
+    if found.index.dim != dim:  # defensive: a served index always passed the manifest check
+        raise IndexRebuilding("The search index does not match the model; it is being rebuilt.")
+    return found.index
+
+
+# --- the one writer ---------------------------------------------------------------------------
+@contextmanager
+def _writer(version: ModelVersion, modality: str) -> Iterator[SearchIndex]:
+    """Hold the SearchIndex row lock of (version, modality) for one write."""
+    try:
+        SearchIndex.objects.get_or_create(model_version=version, modality=modality)
+    except IntegrityError:  # a concurrent writer created it first
+        pass
+    with transaction.atomic():
+        yield SearchIndex.objects.select_for_update().get(model_version=version, modality=modality)
+
+
+def _record(record: SearchIndex, index: si.VectorIndex, manifest: si.Manifest, path: str) -> None:
+    record.path = path
+    record.index_type = index.index_type
+    record.count = index.count
+    record.recall_at_10 = manifest.recall if manifest.recall_k == 10 else None
+    record.status = SearchIndex.Status.READY
+    record.error = ""
+    record.built_at = timezone.now()
+    record.save()
+
+
+def _save_and_publish(record: SearchIndex, index: si.VectorIndex, version: ModelVersion, modality: str) -> None:
+    path = registry.index_path(version.pk, modality)
+    manifest = index.save(path)
+    registry.publish(version.pk, modality, index, registry.file_signature(path))
+    _record(record, index, manifest, str(path))
+
+
+def _build(version: ModelVersion, modality: str) -> si.VectorIndex:
+    dim = selectors.version_dim(version)
+    ids, vectors = selectors.stored_vectors(version_id=version.pk, modality=modality, dim=dim)
+    config = index_config()
+    tune = None
+    if len(ids) > config.flat_max:  # approximate index: tune on real cross-modal queries
+        other = CAPTION if modality == IMAGE else IMAGE
+        tune = selectors.vectors_sample(version_id=version.pk, modality=other, dim=dim, limit=config.tune_queries)
+    return si.build_index(vectors, ids, model_version_id=str(version.pk), modality=modality,
+                          config=config, tune_queries=tune)
+
+
+def _failed(version: ModelVersion, modality: str, exc: BaseException) -> None:
+    SearchIndex.objects.filter(model_version=version, modality=modality).update(
+        status=SearchIndex.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
+
+
+def index_rebuild(*, version: ModelVersion, modality: str, only_if_broken: bool = False) -> SearchIndex:
+    """Build the index of (version, modality) from the stored vectors, save it, serve it.
+
+    `only_if_broken`: skip when the file on disk loads cleanly (repeated rebuild requests
+    from many readers then cost one verification each).
+    """
+    _check_modality(modality)
+    try:
+        with _writer(version, modality) as record:
+            if only_if_broken and _loads_cleanly(version, modality) is not None:
+                return record
+            index = _build(version, modality)
+            _save_and_publish(record, index, version, modality)
+            logger.info("rebuilt %s index of version %s: %d vectors (%s)", modality, version.pk, index.count,
+                        index.index_type)
+            return record
+    except Exception as exc:
+        _failed(version, modality, exc)
+        raise
+
+
+def _loads_cleanly(version: ModelVersion, modality: str) -> si.VectorIndex | None:
+    """The index this writer may modify: the served one if it matches the file, else the file's."""
+    path = registry.index_path(version.pk, modality)
+    sig = registry.file_signature(path)
+    if sig is None:
+        return None
+    current, current_sig = registry.served(version.pk, modality)
+    if current is not None and current_sig == sig:
+        return current
+    try:
+        loaded = registry.load_file(path, version_id=version.pk, modality=modality, dim=selectors.version_dim(version))
+    except (si.IndexFileError, OSError, ValueError) as exc:
+        logger.warning("index file %s unusable (%s): rebuilding from stored vectors", path, exc)
+        return None
+    registry.publish(version.pk, modality, loaded, sig)
+    return loaded
+
+
+def index_apply(*, version_id: int, modality: str, ids: Sequence[int]) -> dict[str, Any]:
+    """Bring these ids of the index in line with the database: upsert stored vectors, drop the rest.
+
+    Used for incremental adds (new vectors) and removals (deleted images / captions) alike.
+    A missing or broken file, or an index that should change type, is rebuilt instead.
+    """
+    _check_modality(modality)
+    version = ModelVersion.objects.filter(pk=version_id).first()
+    if version is None:
+        return {"skipped": "model version deleted"}
+    keys = np.unique(np.asarray(list(ids), dtype=np.int64))
+    try:
+        with _writer(version, modality) as record:
+            index = _loads_cleanly(version, modality)
+            if index is None:
+                index = _build(version, modality)
+                _save_and_publish(record, index, version, modality)
+                return {"rebuilt": index.count}
+            found, vectors = selectors.stored_vectors(version_id=version.pk, modality=modality, dim=index.dim, ids=keys)
+            gone = np.setdiff1d(keys, found)
+            if len(found):
+                index.add(found, vectors)
+            removed = index.remove(gone) if len(gone) else 0
+            if index.needs_rebuild:
+                index = _build(version, modality)
+            _save_and_publish(record, index, version, modality)
+            return {"added": int(len(found)), "removed": removed, "count": index.count}
+    except Exception as exc:
+        _failed(version, modality, exc)
+        raise
+
+
+def index_sync(*, version: ModelVersion, modality: str) -> dict[str, Any]:
+    """Reconcile the whole index with the database (missed adds, vectors of deleted items)."""
+    _check_modality(modality)
+    with _writer(version, modality) as record:
+        index = _loads_cleanly(version, modality)
+        if index is None:
+            index = _build(version, modality)
+            _save_and_publish(record, index, version, modality)
+            return {"rebuilt": index.count}
+        in_db = selectors.stored_vector_ids(version_id=version.pk, modality=modality)
+        in_index = np.sort(index.ids())
+        missing, extra = np.setdiff1d(in_db, in_index), np.setdiff1d(in_index, in_db)
+        if len(missing) == 0 and len(extra) == 0 and record.status == SearchIndex.Status.READY:
+            return {"added": 0, "removed": 0, "count": index.count}
+        if len(missing):
+            found, vectors = selectors.stored_vectors(version_id=version.pk, modality=modality, dim=index.dim,
+                                                      ids=missing)
+            index.add(found, vectors)
+        if len(extra):
+            index.remove(extra)
+        if index.needs_rebuild:
+            index = _build(version, modality)
+        _save_and_publish(record, index, version, modality)
+        return {"added": int(len(missing)), "removed": int(len(extra)), "count": index.count}
+
+
+# --- enqueueing (after commit; a dead broker never fails the caller) --------------------------
+def _publish(task: Any, *args: Any) -> bool:
+    try:
+        task.apply_async(args=list(args), retry=False)
+        return True
+    except Exception as exc:  # kombu raises many connection error types; all mean "not published"
+        logger.warning("broker unavailable, %s not enqueued (the periodic index sync repairs it): %s",
+                       task.name, exc)
+        return False
+
+
+def enqueue_index_update(version_id: int, modality: str, ids: Sequence[int]) -> bool:
+    from search.tasks import index_add
+
+    return _publish(index_add, int(version_id), modality, [int(i) for i in ids])
+
+
+def enqueue_index_removal(version_id: int, modality: str, ids: Sequence[int]) -> bool:
+    from search.tasks import index_remove
+
+    return _publish(index_remove, int(version_id), modality, [int(i) for i in ids])
+
+
+def enqueue_index_rebuild(version_id: int, modality: str) -> bool:
+    from search.tasks import index_rebuild as task
+
+    return _publish(task, int(version_id), modality, True)

@@ -1,0 +1,155 @@
+"""Query terms -> one unit vector in the joint space of a model version.
+
+A query is a weighted sum of terms (text, a stored image, an uploaded image), each term's
+vector L2-normalised first so weights mean what they say, negative weights allowed
+("beach - people"), and the sum re-normalised. The result can be carried across pages in a
+signed token (the vector itself, float16, plus the model version id), so an uploaded image
+never needs to be stored and the next page is a plain GET served by any process.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import math
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.core import signing
+from PIL import Image as PILImage
+
+from embeddings import encoding, runtime
+from embeddings.models import ModelVersion
+from embeddings.services import sanitize_bytes
+from project.exceptions import ApplicationError
+from search import selectors
+
+MAX_TEXT_CHARS = 1000
+MAX_TERMS = 10
+MAX_WEIGHT = 10.0
+_TOKEN_SALT = "search.query"
+
+
+@dataclass(frozen=True)
+class QueryTerm:
+    """One of: text, image_id (a stored image the user may see), image_bytes (an upload)."""
+
+    weight: float = 1.0
+    text: str | None = None
+    image_id: int | None = None
+    image_bytes: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Query:
+    version: ModelVersion
+    vector: np.ndarray  # (D,) float32, unit norm
+    token: str  # signed; carries version id and vector for the next pages
+
+
+def clean_text(text: str, field: str = "q") -> str:
+    """Strip control characters and fold white space; 400 for empty or over-long text."""
+    if "\x00" in text:
+        raise ApplicationError("Text may not contain NUL characters.", fields={field: ["Null characters are not allowed."]})
+    if len(text) > MAX_TEXT_CHARS:
+        raise ApplicationError(f"Text is longer than {MAX_TEXT_CHARS} characters.",
+                               fields={field: [f"Ensure this field has no more than {MAX_TEXT_CHARS} characters."]})
+    cleaned = " ".join("".join(ch for ch in text if unicodedata.category(ch)[0] != "C" or ch in " \t\n").split())
+    if not cleaned:
+        raise ApplicationError("The query text is empty.", fields={field: ["This field may not be blank."]})
+    return cleaned
+
+
+def _check_terms(terms: Sequence[QueryTerm]) -> None:
+    if not terms:
+        raise ApplicationError("Give a text, an image or at least one term.", fields={"terms": ["No query."]})
+    if len(terms) > MAX_TERMS:
+        raise ApplicationError(f"At most {MAX_TERMS} terms.", fields={"terms": [f"At most {MAX_TERMS} terms."]})
+    for term in terms:
+        given = sum(x is not None for x in (term.text, term.image_id, term.image_bytes))
+        if given != 1:
+            raise ApplicationError("Each term needs exactly one of text, image_id or an image.",
+                                   fields={"terms": ["Each term needs exactly one of text, image_id, image."]})
+        if not math.isfinite(term.weight) or abs(term.weight) > MAX_WEIGHT:
+            raise ApplicationError(f"Weights must be finite numbers in [-{MAX_WEIGHT:g}, {MAX_WEIGHT:g}].",
+                                   fields={"terms": ["Invalid weight."]})
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32).reshape(-1)
+    norm = float(np.linalg.norm(v))
+    if not math.isfinite(norm) or norm < 1e-6:
+        raise ApplicationError("This query has no direction (the terms cancel out).",
+                               fields={"terms": ["The weighted terms cancel out."]})
+    return v / norm
+
+
+def stored_image_vector(*, version: ModelVersion, image_id: int) -> np.ndarray:
+    """(D,) vector of a stored image: its stored row, else encoded now from its features."""
+    vec = selectors.image_vector(version_id=version.pk, image_id=image_id)
+    if vec is not None:
+        return vec
+    embedder = runtime.embedder_for(version)
+    return embedder.encode_features(encoding.features_for([image_id]))[0]
+
+
+def uploaded_image_vector(*, version: ModelVersion, data: bytes) -> np.ndarray:
+    """(D,) vector of an uploaded image that is never stored (sanitised like any upload)."""
+    sanitized = sanitize_bytes(data)
+    with PILImage.open(io.BytesIO(sanitized.content)) as img:
+        img.load()
+        feats = runtime.image_features([img.convert("RGB")])
+    return runtime.embedder_for(version).encode_features(feats)[0]
+
+
+def query_build(*, user: Any, version: ModelVersion, terms: Sequence[QueryTerm]) -> Query:
+    """Combine the terms into one unit vector of `version`; images must be visible to the user."""
+    _check_terms(terms)
+    texts = [clean_text(t.text, "terms" if len(terms) > 1 else "q") for t in terms if t.text is not None]
+    text_vecs = iter(runtime.embedder_for(version).encode_texts(texts)) if texts else iter(())
+    total: np.ndarray | None = None
+    for term in terms:
+        if term.text is not None:
+            vec = next(text_vecs)
+        elif term.image_id is not None:
+            if selectors.image_visible(user=user, image_id=term.image_id) is None:
+                raise ApplicationError(f"No such image: {term.image_id}.", fields={"image_id": ["No such image."]})
+            vec = stored_image_vector(version=version, image_id=term.image_id)
+        else:
+            vec = uploaded_image_vector(version=version, data=term.image_bytes or b"")
+        part = term.weight * _unit(vec)
+        total = part if total is None else total + part
+    # Pages 2+ use the vector from the token (float16): page 1 uses the same rounding, so the
+    # ranking is identical on every page and no result is repeated or skipped at a boundary.
+    vector = _unit(np.asarray(_unit(total), dtype="<f2"))
+    return Query(version=version, vector=vector, token=token_dumps(version.pk, vector))
+
+
+def token_dumps(version_id: int, vector: np.ndarray) -> str:
+    payload = base64.urlsafe_b64encode(np.asarray(vector, dtype="<f2").tobytes()).decode("ascii")
+    return signing.dumps({"v": int(version_id), "q": payload}, salt=_TOKEN_SALT, compress=True)
+
+
+def token_loads(token: str) -> tuple[int, np.ndarray]:
+    """(version id, unit vector) from a query token; 400 if forged, damaged or expired."""
+    max_age = int(getattr(settings, "SEARCH_QUERY_TOKEN_MAX_AGE", 24 * 3600))
+    try:
+        data = signing.loads(token, salt=_TOKEN_SALT, max_age=max_age)
+        vector = np.frombuffer(base64.urlsafe_b64decode(data["q"]), dtype="<f2").astype(np.float32)
+        version_id = int(data["v"])
+    except (signing.BadSignature, KeyError, TypeError, ValueError) as exc:
+        raise ApplicationError("The query token is invalid or expired; search again.",
+                               fields={"query": ["Invalid or expired query token."]}) from exc
+    return version_id, _unit(vector)
+
+
+def query_from_token(*, token: str, model_version_id: int | None = None) -> Query:
+    version_id, vector = token_loads(token)
+    if model_version_id is not None and model_version_id != version_id:
+        raise ApplicationError("The query token belongs to another model version.",
+                               fields={"model_version": ["Does not match the query token."]})
+    version = selectors.version_resolve(model_version_id=version_id)
+    return Query(version=version, vector=vector, token=token)

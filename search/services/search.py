@@ -1,0 +1,219 @@
+"""The one search service behind the API and the pages.
+
+text -> image, image -> image, image -> text, text -> text and weighted query arithmetic all
+come down to: one unit query vector of one model version (taken once per request), one index
+of that version, an allow-list of ids the user may see (filters applied inside the search, so
+pages stay full and private ids never surface), then a page of ranks.
+
+Adaptive cutoff (docs/api.md): with best = the top score of this query over the allowed set,
+a result is kept when score >= max(best - margin, ratio * best [only if best > 0], min_score)
+for whichever of margin / ratio / min_score are given; `count` is the number kept.
+Keyword boost: allowed images with a caption containing the keyword get `keyword_boost` added
+to their score; the two groups are merged exactly, so pagination stays consistent.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+
+from embeddings.models import Caption, Image
+from project.exceptions import ApplicationError
+from search import index as si
+from search import selectors
+from search.selectors import CAPTION, IMAGE, SearchFilters
+from search.services.indexes import IndexRebuilding, index_for_search
+from search.services.queries import Query, QueryTerm, query_build, query_from_token
+
+MAX_K = 100
+
+
+@dataclass(frozen=True)
+class Cutoff:
+    margin: float | None = None  # keep score >= best - margin
+    ratio: float | None = None  # keep score >= ratio * best (applied only when best > 0)
+    min_score: float | None = None  # keep score >= min_score
+
+    def threshold(self, best: float) -> float | None:
+        parts = []
+        if self.margin is not None:
+            parts.append(best - self.margin)
+        if self.ratio is not None and best > 0:
+            parts.append(best * self.ratio)
+        if self.min_score is not None:
+            parts.append(self.min_score)
+        return max(parts) if parts else None
+
+    @property
+    def active(self) -> bool:
+        return any(x is not None for x in (self.margin, self.ratio, self.min_score))
+
+
+@dataclass(frozen=True)
+class ImageHit:
+    image: Image
+    score: float
+    keyword_match: bool | None = None
+
+
+@dataclass(frozen=True)
+class CaptionHit:
+    caption: Caption
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    model_version_id: int
+    count: int
+    page: int
+    k: int
+    results: list[Any] = field(default_factory=list)  # ImageHit | CaptionHit, best first
+    query_token: str = ""
+    threshold: float | None = None
+
+    @property
+    def has_next(self) -> bool:
+        return self.page * self.k < self.count
+
+    @property
+    def has_previous(self) -> bool:
+        return self.page > 1
+
+
+class _Ranking:
+    """Top-n of one query over an allow-list; with `boosted`, those ids get `boost` added."""
+
+    def __init__(self, index: si.VectorIndex, vector: np.ndarray, allowed: np.ndarray,
+                 boosted: np.ndarray | None = None, boost: float = 0.0) -> None:
+        self.index, self.vector, self.allowed = index, vector[None, :], allowed  # (1, D)
+        self.boosted, self.boost = boosted, boost
+        self.rest = None if boosted is None else np.setdiff1d(allowed, boosted, assume_unique=True)
+
+    def _search(self, n: int, allow: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        hits = self.index.search(self.vector, n, allow_ids=allow)[0]
+        return hits.ids, hits.scores.astype(np.float64)
+
+    def top(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, scores, boosted flags) of ranks [0, n)."""
+        if n <= 0 or len(self.allowed) == 0:
+            return np.empty(0, np.int64), np.empty(0), np.empty(0, bool)
+        if self.boosted is None:
+            # Every live vector allowed: let the index skip the allow-list mask.
+            allow = None if len(self.allowed) == self.index.count else self.allowed
+            ids, scores = self._search(n, allow)
+            return ids, scores, np.zeros(len(ids), bool)
+        a_ids, a_scores = self._search(n, self.boosted)
+        b_ids, b_scores = self._search(n, self.rest)
+        ids = np.concatenate([a_ids, b_ids])
+        scores = np.concatenate([a_scores + self.boost, b_scores])
+        flags = np.concatenate([np.ones(len(a_ids), bool), np.zeros(len(b_ids), bool)])
+        order = np.lexsort((ids, -scores))[:n]  # by score desc, ties by id: stable across pages
+        return ids[order], scores[order], flags[order]
+
+    def count_at_least(self, threshold: float) -> int:
+        n = 64
+        while True:
+            _, scores, _ = self.top(min(n, len(self.allowed)))
+            if len(scores) < n or scores[-1] < threshold:
+                return int((scores >= threshold).sum())
+            n *= 4
+
+
+def _check_page(k: int, page: int) -> None:
+    if not 1 <= k <= MAX_K:
+        raise ApplicationError(f"k must be between 1 and {MAX_K}.", fields={"k": [f"Must be between 1 and {MAX_K}."]})
+    if page < 1:
+        raise ApplicationError("page must be 1 or more.", fields={"page": ["Must be 1 or more."]})
+
+
+def _query(user: Any, terms: Sequence[QueryTerm], token: str | None, model_version_id: int | None) -> Query:
+    if token:
+        return query_from_token(token=token, model_version_id=model_version_id)
+    version = selectors.version_resolve(model_version_id=model_version_id)
+    return query_build(user=user, version=version, terms=terms)
+
+
+def _index(query: Query, modality: str) -> si.VectorIndex:
+    index = index_for_search(version=query.version, modality=modality)
+    if index.dim != query.vector.shape[0]:
+        raise IndexRebuilding("The query does not match the index of this model version.")
+    return index
+
+
+def _allowed(index: si.VectorIndex, visible: np.ndarray, exclude: Sequence[int] = ()) -> np.ndarray:
+    """Sorted ids both visible to the user and present in the index."""
+    allowed = np.intersect1d(visible, index.ids())
+    if len(exclude):
+        allowed = np.setdiff1d(allowed, np.asarray(list(exclude), dtype=np.int64), assume_unique=True)
+    return allowed
+
+
+def _page(ranking: _Ranking, k: int, page: int, cutoff: Cutoff) -> tuple[int, float | None, np.ndarray, np.ndarray, np.ndarray]:
+    count, threshold = len(ranking.allowed), None
+    if cutoff.active and count:
+        best = float(ranking.top(1)[1][0])
+        threshold = cutoff.threshold(best)
+        count = ranking.count_at_least(threshold)
+    offset = (page - 1) * k
+    if offset >= count:  # past the end: an empty page, without searching
+        return count, threshold, np.empty(0, np.int64), np.empty(0), np.empty(0, bool)
+    ids, scores, flags = ranking.top(min(offset + k, count))
+    return count, threshold, ids[offset:], scores[offset:], flags[offset:]
+
+
+def search_images(*, user: Any, terms: Sequence[QueryTerm] = (), query_token: str | None = None, k: int = 20,
+                  page: int = 1, filters: SearchFilters = SearchFilters(), cutoff: Cutoff = Cutoff(),
+                  model_version_id: int | None = None, exclude_ids: Sequence[int] = ()) -> SearchPage:
+    """Images nearest to the query, visible to `user` and passing `filters`; one page."""
+    _check_page(k, page)
+    query = _query(user, terms, query_token, model_version_id)
+    index = _index(query, IMAGE)
+    allowed = _allowed(index, selectors.searchable_image_ids(user=user, filters=filters), exclude_ids)
+    boosted = None
+    if filters.keyword and filters.keyword_mode == "boost":
+        boosted = np.intersect1d(selectors.keyword_image_ids(user=user, filters=filters), allowed)
+    ranking = _Ranking(index, query.vector, allowed, boosted, filters.keyword_boost)
+    count, threshold, ids, scores, flags = _page(ranking, k, page, cutoff)
+    by_id = {img.pk: img for img in selectors.images_in_order(user=user, ids=ids.tolist())}
+    results = [ImageHit(by_id[i], float(s), bool(f) if boosted is not None else None)
+               for i, s, f in zip(ids.tolist(), scores, flags) if i in by_id]
+    return SearchPage(query.version.pk, count, page, k, results, query.token, threshold)
+
+
+def search_captions(*, user: Any, terms: Sequence[QueryTerm] = (), query_token: str | None = None, k: int = 20,
+                    page: int = 1, filters: SearchFilters = SearchFilters(), cutoff: Cutoff = Cutoff(),
+                    model_version_id: int | None = None, exclude_image_ids: Sequence[int] = ()) -> SearchPage:
+    """Captions nearest to the query (image -> text, text -> text), of images the user may see."""
+    _check_page(k, page)
+    query = _query(user, terms, query_token, model_version_id)
+    index = _index(query, CAPTION)
+    exclude = np.concatenate([selectors.image_caption_ids(image_id=i) for i in exclude_image_ids]) \
+        if exclude_image_ids else ()
+    allowed = _allowed(index, selectors.searchable_caption_ids(user=user, filters=filters), exclude)
+    count, threshold, ids, scores, _ = _page(_Ranking(index, query.vector, allowed), k, page, cutoff)
+    by_id = {c.pk: c for c in selectors.captions_in_order(user=user, ids=ids.tolist())}
+    results = [CaptionHit(by_id[i], float(s)) for i, s in zip(ids.tolist(), scores) if i in by_id]
+    return SearchPage(query.version.pk, count, page, k, results, query.token, threshold)
+
+
+def image_similar(*, user: Any, image_id: int, k: int = 20, page: int = 1, filters: SearchFilters = SearchFilters(),
+                  cutoff: Cutoff = Cutoff(), model_version_id: int | None = None) -> SearchPage:
+    """Images nearest to a stored image (itself excluded)."""
+    return search_images(user=user, terms=[QueryTerm(image_id=image_id)], k=k, page=page, filters=filters,
+                         cutoff=cutoff, model_version_id=model_version_id, exclude_ids=[image_id])
+
+
+def duplicate_threshold() -> float:
+    return float(getattr(settings, "SEARCH_DUPLICATE_THRESHOLD", 0.95))
+
+
+def image_duplicates(*, user: Any, image_id: int, threshold: float | None = None, k: int = 20, page: int = 1,
+                     model_version_id: int | None = None) -> SearchPage:
+    """Near-duplicates: similar images whose cosine score is at least `threshold`."""
+    limit = duplicate_threshold() if threshold is None else threshold
+    return image_similar(user=user, image_id=image_id, k=k, page=page, cutoff=Cutoff(min_score=limit),
+                         model_version_id=model_version_id)
