@@ -1,10 +1,18 @@
 """The Celery application. Configuration comes from Django settings (CELERY_* keys)."""
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 app = Celery("loupe")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.task_prerun.connect
+def _task_log_context(task_id=None, **_kwargs) -> None:
+    """Log lines written while a task runs carry its id, as request lines carry the request id."""
+    from project.middleware import request_id_var
+
+    request_id_var.set(f"task:{task_id}")

@@ -246,6 +246,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Publishing must not hang a request when the broker is down: fail fast, the sweeper retries.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY = False
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")  # if set, /metrics needs "Bearer <token>"
 LOUPE_MAX_TASK_ATTEMPTS = env.int("LOUPE_MAX_TASK_ATTEMPTS", default=3)
 
 # --- Security -------------------------------------------------------------------------------

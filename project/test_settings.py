@@ -5,14 +5,20 @@ file-system broker) is exercised separately by tests that start subprocesses wit
 settings.
 """
 from project.settings import *  # noqa: F401,F403
+import os
 from pathlib import Path
 
 from project.settings import VAR_DIR, env
 
 DATABASES = {"default": env.db("TEST_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/test")}
-DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="loupe_test")}
+# Several test runs may share this machine's servers at once: each run gets its own database and
+# its own broker key prefix, and the worker processes it starts inherit TEST_RUN_ID.
+TEST_RUN_ID = env.str("TEST_RUN_ID", default=str(os.getpid()))
+os.environ.setdefault("TEST_RUN_ID", TEST_RUN_ID)
+DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=f"loupe_test_{TEST_RUN_ID}")}
 CELERY_BROKER_URL = env.str("TEST_BROKER_URL", default="redis://127.0.0.1:6379/15")
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+BROKER_KEY_PREFIX = f"loupe-test-{TEST_RUN_ID}:"
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "global_keyprefix": BROKER_KEY_PREFIX}
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "tests"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = Path(env.str("TEST_MEDIA_ROOT", default=str(VAR_DIR / "test-media")))

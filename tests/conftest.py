@@ -168,14 +168,29 @@ def worker_env(settings, **extra: str) -> dict[str, str]:
     return env
 
 
+class BrokerKeys:
+    """This test run's keys on the shared Redis (other runs on the machine use other prefixes)."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.prefix = prefix
+
+    def llen(self, queue: str) -> int:
+        return self.client.llen(self.prefix + queue)
+
+    def flush(self) -> None:
+        for key in self.client.scan_iter(match=self.prefix + "*"):
+            self.client.delete(key)
+
+
 @pytest.fixture
 def purge_broker(redis_server, settings):
-    import redis
-
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    client.flushdb()
-    yield client
-    client.flushdb()
+    keys = BrokerKeys(settings.CELERY_BROKER_URL, settings.BROKER_KEY_PREFIX)
+    keys.flush()
+    yield keys
+    keys.flush()
 
 
 @pytest.fixture

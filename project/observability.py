@@ -1,0 +1,141 @@
+"""Health, readiness and Prometheus metrics.
+
+* `/healthz`: the process answers (no dependency checked).
+* `/readyz`: database, broker, an active embedding model and its image index; 503 otherwise.
+* `/metrics`: Prometheus text format. Request-path metrics (search latency) are recorded in this
+  process; state metrics (images by status, index size and recall, queue depth, training
+  progress, task outcomes) are read from the database and the broker at scrape time, so they
+  are right whichever process did the work.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
+
+SEARCH_LATENCY = Histogram(
+    "loupe_search_seconds", "Search service latency by query mode", ["mode"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+
+def queue_depths() -> dict[str, int]:
+    """Messages waiting per queue (Redis lists, or files of the file-system broker)."""
+    from project.celery import app
+
+    depths: dict[str, int] = {}
+    with app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+        for queue in ("default", "gpu"):
+            try:
+                depths[queue] = conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+            except Exception as exc:  # a queue nobody declared yet has no depth to report
+                logger.debug("queue %s: %s", queue, exc)
+                depths[queue] = 0
+    return depths
+
+
+class StateCollector(Collector):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from django.db.models import Count
+
+        from embeddings.models import Image
+        from search.models import SearchIndex
+        from training.models import TrainingRun
+
+        images = GaugeMetricFamily("loupe_images", "Images by processing status", labels=["status"])
+        for row in Image.objects.values("status").annotate(n=Count("id")):
+            images.add_metric([row["status"]], row["n"])
+        yield images
+        size = GaugeMetricFamily("loupe_index_vectors", "Vectors in each index", labels=["model_version", "modality"])
+        recall = GaugeMetricFamily("loupe_index_recall_at_10", "Measured recall@10 vs exact", labels=["model_version", "modality"])
+        for idx in SearchIndex.objects.filter(status="ready"):
+            labels = [str(idx.model_version_id), idx.modality]
+            size.add_metric(labels, idx.count)
+            if idx.recall_at_10 is not None:
+                recall.add_metric(labels, idx.recall_at_10)
+        yield size
+        yield recall
+        runs = GaugeMetricFamily("loupe_training_runs", "Training runs by status (task outcomes)", labels=["kind", "status"])
+        for row in TrainingRun.objects.values("kind", "status").annotate(n=Count("id")):
+            runs.add_metric([row["kind"], row["status"]], row["n"])
+        yield runs
+        progress = GaugeMetricFamily("loupe_training_progress", "Fraction of steps done of running runs", labels=["run", "kind"])
+        for run in TrainingRun.objects.filter(status="running"):
+            progress.add_metric([str(run.pk), run.kind], run.step / run.total_steps if run.total_steps else 0.0)
+        yield progress
+        depth = GaugeMetricFamily("loupe_queue_depth", "Messages waiting in each Celery queue", labels=["queue"])
+        try:
+            for queue, n in queue_depths().items():
+                depth.add_metric([queue], n)
+        except Exception as exc:  # broker down: the metric is absent, readyz says why
+            logger.warning("queue depth unavailable: %s", exc)
+        yield depth
+
+
+_collector = StateCollector()
+REGISTRY.register(_collector)
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def _check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _check_broker() -> None:
+    from project.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+
+
+def _check_model() -> None:
+    from embeddings.models import ModelVersion
+
+    if not ModelVersion.objects.filter(kind="embedding", status="active").exists():
+        raise RuntimeError("no active embedding model")
+
+
+def _check_index() -> None:
+    from search.models import SearchIndex
+
+    if not SearchIndex.objects.filter(model_version__kind="embedding", model_version__status="active",
+                                      modality="image", status="ready").exists():
+        raise RuntimeError("no ready image index for the active model")
+
+
+CHECKS = {"database": _check_database, "broker": _check_broker, "model": _check_model, "index": _check_index}
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    results: dict[str, str] = {}
+    for name, check in CHECKS.items():
+        started = time.monotonic()
+        try:
+            check()
+            results[name] = "ok"
+        except Exception as exc:  # each failed dependency is reported, not raised
+            results[name] = f"error: {exc}"
+        logger.debug("readyz %s took %.3fs", name, time.monotonic() - started)
+    ready = all(v == "ok" for v in results.values())
+    return JsonResponse({"status": "ready" if ready else "not ready", "checks": results}, status=200 if ready else 503)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    token = settings.METRICS_TOKEN
+    if token and request.headers.get("Authorization", "") != f"Bearer {token}":
+        return HttpResponse("metrics need a bearer token", status=401, content_type="text/plain")
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
