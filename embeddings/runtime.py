@@ -21,7 +21,7 @@ from django.conf import settings
 from PIL import Image as PILImage
 
 from embeddings.ml.caption_generator import CaptionGenerator, load_captioner
-from embeddings.ml.conse import DEFAULT_PROMPTS, class_vectors, load_class_names
+from embeddings.ml.conse import DEFAULT_K, DEFAULT_PROMPTS, DEFAULT_TEMPERATURE, class_vectors, load_class_names
 from embeddings.ml.embedder import ConseEmbedder, Embedder, JointEmbedder
 from embeddings.ml.feature_cache import FeatureCache
 from embeddings.ml.image_encoder import ImageEncoder
@@ -144,7 +144,7 @@ def embedder_for(version: ModelVersion) -> Embedder:
         if version.family == "conse":
             cfg = version.config or {}
             return ConseEmbedder(encode_texts_base, conse_class_vectors(), _classifier,
-                                 k=int(cfg.get("k", 10)), temperature=float(cfg.get("temperature", 1.0)))
+                                 k=int(cfg.get("k", DEFAULT_K)), temperature=float(cfg.get("temperature", DEFAULT_TEMPERATURE)))
         return JointEmbedder.from_checkpoint(version_path(version), encode_texts_base)
 
     return _cached(("embedder", version.pk), build)
