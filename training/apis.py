@@ -1,0 +1,146 @@
+"""REST API for retraining and model versions (staff only): thin views over services/selectors."""
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import APIView
+
+from embeddings.models import Collection, ModelVersion
+from project.exceptions import NotFound
+from training import selectors, services
+from training.models import ModelSwitch, TrainingRun
+
+ERROR = inline_serializer("Error", {"error": inline_serializer("ErrorBody", {
+    "code": serializers.CharField(), "message": serializers.CharField(),
+    "fields": serializers.DictField(required=False)})})
+
+
+class TrainingRunOutput(serializers.ModelSerializer):
+    collections = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    progress = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TrainingRun
+        ref_name = "TrainingRun"
+        fields = ["id", "url", "kind", "status", "collections", "config", "created_at", "started_at", "finished_at",
+                  "model_version", "progress"]
+
+    def get_url(self, obj: TrainingRun) -> str:
+        return reverse("api-training-run-detail", args=[obj.pk], request=self.context.get("request"))
+
+    def get_progress(self, obj: TrainingRun) -> dict:
+        data = selectors.run_progress(obj)
+        return {k: v for k, v in data.items() if k not in ("id", "kind", "status")}
+
+
+class ModelVersionOutput(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "kind", "name", "family", "status", "dim", "metrics", "encoders", "config", "files",
+                  "parent", "created_at", "promoted_at"]
+
+
+class ModelSwitchOutput(serializers.ModelSerializer):
+    class Meta:
+        model = ModelSwitch
+        fields = ["id", "kind", "action", "version", "previous", "status", "total", "done", "chunks_total",
+                  "chunks_done", "error", "created_at", "switched_at", "finished_at"]
+
+
+class TrainingRunListCreateApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "TrainingRunStart"
+
+        kind = serializers.ChoiceField(choices=ModelVersion.Kind.choices)
+        collections = serializers.SlugRelatedField(slug_field="name", many=True, queryset=Collection.objects.all(),
+                                                   allow_empty=False)
+        config = serializers.JSONField(required=False, default=dict,
+                                       help_text='partial TrainConfig, e.g. {"loop": {"epochs": 10}}')
+
+        def validate_config(self, value):
+            if not isinstance(value, dict):
+                raise serializers.ValidationError("config must be an object.")
+            return value
+
+    @extend_schema(responses={200: TrainingRunOutput(many=True)}, summary="Recent training runs")
+    def get(self, request: Request) -> Response:
+        runs = selectors.training_run_list()[:50]
+        return Response(TrainingRunOutput(runs, many=True, context={"request": request}).data)
+
+    @extend_schema(request=InputSerializer, operation_id="training_runs_start", summary="Start a training run (queued on the gpu queue)",
+                   responses={202: TrainingRunOutput, 400: ERROR, 403: ERROR, 409: OpenApiResponse(
+                       ERROR, description="A run of this kind is already queued or running.")})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        run = services.training_run_start(kind=data.validated_data["kind"],
+                                          collections=data.validated_data["collections"],
+                                          config_overrides=data.validated_data["config"], user=request.user)
+        body = TrainingRunOutput(run, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+class TrainingRunDetailApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={200: TrainingRunOutput, 404: ERROR}, summary="A training run and its live progress")
+    def get(self, request: Request, pk: int) -> Response:
+        run = selectors.training_run_get(run_id=pk)
+        if run is None:
+            raise NotFound("No such training run.")
+        return Response(TrainingRunOutput(run, context={"request": request}).data)
+
+
+class TrainingRunCancelApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=None, responses={202: TrainingRunOutput, 404: ERROR, 409: ERROR},
+                   summary="Cancel a run at its next step (its last checkpoint is kept)")
+    def post(self, request: Request, pk: int) -> Response:
+        run = selectors.training_run_get(run_id=pk)
+        if run is None:
+            raise NotFound("No such training run.")
+        run = services.training_run_cancel(run=run)
+        return Response(TrainingRunOutput(run, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ModelVersionListApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={200: ModelVersionOutput(many=True)}, summary="Model versions of both kinds")
+    def get(self, request: Request) -> Response:
+        return Response(ModelVersionOutput(selectors.model_version_list(), many=True).data)
+
+
+class _SwitchApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    def _version(self, pk: int) -> ModelVersion:
+        version = selectors.model_version_get(version_id=pk)
+        if version is None:
+            raise NotFound("No such model version.")
+        return version
+
+
+class ModelVersionPromoteApi(_SwitchApi):
+    @extend_schema(request=None, responses={202: ModelSwitchOutput, 404: ERROR, 409: ERROR},
+                   summary="Promote a version: re-encode, build its index, then switch atomically")
+    def post(self, request: Request, pk: int) -> Response:
+        switch = services.model_version_promote(version=self._version(pk), user=request.user)
+        return Response(ModelSwitchOutput(switch).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ModelVersionRollbackApi(_SwitchApi):
+    @extend_schema(request=None, responses={202: ModelSwitchOutput, 400: ERROR, 404: ERROR, 409: ERROR},
+                   summary="Roll back the active version {id} to the version active before it")
+    def post(self, request: Request, pk: int) -> Response:
+        switch = services.model_version_rollback(version=self._version(pk), user=request.user)
+        return Response(ModelSwitchOutput(switch).data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,52 @@
+"""One rank of a multi-GPU training run, started by torchrun from the run's Celery task.
+
+    python -m torch.distributed.run --standalone --nproc-per-node=N -m training.ddp_entry RUN_ID TOKEN
+
+Every rank builds the same task from the run's frozen dataset; rank 0 reports progress under
+the parent's lease token and writes the model files and `result.json`, which the parent
+(still holding the lease and heartbeating) turns into a ModelVersion.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def main(argv: list[str]) -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    import django
+
+    django.setup()
+    import torch.distributed as dist
+
+    from training.encoders import get_encoders
+    from training.ml.config import TrainConfig
+    from training.ml.distributed import init_distributed, train_distributed
+    from training.models import TrainingRun
+    from training.services import fitting
+    from training.services.execution import should_stop_poller
+    from training.services.progress import RunRecorder
+
+    run_id, token = int(argv[0]), argv[1]
+    rank, world, device = init_distributed()
+    run = TrainingRun.objects.get(pk=run_id)
+    recorder = RunRecorder(run, token)
+    outcome = fitting.fit(
+        run_id=run_id, collection_ids=list(run.collections.values_list("pk", flat=True)),
+        config=TrainConfig.from_dict(run.config), encoders=get_encoders(), device=str(device),
+        on_event=recorder.on_event if rank == 0 else (lambda name, payload: None),
+        should_stop=should_stop_poller(run_id), log=recorder.log if rank == 0 else (lambda text: None),
+        trainer=train_distributed, write_files=rank == 0)
+    if rank == 0:
+        path = fitting.run_dir(run_id) / "result.json"
+        part = path.with_name("result.json.part")
+        part.write_text(json.dumps(outcome.as_dict()))
+        os.replace(part, path)
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,124 @@
+"""What training needs from the frozen encoders, behind one small interface.
+
+Training never runs the encoders on raw pixels itself: image features come from the per-image
+feature cache (`embeddings.encoding.features_for`, computed once per image and encoder) and
+caption sentence vectors from a text cache kept here (MiniLM, once per distinct caption
+text). Baselines (the active version's dev metrics, shown beside a finished run) go through
+the same object, so a test can swap the whole thing for a small fake with
+`settings.LOUPE_TRAINING_ENCODERS = "dotted.path.to.Factory"` (also in worker processes).
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from embeddings.models import ModelVersion
+
+logger = logging.getLogger(__name__)
+IMAGE_CHUNK = 256  # images per features_for call: bounds the float32 spatial block (256x49x1280)
+TEXT_CHUNK = 256
+
+
+class Encoders(Protocol):
+    def image_features(self, image_ids: Sequence[int], fields: Sequence[str]) -> dict[str, np.ndarray]:
+        """{field: float16 (N, ...)} for "pooled" (N, 1280), "spatial" (N, 49, 1280), "logits"."""
+        ...
+
+    def text_features(self, texts: Sequence[str]) -> np.ndarray:
+        """(M, 384) float32 unit MiniLM sentence vectors."""
+        ...
+
+    def identities(self) -> dict[str, str]:
+        """{"image": ..., "text": ...}: the exact encoder weights the features came from."""
+        ...
+
+    def embed(self, version: ModelVersion, feats: dict[str, np.ndarray],
+              texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Unit vectors of images (N, D) and texts (M, D) under an existing embedding version."""
+        ...
+
+    def caption(self, version: ModelVersion, feats: dict[str, np.ndarray], *, beam_size: int | None = 1) -> list[str]:
+        """One caption per image under an existing captioner version (greedy by default;
+        None = the version's own tuned decoding)."""
+        ...
+
+
+class RuntimeEncoders:
+    """The real encoders, loaded lazily once per process by `embeddings.runtime`."""
+
+    def image_features(self, image_ids: Sequence[int], fields: Sequence[str]) -> dict[str, np.ndarray]:
+        from embeddings.encoding import features_for
+
+        parts: dict[str, list[np.ndarray]] = {f: [] for f in fields}
+        ids = list(image_ids)
+        for start in range(0, len(ids), IMAGE_CHUNK):
+            feats = features_for(ids[start:start + IMAGE_CHUNK])
+            for f in fields:
+                parts[f].append(feats[f].astype(np.float16))
+        return {f: (np.concatenate(v) if v else np.zeros((0,), np.float16)) for f, v in parts.items()}
+
+    def text_features(self, texts: Sequence[str]) -> np.ndarray:
+        from embeddings import runtime
+        from embeddings.ml.feature_cache import FeatureCache
+
+        ident = runtime.text_encoder().identity
+        directory = Path(settings.FEATURE_DIR) / f"text-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+        directory.mkdir(parents=True, exist_ok=True)
+        keys = [hashlib.sha256(t.encode()).hexdigest()[:32] for t in texts]
+        with open(directory.parent / f"{directory.name}.lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # several processes may add shards at once
+            try:
+                cache = FeatureCache(directory, encoder_identity=ident, fields={"vector": (384,)})
+                missing = cache.missing(dict.fromkeys(keys))
+                if missing:
+                    text_of = dict(zip(keys, texts))
+                    for start in range(0, len(missing), 4096):
+                        batch = missing[start:start + 4096]
+                        vecs = np.concatenate([
+                            runtime.encode_texts_base([text_of[k] for k in batch[i:i + TEXT_CHUNK]])
+                            for i in range(0, len(batch), TEXT_CHUNK)])
+                        cache.add(batch, {"vector": vecs})
+                out = cache.get(keys, dtype=np.float32)["vector"]
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return out
+
+    def identities(self) -> dict[str, str]:
+        from embeddings import runtime
+
+        return {"image": runtime.image_encoder().identity, "text": runtime.text_encoder().identity}
+
+    def embed(self, version: ModelVersion, feats: dict[str, np.ndarray],
+              texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        from embeddings import runtime
+
+        embedder = runtime.embedder_for(version)
+        as32 = {k: np.asarray(v, np.float32) for k, v in feats.items()}
+        return embedder.encode_features(as32), embedder.encode_texts(list(texts))
+
+    def caption(self, version: ModelVersion, feats: dict[str, np.ndarray], *, beam_size: int | None = 1) -> list[str]:
+        import torch
+
+        from embeddings import runtime
+
+        generator = runtime.captioner_for(version)
+        pooled = torch.from_numpy(np.asarray(feats["pooled"], np.float32))
+        spatial = torch.from_numpy(np.asarray(feats["spatial"], np.float32)) if generator.needs_spatial else None
+        hyps = []
+        for i in range(0, len(pooled), 250):  # bounded beam-search memory
+            hyps += generator.caption(pooled[i:i + 250], None if spatial is None else spatial[i:i + 250],
+                                      beam_size=beam_size, n=1)
+        return [h[0].text if h else "" for h in hyps]
+
+
+def get_encoders() -> Encoders:
+    path = getattr(settings, "LOUPE_TRAINING_ENCODERS", "")
+    return import_string(path)() if path else RuntimeEncoders()

@@ -1,0 +1,19 @@
+"""Writes of the training app. Public entry points are re-exported here.
+
+- runs: training_run_start, training_run_cancel, training_runs_reap
+- execution: training_run_execute
+- promotion: model_version_promote, model_version_rollback (+ the switch_* background steps)
+- evaluation: model_evaluate (manage.py evaluate)
+"""
+from training.services.execution import training_run_execute
+from training.services.promotion import model_version_promote, model_version_rollback
+from training.services.runs import training_run_cancel, training_run_start, training_runs_reap
+
+__all__ = [
+    "model_version_promote",
+    "model_version_rollback",
+    "training_run_cancel",
+    "training_run_execute",
+    "training_run_start",
+    "training_runs_reap",
+]

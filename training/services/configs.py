@@ -1,0 +1,82 @@
+"""Validated training configurations: defaults per kind, overrides from a dict or key=value list."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import training.ml.caption_task  # noqa: F401  (registers the "captioner" kind with TrainConfig)
+from project.exceptions import ApplicationError
+from training.ml.config import TrainConfig, apply_overrides
+
+KINDS = ("embedding", "captioner")
+
+# Loop defaults that differ per kind (the generic LoopConfig defaults suit the embedding heads;
+# the captioner early-stops on CIDEr-D and learns with smaller batches, as in bench/).
+KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "embedding": {},
+    "captioner": {"loop": {"early_stop_metric": "cider_d", "epochs": 8, "batch_size": 64, "lr": 2e-3,
+                           "patience": 3}},
+}
+
+# The hyper-parameters offered by the admin's Retrain form: (section, name, label).
+MAIN_FIELDS: dict[str, list[tuple[str, str, str]]] = {
+    "embedding": [("loop", "epochs", "Epochs (upper bound)"), ("loop", "batch_size", "Batch size"),
+                  ("loop", "lr", "Peak learning rate"), ("loop", "weight_decay", "Weight decay"),
+                  ("loop", "warmup_steps", "Warm-up steps"), ("loop", "patience", "Early-stop patience"),
+                  ("loop", "seed", "Seed"), ("model", "dim", "Embedding width"), ("model", "head", "Head"),
+                  ("model", "dropout", "Dropout"), ("model", "image_input", "Image input"),
+                  ("task", "loss", "Loss")],
+    "captioner": [("loop", "epochs", "Epochs (upper bound)"), ("loop", "batch_size", "Batch size (captions)"),
+                  ("loop", "lr", "Peak learning rate"), ("loop", "weight_decay", "Weight decay"),
+                  ("loop", "patience", "Early-stop patience"), ("loop", "seed", "Seed"),
+                  ("model", "decoder", "Decoder"), ("model", "hidden_dim", "LSTM width"),
+                  ("model", "dropout", "Dropout"), ("task", "vocab_min_count", "Min word count"),
+                  ("task", "label_smoothing", "Label smoothing")],
+}
+
+
+def _merge(base: dict, extra: Mapping) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def default_config(kind: str) -> TrainConfig:
+    if kind not in KINDS:
+        raise ApplicationError(f"Unknown kind {kind!r}; choose one of {', '.join(KINDS)}.",
+                               fields={"kind": ["Unknown kind."]})
+    return TrainConfig.from_dict(_merge(TrainConfig.default(kind).to_dict(), KIND_DEFAULTS[kind]))
+
+
+def train_config_build(*, kind: str, overrides: Mapping[str, Any] | Sequence[str] | None = None,
+                       sets: Sequence[str] = ()) -> TrainConfig:
+    """The kind's defaults with `overrides` applied: a nested dict ({"loop": {"lr": 3e-4}}) or
+    ["loop.lr=3e-4", "epochs=5"], then the `sets` strings. Unknown keys or bad values raise
+    ApplicationError (400)."""
+    config = default_config(kind)
+    try:
+        if isinstance(overrides, Mapping):
+            if overrides.get("kind", kind) != kind:
+                raise ValueError(f"config kind {overrides.get('kind')!r} does not match {kind!r}")
+            config = TrainConfig.from_dict(_merge(config.to_dict(), overrides))
+        elif overrides:
+            if isinstance(overrides, str):
+                raise ValueError("overrides must be a mapping or a list of key=value strings")
+            config = apply_overrides(config, list(overrides))
+        if sets:
+            config = apply_overrides(config, [s for s in sets if s.strip()])
+    except (ValueError, TypeError) as exc:
+        raise ApplicationError(f"Invalid training configuration: {exc}", fields={"config": [str(exc)]}) from exc
+    return config
+
+
+def field_spec(kind: str, section: str, name: str) -> tuple[Any, Any]:
+    """(type annotation, default value) of one config field of `kind`'s default config."""
+    import typing
+
+    part = getattr(default_config(kind), section)
+    return typing.get_type_hints(type(part))[name], getattr(part, name)

@@ -1,0 +1,216 @@
+"""Executing a training run: take the lease, train with heartbeats, record the outcome.
+
+`training_run_execute(run_id)` is what the Celery task and `manage.py train` call. A second
+delivery of the same task while the first holds a live lease is a no-op; after the first
+worker died (heartbeat stale), the next execution takes the lease and the trainer resumes
+from the run's last checkpoint. Success writes a candidate ModelVersion; failure keeps the
+error and log tail; cancel keeps the last checkpoint. None of them touches the active model
+(auto-promotion, when enabled, is a separate promotion started afterwards).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from embeddings import runtime
+from embeddings.models import ModelVersion
+from project.exceptions import ApplicationError
+from training.encoders import get_encoders
+from training.ml.config import TrainConfig
+from training.models import TrainingRun
+from training.services import fitting
+from training.services.progress import Heartbeat, LeaseLost, RunRecorder, heartbeat_timeout
+
+logger = logging.getLogger(__name__)
+CANCEL_POLL_S = 0.5
+
+
+def lease_acquire(run_id: int, *, device: str = "") -> str | None:
+    """Take the run's lease if it is free (never taken, released, or its heartbeat is stale)."""
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    stale = now - timedelta(seconds=heartbeat_timeout())
+    with transaction.atomic():
+        n = (TrainingRun.objects.filter(pk=run_id, status__in=TrainingRun.ACTIVE_STATUSES, cancel_requested=False)
+             .filter(Q(lease_token="") | Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale))
+             .update(lease_token=token, heartbeat_at=now, status=TrainingRun.Status.RUNNING,
+                     attempts=F("attempts") + 1, worker_host=f"{socket.gethostname()} pid {os.getpid()}",
+                     device=device))
+        TrainingRun.objects.filter(pk=run_id, started_at__isnull=True, lease_token=token).update(started_at=now)
+    return token if n else None
+
+
+def device_label(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        return f"cuda ({torch.cuda.get_device_name(0)}{f' x{count}' if count > 1 else ''})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def training_run_execute(run_id: int, *, on_progress: Callable[[str, dict], None] | None = None) -> TrainingRun | None:
+    """Run (or resume) a queued run to its end. Returns None when another execution owns it."""
+    device = runtime.device()
+    token = lease_acquire(run_id, device=device_label(device))
+    if token is None:
+        logger.info("run %s: not queued, or leased by a live worker; nothing to do", run_id)
+        _cancel_if_requested(run_id)
+        return None
+    run = TrainingRun.objects.get(pk=run_id)
+    recorder = RunRecorder(run, token, on_progress=on_progress)
+    try:
+        with recorder, Heartbeat(run_id, token) as beat:
+            recorder.log(f"attempt {run.attempts} on {run.worker_host}, {run.device}")
+            try:
+                outcome = _fit(run, token, recorder, beat, device)
+            except LeaseLost:
+                logger.warning("run %s: lease lost; another execution continues it", run_id)
+                return None
+            except Exception as exc:  # any failure of the job: record it on the run, keep the log
+                logger.exception("run %s failed", run_id)
+                _finish_failed(run_id, token, recorder, exc)
+            else:
+                _finish(run, token, recorder, outcome)
+    except LeaseLost:
+        logger.warning("run %s: lease lost while finishing; another execution continues it", run_id)
+        return None
+    # Released only now, after the heartbeat thread stopped.
+    TrainingRun.objects.filter(pk=run_id, lease_token=token).update(lease_token="")
+    return TrainingRun.objects.get(pk=run_id)
+
+
+def should_stop_poller(run_id: int, beat: Heartbeat | None = None) -> Callable[[], bool]:
+    """The trainer's `should_stop`: cancel_requested, read at most every CANCEL_POLL_S."""
+    last = [0.0, False]
+
+    def should_stop() -> bool:
+        if beat is not None and beat.lost.is_set():
+            raise LeaseLost(f"run {run_id}: lease lost")
+        now = time.monotonic()
+        if now - last[0] >= CANCEL_POLL_S:
+            last[0] = now
+            last[1] = TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists()
+        return last[1]
+
+    return should_stop
+
+
+def _procs(device: str) -> int:
+    wanted = int(getattr(settings, "LOUPE_TRAINING_NPROC", 0) or 0)
+    if wanted:
+        return wanted
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.device_count()
+    return 1
+
+
+def _fit(run: TrainingRun, token: str, recorder: RunRecorder, beat: Heartbeat, device: str) -> fitting.FitOutcome:
+    config = TrainConfig.from_dict(run.config)
+    collection_ids = list(run.collections.values_list("pk", flat=True))
+    nproc = _procs(device)
+    if nproc > 1:
+        return _fit_torchrun(run, token, recorder, nproc)
+    return fitting.fit(run_id=run.pk, collection_ids=collection_ids, config=config, encoders=get_encoders(),
+                       device=device, on_event=recorder.on_event, should_stop=should_stop_poller(run.pk, beat),
+                       log=recorder.log)
+
+
+def _fit_torchrun(run: TrainingRun, token: str, recorder: RunRecorder, nproc: int) -> fitting.FitOutcome:
+    """Several GPUs on this host: one rank per GPU under torchrun (training/ddp_entry.py).
+
+    Rank 0 reports progress with our lease token and writes `result.json`; this process keeps
+    heartbeating meanwhile. Only taken when torch.cuda.device_count() > 1 (or
+    LOUPE_TRAINING_NPROC > 1, which also works on CPU with the gloo backend).
+    """
+    recorder.log(f"launching torchrun with {nproc} processes")
+    recorder.update()
+    result_path = fitting.run_dir(run.pk) / "result.json"
+    result_path.unlink(missing_ok=True)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "project.settings")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "training.ddp_entry", str(run.pk), token]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    for line in (proc.stdout + proc.stderr).splitlines()[-20:]:
+        recorder.add_line(f"torchrun: {line}")
+    if proc.returncode != 0 or not result_path.exists():
+        if not TrainingRun.objects.filter(pk=run.pk, lease_token=token).exists():
+            raise LeaseLost(f"run {run.pk}: lease lost during torchrun")
+        raise RuntimeError(f"torchrun exited with status {proc.returncode}")
+    data = json.loads(result_path.read_text())
+    return fitting.FitOutcome(**data)
+
+
+def _finish_failed(run_id: int, token: str, recorder: RunRecorder, exc: BaseException) -> None:
+    recorder.log(f"failed: {type(exc).__name__}: {exc}")
+    for line in traceback.format_exception(exc)[-6:]:
+        recorder.add_line(line.rstrip())
+    TrainingRun.objects.filter(pk=run_id, lease_token=token).update(
+        status=TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:4000],
+        log_tail=recorder.log_tail(), history=recorder.history, last_event=recorder.last_event,
+        finished_at=timezone.now())
+
+
+def _cancel_if_requested(run_id: int) -> None:
+    """A run cancelled before any worker leased it ends here, when its task arrives."""
+    TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED, cancel_requested=True,
+                               lease_token="").update(status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
+
+
+def _finish(run: TrainingRun, token: str, recorder: RunRecorder, outcome: fitting.FitOutcome) -> None:
+    from training.services import promotion
+
+    if outcome.status == "cancelled":
+        recorder.update(status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
+        return
+    active = runtime.active_version(run.kind)
+    baseline = _baseline(run, active, recorder)
+    with transaction.atomic():
+        locked = TrainingRun.objects.select_for_update().filter(pk=run.pk, lease_token=token).first()
+        if locked is None:
+            raise LeaseLost(f"run {run.pk}: lease lost before the model was registered")
+        version = ModelVersion.objects.create(
+            kind=run.kind, name=f"{run.kind}-run{run.pk}", family="joint" if run.kind == "embedding" else "captioner",
+            status=ModelVersion.Status.CANDIDATE, directory=outcome.directory, files=outcome.files,
+            config=run.config, encoders=outcome.encoders, dim=outcome.dim, parent=active,
+            metrics={"dev": outcome.dev_metrics, "best_epoch": outcome.best_epoch, "stop": outcome.stop_reason,
+                     "data": outcome.data, "run": run.pk, "collections": list(run.collections.values_list("name", flat=True)),
+                     "compared_with": baseline})
+        recorder.log(f"registered candidate {version.name} (v{version.pk})")
+        recorder.update(status=TrainingRun.Status.SUCCEEDED, finished_at=timezone.now(), model_version=version)
+    if promotion.should_auto_promote(version):
+        recorder.log("candidate beats the active version by the configured margin: promoting")
+        try:
+            promotion.model_version_promote(version=version, user=None)
+        except ApplicationError as exc:  # e.g. another promotion in progress: stays a candidate
+            recorder.log(f"auto-promotion not started: {exc.message}")
+        recorder.update()
+
+
+def _baseline(run: TrainingRun, active: ModelVersion | None, recorder: RunRecorder) -> dict | None:
+    if active is None:
+        return None
+    try:
+        metrics = fitting.baseline_metrics(version=active, run_id=run.pk, encoders=get_encoders())
+    except Exception as exc:  # the comparison is informative only; the run itself succeeded
+        recorder.log(f"could not score the active version {active.name} on dev: {type(exc).__name__}: {exc}")
+        return {"version": active.pk, "name": active.name, "dev": {}, "error": str(exc)[:500]}
+    recorder.log(f"active version {active.name} on the same dev split: "
+                 + ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items())[:6]))
+    return {"version": active.pk, "name": active.name, "dev": metrics}

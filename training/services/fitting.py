@@ -1,0 +1,126 @@
+"""One training run's work, without the bookkeeping: data -> TrainTask -> trainer -> model files.
+
+Shared by the in-process path (Celery task, `manage.py train`) and the torchrun ranks of a
+multi-GPU run (training/ddp_entry.py). Returns a JSON-safe `FitOutcome` that the caller
+turns into a ModelVersion.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from embeddings.ml.caption_generator import DecodingConfig, save_captioner
+from embeddings.ml.checkpoint import checkpoint_to_dict, save_checkpoint
+from embeddings.models import ModelVersion
+from training import datasets
+from training.encoders import Encoders
+from training.ml.config import TrainConfig
+from training.ml.trainer import EventFn, TrainResult
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FitOutcome:
+    status: str  # "succeeded" | "cancelled"
+    stop_reason: str = ""  # "completed" | "early_stop" | "cancelled"
+    directory: str = ""  # model folder relative to MODEL_DIR
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    dev_metrics: dict[str, float] = field(default_factory=dict)  # at the best epoch
+    best_epoch: int | None = None
+    epochs: int = 0
+    steps: int = 0
+    wall_s: float = 0.0
+    dim: int = 0
+    encoders: dict[str, str] = field(default_factory=dict)
+    data: dict[str, int] = field(default_factory=dict)  # image / caption counts per split
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def run_dir(run_id: int) -> Path:
+    return Path(settings.MODEL_DIR) / "runs" / str(run_id)
+
+
+def build_task(config: TrainConfig, splits: dict[str, datasets.Split], encoders: Encoders):
+    """The kind's TrainTask over cached features of the run's train and dev splits."""
+    if config.kind == "embedding":
+        from training.ml.embedding_task import EmbeddingTask
+
+        make = datasets.embedding_data
+        kw = {"image_input": config.model.image_input}
+        return EmbeddingTask(config.model, config.task, batch_size=config.loop.batch_size,
+                             train=make(splits["train"], encoders, **kw), dev=make(splits["dev"], encoders, **kw),
+                             seed=config.loop.seed)
+    from training.ml.caption_task import CaptionTask
+
+    spatial = config.model.decoder == "attention"
+    task = CaptionTask(config.model, config.task, batch_size=config.loop.batch_size,
+                       train=datasets.caption_data(splits["train"], encoders, spatial=spatial),
+                       dev=datasets.caption_data(splits["dev"], encoders, spatial=spatial), seed=config.loop.seed)
+    task.epochs_planned = config.loop.epochs
+    return task
+
+
+def fit(*, run_id: int, collection_ids: list[int], config: TrainConfig, encoders: Encoders,
+        device: str, on_event: EventFn, should_stop: Callable[[], bool], log: Callable[[str], None],
+        trainer: Callable[..., TrainResult] | None = None, write_files: bool = True) -> FitOutcome:
+    """Train (resuming from the run's checkpoint if one exists) and write the model files."""
+    from training.ml.trainer import train
+
+    directory = run_dir(run_id)
+    splits = datasets.snapshot(collection_ids, directory)
+    counts = {f"{name}_{what}": n for name, s in splits.items()
+              for what, n in (("images", s.num_images), ("captions", len(s.texts)))}
+    log("data: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    task = build_task(config, splits, encoders)
+    result = (trainer or train)(config.loop, task, device=device, on_event=on_event,
+                                checkpoint_dir=directory / "state", should_stop=should_stop)
+    outcome = FitOutcome(status="cancelled" if result.status == "cancelled" else "succeeded",
+                         stop_reason=result.status, dev_metrics=dict(result.best_metrics),
+                         best_epoch=result.best_epoch, epochs=result.epochs, steps=result.steps,
+                         wall_s=result.wall_s, data=counts)
+    if outcome.status == "cancelled" or not write_files:
+        return outcome
+    if not outcome.dev_metrics and result.history:
+        outcome.dev_metrics = dict(result.history[-1].get("dev") or {})
+    outcome.encoders = encoders.identities()
+    model_dir = directory / "model"
+    meta = {"encoders": outcome.encoders, "dev_metrics": outcome.dev_metrics, "run_id": run_id,
+            "train_config": config.to_dict()}
+    if config.kind == "embedding":
+        tensors, model_cfg = checkpoint_to_dict(task.model, config.model)
+        save_checkpoint(model_dir, tensors=tensors, config=model_cfg, meta={"kind": "embedding", **meta})
+        outcome.dim = config.model.dim
+    else:
+        save_captioner(model_dir, task.model, task.vocab, decoding=DecodingConfig(), extra_meta=meta)
+    outcome.directory = str(model_dir.relative_to(Path(settings.MODEL_DIR)))
+    outcome.files = {p.name: _sha256(p) for p in sorted(model_dir.iterdir()) if p.is_file() and not p.name.endswith(".part")}
+    return outcome
+
+
+def baseline_metrics(*, version: ModelVersion, run_id: int, encoders: Encoders) -> dict[str, float]:
+    """An existing version's dev metrics on this run's dev split, scored the way the trainer
+    scores the candidate (captioners: greedy decoding, simple tokenizer, no METEOR)."""
+    from training.services.evaluation import captioner_evaluate, embedding_evaluate
+
+    dev = datasets.snapshot([], run_dir(run_id), splits=("dev",))["dev"]
+    if version.kind == ModelVersion.Kind.EMBEDDING:
+        return embedding_evaluate(version=version, split=dev, encoders=encoders)
+    return captioner_evaluate(version=version, split=dev, encoders=encoders, full=False, beam_size=1)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

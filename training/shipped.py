@@ -1,0 +1,75 @@
+"""Default models shipped in the repository's models/ folder (heads only, safetensors).
+
+`shipped_models_register()` (called by `manage.py loupe_setup`) copies each shipped model into
+MODEL_DIR, verifies its checksums, registers it as a ModelVersion and, on a fresh install
+(no trained version of that kind active yet: only ConSE v0 or nothing), makes it active.
+ConSE v0 stays available as a retired version. Idempotent.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from embeddings.ml.checkpoint import load_checkpoint
+from embeddings.models import Image, ModelVersion
+
+logger = logging.getLogger(__name__)
+MANIFEST = "shipped.json"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shipped_models_register(source: Path | None = None) -> list[str]:
+    root = Path(source or getattr(settings, "SHIPPED_MODEL_DIR", Path(settings.BASE_DIR) / "models"))
+    manifest = root / MANIFEST
+    if not manifest.exists():
+        return ["No shipped models (models/shipped.json missing)."]
+    lines = []
+    for entry in json.loads(manifest.read_text())["models"]:
+        lines.append(_register(root, entry))
+    return lines
+
+
+def _register(root: Path, entry: dict) -> str:
+    name, kind = entry["name"], entry["kind"]
+    existing = ModelVersion.objects.filter(kind=kind, name=name).first()
+    if existing is not None:
+        return f"Shipped {kind} model {name!r}: already registered (v{existing.pk}, {existing.status})."
+    src = root / entry["directory"]
+    files = {p.name: _sha256(p) for p in sorted(src.iterdir()) if p.is_file()}
+    load_checkpoint(src, expected_kind="embedding" if kind == "embedding" else "captioner")  # verifies sha256
+    dest_rel = Path("shipped") / entry["directory"]
+    dest = Path(settings.MODEL_DIR) / dest_rel
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(src, dest)
+    active = ModelVersion.objects.filter(kind=kind, status=ModelVersion.Status.ACTIVE).first()
+    fresh = active is None or active.family == "conse"
+    direct = fresh and not Image.objects.exists()  # nothing encoded yet: flip at once
+    with transaction.atomic():
+        if direct and active is not None:
+            ModelVersion.objects.filter(pk=active.pk).update(status=ModelVersion.Status.RETIRED)
+        version = ModelVersion.objects.create(
+            kind=kind, name=name, family=entry.get("family", "joint" if kind == "embedding" else "captioner"),
+            status=ModelVersion.Status.ACTIVE if direct else ModelVersion.Status.CANDIDATE,
+            directory=str(dest_rel), files=files, config=entry.get("config", {}), encoders=entry.get("encoders", {}),
+            metrics=entry.get("metrics", {}), dim=int(entry.get("dim", 0)), parent=active,
+            promoted_at=timezone.now() if direct else None)
+    if direct:
+        return f"Shipped {kind} model {name!r} registered as v{version.pk}, active."
+    if fresh:
+        from training.services.promotion import model_version_promote
+
+        model_version_promote(version=version)
+        return (f"Shipped {kind} model {name!r} registered as v{version.pk}; promotion started in the "
+                "background (existing images are re-encoded first).")
+    return f"Shipped {kind} model {name!r} registered as v{version.pk}, candidate (a trained version is active)."
