@@ -98,31 +98,52 @@ class _DecoderBase(nn.Module):
         spatial: Tensor | None,
         inputs: Tensor,
         *,
+        image_index: Tensor | None = None,
+        lengths: Tensor | None = None,
         sampling_prob: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
         """Teacher forcing: ``inputs`` (B, T) start with <bos>; returns logits (B, T, V).
 
+        ``image_index`` (B,) maps caption rows to rows of ``pooled``/``spatial`` (I images), so
+        an image with five captions is projected once, not five times. ``lengths`` (B,), sorted
+        in decreasing order, is the number of real input positions per row: step t then runs
+        only the rows still active (a prefix of the batch), so padding costs nothing; logits
+        and attention at padded positions are zero (the loss ignores them).
+
         With ``sampling_prob`` > 0 (scheduled sampling, Bengio et al. 2015) each input token
         after the first is replaced, with that probability, by the model's own sampled
         prediction from the previous step (no gradient flows through the choice).
         """
-        memory = self.encode(pooled, spatial)
+        memory = self.encode(pooled, spatial)  # (I, ...)
+        if image_index is not None:
+            memory = tuple(m.index_select(0, image_index) for m in memory)  # (B, ...)
         state = self.init_state(memory)
+        batch, steps = inputs.shape
+        active = [batch] * steps
+        if lengths is not None:
+            if bool((lengths[1:] > lengths[:-1]).any()):
+                raise ValueError("lengths must be sorted in decreasing order")
+            active = [int(n) for n in (lengths.unsqueeze(0) > torch.arange(steps).unsqueeze(1)).sum(1)]
         logits, alphas = [], []
         tokens = inputs[:, 0]  # (B,)
-        for t in range(inputs.shape[1]):
+        for t in range(steps):
+            n = active[t]
+            if n == 0:
+                break
             if t > 0:
-                tokens = inputs[:, t]
+                tokens = inputs[:n, t]
                 if sampling_prob > 0.0:
-                    tokens = self._mix_sampled(tokens, logits[-1], sampling_prob, generator)
-            step_logits, state, alpha = self.step(tokens, state, memory)
-            logits.append(step_logits)  # (B, V)
+                    tokens = self._mix_sampled(tokens, logits[-1][:n], sampling_prob, generator)
+            state = tuple(s[:n] for s in state)
+            step_logits, state, alpha = self.step(tokens, state, tuple(m[:n] for m in memory))
+            logits.append(F.pad(step_logits, (0, 0, 0, batch - n)))  # (B, V)
             if alpha is not None:
-                alphas.append(alpha)  # (B, N)
-        out = {"logits": torch.stack(logits, dim=1)}  # (B, T, V)
+                alphas.append(F.pad(alpha, (0, 0, 0, batch - n)))  # (B, N)
+        pad_t = steps - len(logits)
+        out = {"logits": F.pad(torch.stack(logits, dim=1), (0, 0, 0, pad_t))}  # (B, T, V)
         if alphas:
-            out["alphas"] = torch.stack(alphas, dim=1)  # (B, T, N)
+            out["alphas"] = F.pad(torch.stack(alphas, dim=1), (0, 0, 0, pad_t))  # (B, T, N)
         return out
 
     @staticmethod

@@ -4,10 +4,11 @@ Data is ``CaptionData``: per image V cached feature views (view 0 = the plain im
 others e.g. its horizontal flip), pooled (N, V, F) and, for the attention decoder, spatial
 (N, V, 49, F), plus each image's reference captions.
 
-Every epoch visits each (image, caption) pair once. Pairs are bucketed by caption length
-(sorted with a random tie-break, cut into batches, batches shuffled) so a batch's captions
-have about the same length and the step-by-step decoder wastes no steps on padding. Each pair
-uses a random cached view (``augment_views``). The loss is label-smoothed cross-entropy plus,
+Every epoch visits each (image, caption) pair once. A batch holds ALL captions of its images
+(about ``batch_size`` captions), so each image's features are projected once per batch, not
+once per caption; rows are sorted by length so the decoder runs only the still-active prefix
+of the batch at each step (no compute spent on padding). Each image uses one random cached
+view per epoch (``augment_views``). The loss is label-smoothed cross-entropy plus,
 for the attention decoder, the doubly stochastic attention penalty; optional scheduled
 sampling ramps linearly to ``scheduled_sampling_max`` over the run.
 
@@ -107,6 +108,10 @@ class CaptionTask:
         torch.manual_seed(seed)  # model init is part of the run's seed
         self.model = build_decoder(self.model_config)
         self._pair_image, self._pair_tokens, self._pair_len = self._encode_pairs(train)
+        self._pair_count = torch.bincount(self._pair_image, minlength=train.num_images)  # (N,)
+        self._pairs_of = list(torch.split(torch.arange(len(self._pair_image)), self._pair_count.tolist()))
+        # ``batch_size`` counts captions; a batch holds all captions of its images.
+        self._images_per_batch = max(1, round(batch_size * train.num_images / len(self._pair_image)))
         self.epochs_planned = 1  # set by the caller for scheduled sampling's ramp
         self._epoch = 0
         self.snapshots: list[tuple[int, dict[str, Tensor]]] = []  # (evaluation index, weights)
@@ -130,7 +135,7 @@ class CaptionTask:
         return torch.tensor(images), tokens, lengths
 
     def num_batches(self) -> int:
-        return math.ceil(len(self._pair_image) / self.batch_size)
+        return math.ceil(self.train_data.num_images / self._images_per_batch)
 
     def sampling_prob(self, epoch: int) -> float:
         """Scheduled-sampling probability for 0-based ``epoch``: linear ramp from 0."""
@@ -140,27 +145,27 @@ class CaptionTask:
 
     def batches(self, epoch: int, generator: torch.Generator) -> Iterator[dict[str, Tensor]]:
         self._epoch = epoch
-        n = len(self._pair_image)
-        # Length buckets: sort by (length, random key), cut, then shuffle the batch order.
-        noise = torch.rand(n, generator=generator)
-        order = torch.argsort(self._pair_len.double() + 0.5 * noise.double())
-        chunks = list(torch.split(order, self.batch_size))
+        n = self.train_data.num_images
+        order = torch.randperm(n, generator=generator)
         n_views = self.train_data.num_views if self.cfg.augment_views else 1
-        views = torch.randint(n_views, (n,), generator=generator)
-        for b in torch.randperm(len(chunks), generator=generator).tolist():
-            sel = chunks[b]  # (B,)
-            imgs, v = self._pair_image[sel], views[sel]
-            width = int(self._pair_len[sel].max())
-            batch = {"pooled": self.train_data.pooled[imgs, v].float(),  # (B, F)
-                     "tokens": self._pair_tokens[sel, :width]}  # (B, L+1)
+        views = torch.randint(n_views, (n,), generator=generator)  # one view per image per epoch
+        for chunk in torch.split(order, self._images_per_batch):  # (I,)
+            rows = torch.cat([self._pairs_of[i] for i in chunk.tolist()])  # (B,) caption rows
+            local = torch.repeat_interleave(torch.arange(len(chunk)), self._pair_count[chunk])  # (B,)
+            lengths = self._pair_len[rows] - 1  # input positions: <bos> + words
+            perm = torch.argsort(lengths, descending=True, stable=True)
+            rows, local, lengths = rows[perm], local[perm], lengths[perm]
+            batch = {"pooled": self.train_data.pooled[chunk, views[chunk]].float(),  # (I, F)
+                     "tokens": self._pair_tokens[rows, : int(lengths[0]) + 1],  # (B, L+1)
+                     "image_index": local, "lengths": lengths}
             if self.model_config.decoder == "attention":
-                batch["spatial"] = self.train_data.spatial[imgs, v].float()  # (B, C, F)
+                batch["spatial"] = self.train_data.spatial[chunk, views[chunk]].float()  # (I, C, F)
             yield batch
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         tokens = batch["tokens"]
-        out = model(batch["pooled"], batch.get("spatial"), tokens[:, :-1],
-                    sampling_prob=self.sampling_prob(self._epoch))
+        out = model(batch["pooled"], batch.get("spatial"), tokens[:, :-1], image_index=batch["image_index"],
+                    lengths=batch["lengths"], sampling_prob=self.sampling_prob(self._epoch))
         return caption_loss(out, tokens[:, 1:], label_smoothing=self.cfg.label_smoothing,
                             attention_weight=self.cfg.attention_weight)
 

@@ -89,6 +89,23 @@ def test_rows_are_independent_of_each_other() -> None:
     torch.testing.assert_close(full[2:3], one)
 
 
+@pytest.mark.parametrize("kind", ["show_tell", "attention"])
+def test_grouped_images_and_shrinking_batch_match_the_plain_forward(kind: str) -> None:
+    model = build_decoder(tiny_config(kind)).eval()
+    pooled, spatial = feats(2)  # 2 images
+    image_index = torch.tensor([1, 0, 1, 0])  # 4 caption rows
+    inputs = torch.tensor([[BOS_ID, 4, 5, 6], [BOS_ID, 7, 8, PAD_ID], [BOS_ID, 9, PAD_ID, PAD_ID],
+                           [BOS_ID, PAD_ID, PAD_ID, PAD_ID]])
+    lengths = torch.tensor([4, 3, 2, 1])
+    fast = model(pooled, spatial, inputs, image_index=image_index, lengths=lengths)
+    plain = model(pooled[image_index], spatial[image_index], inputs)
+    for row, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(fast["logits"][row, :n], plain["logits"][row, :n])
+        assert bool((fast["logits"][row, n:] == 0).all())
+    with pytest.raises(ValueError, match="sorted"):
+        model(pooled, spatial, inputs, image_index=image_index, lengths=torch.tensor([1, 4, 3, 2]))
+
+
 def test_tied_embeddings_share_the_output_matrix() -> None:
     model = build_decoder(tiny_config(tie_embeddings=True))
     assert model.out.weight is model.embed.weight

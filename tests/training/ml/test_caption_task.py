@@ -51,21 +51,29 @@ def test_vocabulary_comes_from_training_captions_and_sets_vocab_size() -> None:
     assert task.model.config.vocab_size == len(task.vocab)
 
 
-def test_batches_cover_every_pair_once_with_little_padding() -> None:
+def _class_of(pooled_row: torch.Tensor) -> int:
+    protos = (torch.rand(4, 4, 16, generator=torch.Generator().manual_seed(99)) * 2).mean(dim=1)  # (4, F)
+    return int(((protos - pooled_row) ** 2).sum(dim=1).argmin())
+
+
+def test_batches_hold_all_captions_of_their_images_sorted_by_length() -> None:
     task = make_task()
     batches = list(task.batches(0, torch.Generator().manual_seed(0)))
-    assert len(batches) == task.num_batches() == 48 // 8
-    tokens = torch.cat([torch.nn.functional.pad(b["tokens"], (0, 12 - b["tokens"].shape[1])) for b in batches])
-    assert tokens.shape[0] == 48
-    assert bool((tokens[:, 0] == BOS_ID).all())
-    assert int((tokens == EOS_ID).sum()) == 48
-    decoded = sorted(task.vocab.decode(row.tolist()) for row in tokens)
-    expected = sorted(s for i in range(24) for s in SENTENCES[i % 4])
-    assert decoded == expected
+    assert len(batches) == task.num_batches() == 24 // 4  # batch_size 8 captions = 4 images x 2
+    decoded = []
     for b in batches:
-        assert b["pooled"].shape == (8, 16) and b["spatial"].shape == (8, 4, 16)
-        lengths = (b["tokens"] != PAD_ID).sum(dim=1)
-        assert int(lengths.max() - lengths.min()) <= 4  # bucketed by length
+        assert b["pooled"].shape == (4, 16) and b["spatial"].shape == (4, 4, 16)
+        assert b["tokens"].shape[0] == 8 and bool((b["tokens"][:, 0] == BOS_ID).all())
+        assert sorted(b["image_index"].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
+        lengths = b["lengths"]
+        assert lengths.tolist() == sorted(lengths.tolist(), reverse=True)
+        assert lengths.tolist() == ((b["tokens"] != PAD_ID).sum(dim=1) - 1).tolist()
+        assert int(lengths[0]) + 1 == b["tokens"].shape[1]  # no all-padding columns
+        for row, img in zip(b["tokens"], b["image_index"]):
+            text = task.vocab.decode(row.tolist())
+            assert text in SENTENCES[_class_of(b["pooled"][img])]  # caption rows point at their image
+            decoded.append(text)
+    assert sorted(decoded) == sorted(s for i in range(24) for s in SENTENCES[i % 4])
 
 
 def test_batches_are_reproducible_from_the_generator() -> None:
@@ -82,6 +90,7 @@ def test_long_captions_are_truncated_but_keep_eos() -> None:
     batch = next(iter(task.batches(0, torch.Generator().manual_seed(0))))
     assert batch["tokens"].shape[1] == 11  # <bos> + max_len (10) tokens
     assert bool((batch["tokens"][:, -1] == EOS_ID).all())
+    assert int((batch["tokens"] == EOS_ID).sum()) == batch["tokens"].shape[0]
 
 
 def test_loss_returns_named_parts() -> None:
