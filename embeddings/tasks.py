@@ -16,3 +16,12 @@ def process_images(image_ids: list[int]) -> dict[str, int]:
 def sweep_pending() -> int:
     """Periodic: re-enqueue images left pending (e.g. the broker was down at upload time)."""
     return processing.pending_images_requeue()
+
+
+@shared_task(name="embeddings.tasks.train_word2vec")
+def train_word2vec(collection_id: int) -> int:
+    """Learn the collection's word vectors for the word explorer."""
+    from embeddings import words
+    from embeddings.models import Collection
+
+    return words.word2vec_train(collection=Collection.objects.get(pk=collection_id))

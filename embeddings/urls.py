@@ -1,11 +1,13 @@
 from django.urls import path, re_path
 
-from embeddings import apis, views
+from embeddings import apis, apis_words, views
 
 page_urls = [
     path("", views.gallery, name="gallery"),
     path("images/<int:pk>/", views.image_detail, name="image-detail"),
     path("upload/", views.upload_page, name="upload"),
+    path("words/", views.words_page, name="words"),
+    path("words/results/", views.words_results, name="words-results"),
     re_path(r"^media/(?P<path>(images|thumbs)/[0-9a-zA-Z/._-]+)$", views.media, name="media"),
 ]
 
@@ -13,4 +15,7 @@ api_urls = [
     path("images/", apis.ImageListCreateApi.as_view(), name="api-images"),
     path("images/<int:pk>/", apis.ImageDetailApi.as_view(), name="api-image-detail"),
     path("collections/", apis.CollectionListCreateApi.as_view(), name="api-collections"),
+    path("words/nearest/", apis_words.WordsNearestApi.as_view(), name="api-words-nearest"),
+    path("words/analogy/", apis_words.WordsAnalogyApi.as_view(), name="api-words-analogy"),
+    path("words/train/", apis_words.WordsTrainApi.as_view(), name="api-words-train"),
 ]

@@ -11,8 +11,9 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from embeddings import selectors
+from embeddings import selectors, words
 from embeddings.models import Collection, Image
+from project.exceptions import ApplicationError
 
 
 @require_GET
@@ -66,4 +67,33 @@ def media(request: HttpRequest, path: str) -> FileResponse:
     return response
 
 
-__all__ = ["gallery", "image_detail", "upload_page", "media", "Image"]
+@require_GET
+def words_page(request: HttpRequest) -> HttpResponse:
+    collections = list(selectors.collection_list(user=request.user))
+    current = request.GET.get("collection") or (collections[0].name if collections else "")
+    chosen = next((c for c in collections if c.name == current), None)
+    ready = bool(chosen and words.word2vec_path(chosen).exists())
+    can_train = bool(chosen and selectors.collection_can_write(user=request.user, collection=chosen))
+    return render(request, "embeddings/words.html", {"collections": collections, "current": current,
+                                                     "ready": ready, "can_train": can_train})
+
+
+@require_GET
+def words_results(request: HttpRequest) -> HttpResponse:
+    """htmx partial: nearest words, or an analogy when a, b and c are given."""
+    collection = selectors.collection_get_visible(user=request.user, name=request.GET.get("collection", ""))
+    context: dict = {"results": [], "error": ""}
+    try:
+        if collection is None:
+            raise ApplicationError("Choose a collection.")
+        if request.GET.get("a") or request.GET.get("b") or request.GET.get("c"):
+            context["results"] = words.words_analogy(collection=collection, a=request.GET.get("a", ""),
+                                                     b=request.GET.get("b", ""), c=request.GET.get("c", ""))
+        else:
+            context["results"] = words.words_nearest(collection=collection, word=request.GET.get("word", ""))
+    except ApplicationError as exc:
+        context["error"] = exc.message
+    return render(request, "embeddings/_words_results.html", context)
+
+
+__all__ = ["gallery", "image_detail", "upload_page", "media", "words_page", "words_results", "Image"]

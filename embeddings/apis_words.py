@@ -1,0 +1,78 @@
+"""Word explorer API: nearest words and analogies from a collection's word2vec."""
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from embeddings import selectors, words
+from embeddings.models import Collection
+
+
+def _collection(request: Request, name: str) -> Collection:
+    collection = selectors.collection_get_visible(user=request.user, name=name)
+    if collection is None:
+        raise serializers.ValidationError({"collection": ["No such collection."]})
+    return collection
+
+
+class WordOutput(serializers.Serializer):
+    word = serializers.CharField()
+    score = serializers.FloatField()
+
+
+class WordsOutput(serializers.Serializer):
+    results = WordOutput(many=True)
+
+
+def _out(pairs: list[tuple[str, float]]) -> dict:
+    return {"results": [{"word": w, "score": round(float(s), 4)} for w, s in pairs]}
+
+
+class WordsNearestApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        collection = serializers.CharField(max_length=100)
+        word = serializers.CharField(max_length=50)
+        k = serializers.IntegerField(min_value=1, max_value=100, default=10)
+
+    @extend_schema(parameters=[InputSerializer], responses=WordsOutput)
+    def get(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.query_params)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        return Response(_out(words.words_nearest(collection=_collection(request, v["collection"]), word=v["word"], k=v["k"])))
+
+
+class WordsAnalogyApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        collection = serializers.CharField(max_length=100)
+        a = serializers.CharField(max_length=50)
+        b = serializers.CharField(max_length=50)
+        c = serializers.CharField(max_length=50)
+        k = serializers.IntegerField(min_value=1, max_value=100, default=10)
+
+    @extend_schema(parameters=[InputSerializer], responses=WordsOutput)
+    def get(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.query_params)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        pairs = words.words_analogy(collection=_collection(request, v["collection"]), a=v["a"], b=v["b"], c=v["c"], k=v["k"])
+        return Response(_out(pairs))
+
+
+class WordsTrainApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        collection = serializers.CharField(max_length=100)
+
+    @extend_schema(request=InputSerializer, responses={202: None})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        collection = _collection(request, data.validated_data["collection"])
+        if not selectors.collection_can_write(user=request.user, collection=collection):
+            raise PermissionDenied("Only the collection's owner can train its word vectors.")
+        words.word2vec_enqueue(collection=collection)
+        return Response({"status": "queued"}, status=status.HTTP_202_ACCEPTED)
