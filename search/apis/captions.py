@@ -1,0 +1,88 @@
+"""POST /api/v1/captions/ (generate) and PATCH /api/v1/captions/{id}/ (accept or edit)."""
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from embeddings.models import Caption
+from search import services
+from search.apis.common import read_upload
+from search.services.captions import MAX_BEAM, MAX_N
+
+
+class CaptionDetailOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Caption
+        fields = ["id", "image", "text", "source", "model_version", "score", "created_at"]
+
+
+class CaptionGenerateApi(APIView):
+    """Caption an image with the active captioner (503 when none is active).
+
+    With `image_id` the best caption is saved (source=generated) when you may write to the
+    image's collection, and becomes searchable; an uploaded file is never stored.
+    """
+
+    permission_classes = [AllowAny]
+    throttle_scope = "search"
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    class CaptionGenerateJsonInput(serializers.Serializer):
+        image_id = serializers.IntegerField(min_value=1)
+        beam = serializers.IntegerField(min_value=1, max_value=MAX_BEAM, default=3)
+        n = serializers.IntegerField(min_value=1, max_value=MAX_N, default=1)
+
+    class CaptionGenerateMultipartInput(serializers.Serializer):
+        image = serializers.FileField()
+        beam = serializers.IntegerField(min_value=1, max_value=MAX_BEAM, default=3)
+        n = serializers.IntegerField(min_value=1, max_value=MAX_N, default=1)
+
+    class CaptionGenerateOutput(serializers.Serializer):
+        class Generated(serializers.Serializer):
+            text = serializers.CharField()
+            score = serializers.FloatField(help_text="length-normalised ranking score")
+            log_prob = serializers.FloatField()
+            id = serializers.IntegerField(allow_null=True, help_text="id of the saved caption, if saved")
+
+        captions = Generated(many=True)
+        model_version = serializers.IntegerField()
+        image_id = serializers.IntegerField(allow_null=True)
+        saved = serializers.BooleanField()
+
+    @extend_schema(request={"application/json": CaptionGenerateJsonInput, "multipart/form-data": CaptionGenerateMultipartInput},
+                   responses=CaptionGenerateOutput)
+    def post(self, request: Request) -> Response:
+        multipart = (request.content_type or "").startswith(("multipart/", "application/x-www-form-urlencoded"))
+        checked = (self.CaptionGenerateMultipartInput if multipart else self.CaptionGenerateJsonInput)(data=request.data)
+        checked.is_valid(raise_exception=True)
+        data: dict[str, Any] = checked.validated_data
+        result = services.caption_generate(
+            user=request.user, image_id=data.get("image_id"),
+            image_bytes=read_upload(data["image"]) if multipart else None, beam=data["beam"], n=data["n"])
+        body = {"captions": result.captions, "model_version": result.model_version_id,
+                "image_id": result.image_id, "saved": result.saved is not None}
+        return Response(self.CaptionGenerateOutput(body).data)
+
+
+class CaptionAcceptApi(APIView):
+    """Accept a (generated) caption, optionally with new text: it then counts as human."""
+
+    permission_classes = [IsAuthenticated]
+    throttle_scope = "search"
+
+    class CaptionAcceptInput(serializers.Serializer):
+        text = serializers.CharField(required=False, max_length=1000)
+
+    @extend_schema(request=CaptionAcceptInput, responses=CaptionDetailOutput)
+    def patch(self, request: Request, pk: int) -> Response:
+        data = self.CaptionAcceptInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        caption = services.caption_accept(user=request.user, caption_id=pk, text=data.validated_data.get("text"))
+        return Response(CaptionDetailOutput(caption).data)

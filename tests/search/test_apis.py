@@ -1,0 +1,225 @@
+"""REST endpoints of search: the contract shapes, limits (400 never 500), privacy, 503s."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.test import APIClient
+
+from embeddings import encoding
+from embeddings.models import Caption
+from search import registry, tasks
+from search.services import index_rebuild
+from tests.factories import CollectionFactory
+from tests.search.conftest import colour_jpeg, ingest
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def world(fake_version, collection):
+    """Six captioned colour images in the user's collection, encoded and indexed."""
+    spec = [((250, 10, 10), "a red car"), ((10, 250, 10), "a green tree"), ((10, 10, 250), "a blue sea"),
+            ((200, 60, 60), "a red apple"), ((60, 60, 200), "a blue sky"), ((90, 200, 90), "green grass")]
+    images = [ingest(collection, colour_jpeg(rgb), caption=text) for rgb, text in spec]
+    encoding.images_encode(image_ids=[i.pk for i in images], version=fake_version)
+    for m in ("image", "caption"):
+        index_rebuild(version=fake_version, modality=m)
+    return images
+
+
+def err(resp, status):
+    assert resp.status_code == status, resp.content
+    body = resp.json()
+    assert set(body) == {"error"} and body["error"]["code"] and body["error"]["message"]
+    return body["error"]
+
+
+def test_get_search_has_the_contract_shape_and_pages_by_next_links(api, world, fake_version):
+    resp = api.get("/api/v1/search/", {"q": "red", "k": 2, "collection": "mine"})
+    assert resp.status_code == 200, resp.content
+    body = resp.json()
+    assert {"count", "next", "previous", "results", "model_version"} <= set(body)
+    assert body["count"] == 6 and body["model_version"] == fake_version.pk and body["previous"] is None
+    first = body["results"][0]
+    assert {"image_id", "score", "thumbnail_url", "image_url", "captions"} <= set(first)
+    assert first["image_id"] == world[0].pk and first["captions"][0]["text"] == "a red car"
+    assert first["thumbnail_url"].startswith("http://testserver/media/thumbs/")
+    seen = [r["image_id"] for r in body["results"]]
+    url = body["next"]
+    while url:
+        page = api.get(url).json()
+        seen += [r["image_id"] for r in page["results"]]
+        assert page["previous"]
+        url = page["next"]
+    assert sorted(seen) == sorted(i.pk for i in world) and len(seen) == 6
+
+
+def test_post_terms_json_and_multipart_image_give_the_same_response_shape(api, world):
+    resp = api.post("/api/v1/search/", {"terms": [{"text": "blue", "weight": 1.0}, {"text": "green", "weight": 0.5},
+                                                  {"image_id": world[0].pk, "weight": -0.5}], "k": 6,
+                                        "collection": "mine"}, format="json")
+    assert resp.status_code == 200, resp.content
+    ranked = [r["image_id"] for r in resp.json()["results"]]
+    assert ranked[0] == world[2].pk and ranked[-1] == world[0].pk  # the blue sea first, the red car last
+    resp = api.post("/api/v1/search/", {"image": SimpleUploadedFile("q.jpg", colour_jpeg((240, 15, 15), (31, 17))),
+                                        "k": 2}, format="multipart")
+    assert resp.status_code == 200, resp.content
+    body = resp.json()
+    assert body["results"][0]["image_id"] == world[0].pk and body["count"] == 6
+    assert "query=" in body["next"]
+    nxt = api.get(body["next"]).json()  # the uploaded image's query goes on as a GET token
+    assert len(nxt["results"]) == 2 and nxt["results"][0]["image_id"] not in [r["image_id"] for r in body["results"]]
+    terms = json.dumps([{"text": "green", "weight": 0.5}])
+    resp = api.post("/api/v1/search/", {"image": SimpleUploadedFile("q.jpg", colour_jpeg((10, 10, 240))),
+                                        "terms": terms}, format="multipart")
+    assert resp.status_code == 200, resp.content
+
+
+@pytest.mark.parametrize("params,field", [
+    ({"q": "red", "k": 0}, "k"), ({"q": "red", "k": 10**9}, "k"), ({"q": "red", "k": 101}, "k"),
+    ({"q": "red", "page": -1}, "page"), ({"q": "red", "page": 0}, "page"), ({"q": ""}, "q"), ({}, "q"),
+    ({"q": "x" * 100_000}, "q"), ({"q": "a\x00b"}, "q"), ({"q": "red", "model_version": 987654}, "model_version"),
+    ({"q": "red", "k": "ten"}, "k"), ({"q": "red", "margin": "nan"}, "margin"), ({"q": "red", "split": "nope"}, "split"),
+    ({"q": "red", "collection": "not-there"}, "collection"), ({"query": "forged.token"}, "query"),
+])
+def test_bad_query_parameters_are_400_with_the_field_named(api, world, params, field):
+    error = err(api.get("/api/v1/search/", params), 400)
+    assert field in error.get("fields", {}), error
+
+
+def test_emoji_query_and_a_page_past_the_end_are_fine(api, world):
+    assert api.get("/api/v1/search/", {"q": "🐶 red 🚗"}).status_code == 200
+    body = api.get("/api/v1/search/", {"q": "red", "page": 10**9}).json()
+    assert body["results"] == [] and body["count"] == 6 and body["next"] is None
+
+
+@pytest.mark.parametrize("payload", [
+    {"terms": []}, {"terms": [{"text": "a", "image_id": 1}]}, {"terms": [{"weight": 1}]},
+    {"terms": [{"text": "red", "weight": 11}]}, {"terms": [{"text": "red"}] * 11}, {"terms": "red"},
+    {"terms": [{"text": "red"}, {"text": "red", "weight": -1}]}, {"k": 5},
+])
+def test_bad_post_bodies_are_400(api, world, payload):
+    err(api.post("/api/v1/search/", payload, format="json"), 400)
+
+
+def test_bad_multipart_uploads_are_400(api, world):
+    err(api.post("/api/v1/search/", {"image": SimpleUploadedFile("x.jpg", b"not an image")}, format="multipart"), 400)
+    err(api.post("/api/v1/search/", {"image": SimpleUploadedFile("x.jpg", colour_jpeg((1, 2, 3))), "terms": "[oops"},
+                 format="multipart"), 400)
+
+
+def test_another_users_private_images_stay_invisible_through_every_endpoint(api, world, other_user, fake_version):
+    theirs = CollectionFactory(owner=other_user, name="secret")
+    hidden = ingest(theirs, colour_jpeg((255, 0, 0), (50, 50)), caption="a red secret")
+    encoding.images_encode(image_ids=[hidden.pk], version=fake_version)
+    for m in ("image", "caption"):
+        index_rebuild(version=fake_version, modality=m)
+    body = api.get("/api/v1/search/", {"q": "red", "k": 100}).json()
+    assert hidden.pk not in [r["image_id"] for r in body["results"]] and body["count"] == 6
+    caps = api.get("/api/v1/search/captions/", {"q": "a red secret", "k": 100}).json()
+    assert "a red secret" not in [r["text"] for r in caps["results"]] and caps["count"] == 6
+    for path in ("labels", "similar", "explain"):
+        err(api.get(f"/api/v1/images/{hidden.pk}/{path}/", {"q": "red"}), 404)
+        err(api.get(f"/api/v1/images/{10**9}/{path}/", {"q": "red"}), 404)
+    e1 = err(api.post("/api/v1/search/", {"terms": [{"image_id": hidden.pk}]}, format="json"), 400)
+    e2 = err(api.post("/api/v1/search/", {"terms": [{"image_id": 10**9}]}, format="json"), 400)
+    assert e1["fields"] == e2["fields"]
+    other = APIClient()
+    other.force_authenticate(other_user)
+    assert other.get("/api/v1/search/", {"q": "red"}).json()["results"][0]["image_id"] == hidden.pk
+
+
+def test_anonymous_users_search_public_collections_only(anon_api, world, other_user, fake_version):
+    public = CollectionFactory(owner=other_user, name="open", is_public=True)
+    shown = ingest(public, colour_jpeg((255, 0, 0), (33, 33)))
+    encoding.images_encode(image_ids=[shown.pk], version=fake_version)
+    index_rebuild(version=fake_version, modality="image")
+    body = anon_api.get("/api/v1/search/", {"q": "red"}).json()
+    assert [r["image_id"] for r in body["results"]] == [shown.pk] and body["count"] == 1
+    assert anon_api.post("/api/v1/search/", {"q": "red"}, format="json").status_code == 200
+
+
+def test_corrupt_index_with_no_good_copy_is_a_503_and_a_rebuild_is_enqueued(api, world, fake_version, monkeypatch):
+    sent = []
+    monkeypatch.setattr(tasks.index_rebuild, "apply_async", lambda args=None, **kw: sent.append(tuple(args)))
+    path = registry.index_path(fake_version.pk, "image")
+    path.write_bytes(path.read_bytes()[:100])
+    registry.reset()
+    error = err(api.get("/api/v1/search/", {"q": "red"}), 503)
+    assert error["code"] == "index_rebuilding" and "rebuilt" in error["message"]
+    assert sent == [(fake_version.pk, "image", True)]
+
+
+def test_caption_search_by_image_id_and_by_uploaded_image(api, world):
+    body = api.post("/api/v1/search/captions/", {"image_id": world[2].pk, "k": 2}, format="json").json()
+    assert [r["text"] for r in body["results"]][0] == "a blue sea"
+    assert {"caption_id", "text", "source", "score", "image_id"} <= set(body["results"][0])
+    up = api.post("/api/v1/search/captions/", {"image": SimpleUploadedFile("g.jpg", colour_jpeg((5, 250, 5)))},
+                  format="multipart").json()
+    assert up["results"][0]["text"] in ("a green tree", "green grass")
+
+
+def test_labels_similar_and_explain_endpoints(api, world, fake_version):
+    labels = api.get(f"/api/v1/images/{world[0].pk}/labels/", {"k": 2}).json()
+    assert labels["imagenet"][0]["label"] == "tench" and len(labels["imagenet"]) == 2
+    assert "red" in [w["word"] for w in labels["words"][:3]] and labels["model_version"] == fake_version.pk
+    similar = api.get(f"/api/v1/images/{world[0].pk}/similar/", {"k": 2}).json()
+    assert similar["results"][0]["image_id"] == world[3].pk and similar["count"] == 5
+    dupes = api.get(f"/api/v1/images/{world[0].pk}/similar/", {"duplicates": "true", "threshold": 0.999}).json()
+    assert dupes["count"] == 0 and dupes["results"] == []
+    explain = api.get(f"/api/v1/images/{world[0].pk}/explain/", {"q": "red"}).json()
+    assert explain["rows"] == explain["cols"] == 7 and len(explain["grid"]) == 7 and explain["score"] > 0.9
+    err(api.get(f"/api/v1/images/{world[0].pk}/explain/"), 400)
+
+
+def test_generate_caption_without_an_active_captioner_is_a_clear_503(api, world):
+    error = err(api.post("/api/v1/captions/", {"image_id": world[0].pk}, format="json"), 503)
+    assert "captioning model" in error["message"]
+
+
+def test_generated_caption_is_saved_and_becomes_searchable(api, world, fake_version, fake_captioner,
+                                                          monkeypatch, django_capture_on_commit_callbacks):
+    sent = []
+    monkeypatch.setattr(tasks.index_add, "apply_async", lambda args=None, **kw: sent.append(tuple(args)))
+    bare = ingest(world[0].collection, colour_jpeg((10, 10, 240), (41, 41)))
+    with django_capture_on_commit_callbacks(execute=True):
+        resp = api.post("/api/v1/captions/", {"image_id": bare.pk, "beam": 3, "n": 2}, format="json")
+    assert resp.status_code == 200, resp.content
+    body = resp.json()
+    assert body["saved"] and body["model_version"] == fake_captioner.pk and len(body["captions"]) == 2
+    assert body["captions"][0]["text"] == "a blue thing number 0"
+    caption = Caption.objects.get(pk=body["captions"][0]["id"])
+    assert (caption.source, caption.model_version_id, caption.image_id) == ("generated", fake_captioner.pk, bare.pk)
+    assert sent == [(fake_version.pk, "caption", [caption.pk])]
+    tasks.index_add(*sent[0])
+    found = api.get("/api/v1/search/captions/", {"q": "blue thing number", "k": 1}).json()
+    assert found["results"][0]["caption_id"] == caption.pk
+
+    patched = api.patch(f"/api/v1/captions/{caption.pk}/", {"text": "  a  blue   square "}, format="json")
+    assert patched.status_code == 200, patched.content
+    assert patched.json()["source"] == "human" and patched.json()["text"] == "a blue square"
+
+
+def test_caption_of_an_upload_is_not_saved_and_others_cannot_accept(api, world, fake_captioner, other_user):
+    resp = api.post("/api/v1/captions/", {"image": SimpleUploadedFile("r.jpg", colour_jpeg((250, 5, 5)))},
+                    format="multipart")
+    assert resp.status_code == 200 and not resp.json()["saved"] and resp.json()["image_id"] is None
+    caption = world[0].captions.get()
+    other = APIClient()
+    other.force_authenticate(other_user)
+    err(other.patch(f"/api/v1/captions/{caption.pk}/", {"text": "mine now"}, format="json"), 404)
+    assert APIClient().patch(f"/api/v1/captions/{caption.pk}/", {}, format="json").status_code in (401, 403)
+    for bad in ({"image_id": world[0].pk, "beam": 0}, {"image_id": world[0].pk, "n": 6}, {}):
+        err(api.post("/api/v1/captions/", bad, format="json"), 400)
+
+
+def test_schema_documents_every_search_endpoint(api):
+    resp = api.get("/api/schema/", {"format": "json"})
+    assert resp.status_code == 200
+    paths = json.loads(resp.content)["paths"]
+    for path in ("/api/v1/search/", "/api/v1/search/captions/", "/api/v1/captions/", "/api/v1/captions/{id}/",
+                 "/api/v1/images/{id}/labels/", "/api/v1/images/{id}/similar/", "/api/v1/images/{id}/explain/"):
+        assert path in paths, path
+    assert {"get", "post"} <= set(paths["/api/v1/search/"])
