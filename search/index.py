@@ -58,17 +58,18 @@ def normalise(vectors: np.ndarray, dim: int | None = None) -> np.ndarray:
 
 
 class _RWLock:
-    """Many concurrent searches (faiss releases the GIL) or one writer."""
+    """Many concurrent searches (faiss releases the GIL) or one writer; writers go first."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._readers = 0
         self._writer = False
+        self._waiting_writers = 0  # new readers queue behind them, so writers never starve
 
     @contextmanager
     def read(self) -> Iterator[None]:
         with self._cond:
-            while self._writer:
+            while self._writer or self._waiting_writers:
                 self._cond.wait()
             self._readers += 1
         try:
@@ -81,8 +82,12 @@ class _RWLock:
     @contextmanager
     def write(self) -> Iterator[None]:
         with self._cond:
-            while self._writer or self._readers:
-                self._cond.wait()
+            self._waiting_writers += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._waiting_writers -= 1
             self._writer = True
         try:
             yield
@@ -270,7 +275,7 @@ class VectorIndex:
         if mask is not None:
             bits = self._alive_bitmap() if mask is self._alive else np.packbits(mask, bitorder="little")
             sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
-        scale = 1
+        scale = self._initial_scale(want, mask)
         while True:
             params = ib.search_params(self._type, self._params, want, sel, scale)
             scores, pos = self._index.search(xq, want, params=params)  # (Q, want)
@@ -282,6 +287,11 @@ class VectorIndex:
             scores, pos = self._exact_subset(xq, full, want)
         del bits  # the selector reads it until here
         return scores, pos
+
+    def _initial_scale(self, want: int, mask: np.ndarray | None) -> float:
+        """Widen the tuned search for pages deeper than the tuned k and for selective filters."""
+        allowed = len(self._alive) if mask is None else int(mask.sum())
+        return max(1.0, want / self._config.recall_k) * len(self._alive) / max(allowed, 1)
 
     def _alive_bitmap(self) -> np.ndarray:
         if self._alive_bits is None:
