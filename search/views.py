@@ -1,0 +1,155 @@
+"""Search and caption pages, and the htmx partials of the image page. Thin: forms -> services.
+
+Every page works without JavaScript (plain GET/POST forms); with htmx, results and partials
+are swapped in place. Service errors become a message with the service's status code
+(static/js/search.js lets htmx swap 4xx/5xx partials instead of dropping them).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from embeddings import selectors as emb_selectors
+from embeddings.models import Caption
+from project.exceptions import ApplicationError
+from search import selectors, services
+from search.forms import CaptionForm, SearchForm
+
+SIMILAR_ON_IMAGE_PAGE = 12
+
+
+def _htmx(request: HttpRequest) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _search_context(request: HttpRequest) -> tuple[dict[str, Any], int]:
+    source = request.POST if request.method == "POST" else request.GET
+    form = SearchForm(source, request.FILES or None)
+    context: dict[str, Any] = {"form": form, "collections": emb_selectors.collection_list(user=request.user),
+                               "term_rows": getattr(form, "term_rows", [])}
+    status = 200
+    if not form.is_valid():
+        context["error"] = "; ".join(e for errors in form.errors.values() for e in errors)
+        return context, 400
+    if not form.has_query():
+        return context, status
+    d = form.cleaned_data
+    try:
+        page = services.search_images(
+            user=request.user, terms=form.terms(), query_token=d.get("query") or None, k=d.get("k") or 24,
+            page=d.get("page") or 1, filters=form.filters(request.user), cutoff=form.cutoff())
+    except ApplicationError as exc:
+        context["error"] = exc.message
+        return context, exc.status_code
+    params = form.link_params(page.query_token)
+    context.update({"page": page, "params": params.urlencode(), "q": d.get("q") or "",
+                    "canonical": f"/search/?{params.urlencode()}&page={page.page}"})
+    return context, status
+
+
+@require_http_methods(["GET", "POST"])
+def search_page(request: HttpRequest) -> HttpResponse:
+    context, status = _search_context(request)
+    template = "search/_results.html" if _htmx(request) else "search/search.html"
+    return render(request, template, context, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+def search_results(request: HttpRequest) -> HttpResponse:
+    """The results partial (htmx target); pushes the page's shareable GET URL."""
+    context, status = _search_context(request)
+    response = render(request, "search/_results.html", context, status=status)
+    if context.get("canonical"):
+        response["HX-Push-Url"] = context["canonical"]
+    return response
+
+
+def _visible_image(request: HttpRequest, pk: int) -> Any:
+    image = selectors.image_visible(user=request.user, image_id=pk)
+    if image is None:
+        raise Http404("No such image.")
+    return image
+
+
+def _partial(request: HttpRequest, template: str, fn: Any, **context: Any) -> HttpResponse:
+    try:
+        context.update(fn())
+        status = 200
+    except ApplicationError as exc:
+        context["error"], status = exc.message, exc.status_code
+    return render(request, template, context, status=status)
+
+
+@require_GET
+def image_similar_partial(request: HttpRequest, pk: int) -> HttpResponse:
+    image = _visible_image(request, pk)
+    return _partial(request, "search/_similar.html", lambda: {
+        "page": services.image_similar(user=request.user, image_id=pk, k=SIMILAR_ON_IMAGE_PAGE)}, image=image)
+
+
+@require_GET
+def image_labels_partial(request: HttpRequest, pk: int) -> HttpResponse:
+    image = _visible_image(request, pk)
+    return _partial(request, "search/_labels.html",
+                    lambda: {"labels": services.image_labels(user=request.user, image_id=pk)}, image=image)
+
+
+def _captions_context(request: HttpRequest, image: Any, **extra: Any) -> dict[str, Any]:
+    can_write = emb_selectors.collection_can_write(user=request.user, collection=image.collection)
+    generated = Caption.objects.filter(image=image, source=Caption.Source.GENERATED).order_by("id")
+    return {"image": image, "can_write": can_write, "generated": generated, **extra}
+
+
+@require_http_methods(["GET", "POST"])
+def image_captions_partial(request: HttpRequest, pk: int) -> HttpResponse:
+    """Generated captions of an image, with a "generate" button and accept/edit forms."""
+    image = _visible_image(request, pk)
+    extra: dict[str, Any] = {}
+    status = 200
+    if request.method == "POST":
+        try:
+            extra["result"] = services.caption_generate(user=request.user, image_id=pk)
+        except ApplicationError as exc:
+            extra["error"], status = exc.message, exc.status_code
+    return render(request, "search/_image_captions.html", _captions_context(request, image, **extra), status=status)
+
+
+@require_POST
+def caption_accept_partial(request: HttpRequest, pk: int) -> HttpResponse:
+    caption = selectors.caption_visible(user=request.user, caption_id=pk)
+    if caption is None:
+        raise Http404("No such caption.")
+    extra: dict[str, Any] = {}
+    status = 200
+    try:
+        services.caption_accept(user=request.user, caption_id=pk, text=request.POST.get("text"))
+        extra["accepted"] = pk
+    except ApplicationError as exc:
+        extra["error"], status = exc.message, exc.status_code
+    return render(request, "search/_image_captions.html", _captions_context(request, caption.image, **extra),
+                  status=status)
+
+
+@require_http_methods(["GET", "POST"])
+def caption_page(request: HttpRequest) -> HttpResponse:
+    """Drop an image, get captions (the image is not stored)."""
+    form = CaptionForm(request.POST or None, request.FILES or None)
+    context: dict[str, Any] = {"form": form}
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            d = form.cleaned_data
+            try:
+                data = d["image"].read(settings.LOUPE_MAX_UPLOAD_BYTES + 1)
+                context["result"] = services.caption_generate(user=request.user, image_bytes=data,
+                                                              beam=d.get("beam") or 3, n=d.get("n") or 3)
+            except ApplicationError as exc:
+                context["error"], status = exc.message, exc.status_code
+        else:
+            context["error"], status = "Choose an image file.", 400
+    template = "search/_generated.html" if _htmx(request) and request.method == "POST" else "search/caption.html"
+    return render(request, template, context, status=status)

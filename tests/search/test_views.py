@@ -1,0 +1,156 @@
+"""Search and caption pages, the image-page partials: htmx swaps, no-JS fallbacks, CSP, privacy."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from embeddings import encoding
+from embeddings.models import Caption
+from search.services import index_rebuild
+from tests.factories import CollectionFactory
+from tests.search.conftest import colour_jpeg, ingest
+
+pytestmark = pytest.mark.django_db
+HX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def browser(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def world(fake_version, collection):
+    spec = [((250, 10, 10), "a red car"), ((10, 250, 10), "a green tree"), ((10, 10, 250), "a blue sea")]
+    images = [ingest(collection, colour_jpeg(rgb), caption=text) for rgb, text in spec]
+    encoding.images_encode(image_ids=[i.pk for i in images], version=fake_version)
+    for m in ("image", "caption"):
+        index_rebuild(version=fake_version, modality=m)
+    return images
+
+
+def tile_ids(html: str) -> list[int]:
+    return [int(x) for x in re.findall(r'class="tile">\s*<a href="/images/(\d+)/', html)]
+
+
+def assert_csp_clean(html: str) -> None:
+    """No inline scripts, inline styles or inline event handlers (the CSP would block them)."""
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "inline <script>"
+    assert not re.search(r"\sstyle=", html) and "<style" not in html, "inline style"
+    assert not re.search(r"\son[a-z]+=", html), "inline event handler"
+
+
+def test_search_page_renders_a_form_that_works_without_javascript(browser, world):
+    resp = browser.get("/search/")
+    html = resp.content.decode()
+    assert resp.status_code == 200 and 'id="search-form"' in html and 'name="q"' in html
+    assert 'hx-post="/search/results/"' in html and 'enctype="multipart/form-data"' in html
+    assert "js/search.js" in html and 'id="search-drop"' in html and 'tabindex="0"' in html
+    assert_csp_clean(html)
+
+
+def test_text_query_by_get_shows_ranked_tiles_with_scores(browser, world):
+    resp = browser.get("/search/", {"q": "red"})
+    html = resp.content.decode()
+    assert tile_ids(html)[0] == world[0].pk and html.count('class="score"') == 3
+    assert "3 results" in html and f"?q=red" in html  # tiles link to the image page with the query
+    assert_csp_clean(html)
+
+
+def test_htmx_post_returns_the_results_partial_and_a_shareable_url(browser, world):
+    resp = browser.post("/search/results/", {"q": "blue", "k": "24"}, **HX)
+    html = resp.content.decode()
+    assert resp.status_code == 200 and "<html" not in html and tile_ids(html)[0] == world[2].pk
+    assert resp["HX-Push-Url"].startswith("/search/?q=blue")
+
+
+def test_uploaded_image_and_weighted_terms_search_and_page_with_a_token(browser, world, fake_version, collection):
+    more = [ingest(collection, colour_jpeg((240, 5 + i, 5), (30 + i, 30)), caption=f"red {i}") for i in range(30)]
+    encoding.images_encode(image_ids=[m.pk for m in more], version=fake_version)
+    index_rebuild(version=fake_version, modality="image")
+    resp = browser.post("/search/results/", {
+        "image": SimpleUploadedFile("q.jpg", colour_jpeg((250, 0, 0))), "image_weight": "1",
+        "t_text": ["green", ""], "t_weight": ["-0.5", "1"]}, **HX)
+    html = resp.content.decode()
+    assert resp.status_code == 200, html
+    assert len(tile_ids(html)) == 24 and "query=" in resp["HX-Push-Url"]
+    nxt = re.search(r'hx-get="(/search/results/\?[^"]+page=2)"', html).group(1).replace("&amp;", "&")
+    page2 = browser.get(nxt, **HX).content.decode()
+    assert len(tile_ids(page2)) == 9 and not set(tile_ids(page2)) & set(tile_ids(html))
+
+
+def test_errors_render_as_a_message_with_the_right_status(browser, world):
+    resp = browser.get("/search/results/", {"q": "x" * 2000}, **HX)
+    assert resp.status_code == 400 and "error-box" in resp.content.decode()
+    resp = browser.post("/search/results/", {"t_text": ["red"], "t_weight": ["lots"]}, **HX)
+    assert resp.status_code == 400 and "weights" in resp.content.decode()
+    resp = browser.post("/search/results/", {"image": SimpleUploadedFile("x.jpg", b"nope")}, **HX)
+    assert resp.status_code == 400
+
+
+def test_filters_and_privacy_on_the_page(browser, world, other_user, fake_version):
+    theirs = CollectionFactory(owner=other_user, name="secret")
+    hidden = ingest(theirs, colour_jpeg((255, 0, 0), (50, 50)), caption="red secret")
+    encoding.images_encode(image_ids=[hidden.pk], version=fake_version)
+    index_rebuild(version=fake_version, modality="image")
+    html = browser.get("/search/", {"q": "red"}).content.decode()
+    assert hidden.pk not in tile_ids(html) and "secret" not in html
+    html = browser.get("/search/", {"q": "red", "keyword": "tree"}).content.decode()
+    assert tile_ids(html) == [world[1].pk]
+    assert browser.get("/search/", {"q": "red", "collection": "secret"}).status_code == 400
+
+
+def test_image_page_includes_the_extras_and_its_partials_render(browser, world, fake_version):
+    page = browser.get(f"/images/{world[0].pk}/?q=red").content.decode()
+    assert 'id="search-extras"' in page and f"/api/v1/images/{world[0].pk}/explain/" in page
+    assert 'value="red"' in page  # the heatmap form is pre-filled with the last query
+    assert_csp_clean(page.split('<section>', 1)[1])
+    similar = browser.get(f"/search/images/{world[0].pk}/similar/", **HX).content.decode()
+    assert sorted(tile_ids(similar)) == sorted([world[1].pk, world[2].pk]) and 'class="score"' in similar
+    labels = browser.get(f"/search/images/{world[0].pk}/labels/", **HX).content.decode()
+    assert "tench" in labels
+    captions = browser.get(f"/search/images/{world[0].pk}/captions/", **HX).content.decode()
+    assert "Generate a caption" in captions
+
+
+def test_generate_then_accept_a_caption_from_the_image_page(browser, world, fake_captioner):
+    resp = browser.post(f"/search/images/{world[2].pk}/captions/", **HX)
+    html = resp.content.decode()
+    assert resp.status_code == 200 and "a blue thing number 0" in html and "Accept" in html
+    generated = Caption.objects.get(image=world[2], source="generated")
+    resp = browser.post(f"/search/captions/{generated.pk}/accept/", {"text": "a calm blue sea"}, **HX)
+    assert resp.status_code == 200 and "Caption accepted" in resp.content.decode()
+    generated.refresh_from_db()
+    assert (generated.source, generated.text) == ("human", "a calm blue sea")
+
+
+def test_other_users_get_404_on_private_partials_and_no_caption_tools(world, other_user):
+    client = Client()
+    client.force_login(other_user)
+    for path in ("similar", "labels", "captions"):
+        assert client.get(f"/search/images/{world[0].pk}/{path}/").status_code == 404
+    world[0].collection.is_public = True
+    world[0].collection.save()
+    html = client.get(f"/search/images/{world[0].pk}/captions/").content.decode()
+    assert "Generate a caption" not in html
+    caption = world[0].captions.get()
+    assert client.post(f"/search/captions/{caption.pk}/accept/", {"text": "hijack"}).status_code == 403
+
+
+def test_caption_page_captions_a_dropped_image(browser, fake_version, fake_captioner):
+    page = browser.get("/caption/").content.decode()
+    assert 'id="caption-drop"' in page and 'name="image"' in page
+    assert_csp_clean(page)
+    resp = browser.post("/caption/", {"image": SimpleUploadedFile("g.jpg", colour_jpeg((5, 250, 5))), "n": "3"}, **HX)
+    html = resp.content.decode()
+    assert resp.status_code == 200 and "a green thing number 0" in html and html.count("<li>") == 3
+
+
+def test_caption_page_without_a_captioner_says_so(browser, fake_version):
+    resp = browser.post("/caption/", {"image": SimpleUploadedFile("g.jpg", colour_jpeg((5, 250, 5)))}, **HX)
+    assert resp.status_code == 503 and "captioning model" in resp.content.decode()
