@@ -45,6 +45,11 @@ def queue_depths() -> dict[str, int]:
 
 
 class StateCollector(Collector):
+    def describe(self) -> list:
+        # Without describe(), registering would call collect(), i.e. query the database at
+        # import time (before migrations, in `manage.py migrate` itself).
+        return []
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from django.db.models import Count
 

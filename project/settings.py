@@ -289,6 +289,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "axes": {"level": "WARNING"},
+        "faiss.loader": {"level": "WARNING"},
         "kombu.connection": {"level": "ERROR"},  # "No hostname was supplied" for filesystem://
     },
 }
