@@ -33,11 +33,13 @@ def _claim(image_ids: list[int]) -> list[Image]:
     """Count an attempt for each image; fail those over the limit; return the ones to work on."""
     limit = settings.LOUPE_MAX_TASK_ATTEMPTS
     with transaction.atomic():
-        Image.objects.filter(pk__in=image_ids).exclude(status__in=[Image.Status.READY, Image.Status.FAILED]).update(
-            attempts=F("attempts") + 1, status=Image.Status.PROCESSING
+        open_ = Image.objects.filter(pk__in=image_ids).exclude(status__in=[Image.Status.READY, Image.Status.FAILED])
+        # Images that already had `limit` tries (each ended by a crash, or they would not be
+        # open) are failed without counting another attempt, so `attempts` is the tries made.
+        open_.filter(attempts__gte=limit).update(
+            status=Image.Status.FAILED, status_reason=f"gave up after {limit} attempts (none finished; the worker died or was killed)"
         )
-        over = Image.objects.filter(pk__in=image_ids, status=Image.Status.PROCESSING, attempts__gt=limit)
-        over.update(status=Image.Status.FAILED, status_reason=f"gave up after {limit} attempts")
+        open_.filter(attempts__lt=limit).update(attempts=F("attempts") + 1, status=Image.Status.PROCESSING)
     return list(Image.objects.filter(pk__in=image_ids, status=Image.Status.PROCESSING).select_related("collection"))
 
 
