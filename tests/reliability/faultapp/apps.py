@@ -1,0 +1,72 @@
+"""Registers the fault step after the real steps (encode, caption), so it runs once vectors are stored."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from django.apps import AppConfig
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+def fault_step(images: list) -> str:
+    fault_dir = settings.LOUPE_TEST_FAULT_DIR
+    if fault_dir:
+        line = f"{os.getpid()} {max(i.attempts for i in images)} {','.join(str(i.pk) for i in images)}\n"
+        with open(Path(fault_dir) / "steps.log", "a") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+    poison = settings.LOUPE_TEST_POISON
+    if poison and any(poison in i.source_name for i in images):
+        if settings.LOUPE_TEST_POISON_MODE == "exit":
+            logger.error("poison image: killing this worker process")
+            os._exit(70)  # no cleanup, no ack: what a segfault or the OOM killer does
+        raise RuntimeError(f"poison image {poison!r} always crashes")
+    if settings.LOUPE_TEST_STEP_DELAY and any(i.attempts == 1 for i in images):
+        time.sleep(settings.LOUPE_TEST_STEP_DELAY)
+    return "fault step passed"
+
+
+class FakeEmbedder:
+    """A deterministic 16-d embedder: vectors from the image ids' features, texts from their hash."""
+
+    family = "fake"
+    dim = 16
+
+    def encode_texts(self, texts):
+        rows = [np.random.default_rng(abs(hash(t)) % 2**32).standard_normal(16) for t in texts]
+        out = np.asarray(rows, np.float32).reshape(len(texts), 16)
+        return out / np.linalg.norm(out, axis=1, keepdims=True).clip(1e-12)
+
+    def encode_features(self, feats):
+        x = np.asarray(feats["pooled"], np.float32)[:, :16]
+        return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+
+    def cell_scores(self, spatial, query):
+        return np.zeros(49, np.float32)
+
+
+def _fake_features(image_ids):
+    ids = [int(i) for i in image_ids]
+    pooled = np.stack([np.random.default_rng(i).standard_normal(1280) for i in ids]).astype(np.float32) if ids \
+        else np.zeros((0, 1280), np.float32)
+    return {"pooled": pooled, "spatial": np.zeros((len(ids), 49, 1280), np.float32),
+            "logits": np.zeros((len(ids), 1000), np.float32)}
+
+
+class FaultAppConfig(AppConfig):
+    name = "tests.reliability.faultapp"
+    label = "loupe_test_faultapp"
+
+    def ready(self) -> None:
+        from embeddings import encoding, processing, runtime
+
+        processing.register_step("test-fault", fault_step)
+        if settings.LOUPE_TEST_FAKE_ENCODER:
+            encoding.features_for = _fake_features
+            runtime.embedder_for = lambda version: FakeEmbedder()
