@@ -9,7 +9,7 @@ from celery import shared_task
 from training import services
 from training.services import promotion
 
-_GPU = {"acks_late": True, "reject_on_worker_lost": True, "queue": "gpu"}
+_GPU = {"acks_late": True, "reject_on_worker_lost": True}  # queue: CELERY_TASK_ROUTES -> gpu
 
 
 @shared_task(name="training.tasks.run_training", **_GPU)
@@ -19,7 +19,7 @@ def run_training(run_id: int) -> str:
     return run.status if run is not None else "skipped"
 
 
-@shared_task(name="training.tasks.reap_runs", queue="default")  # never behind a long gpu job
+@shared_task(name="training.tasks.reap_runs")  # beat sends it to the default queue
 def reap_runs() -> dict[str, int]:
     """Periodic (beat): resubmit runs whose heartbeat stopped; resume stalled promotions."""
     stats = services.training_runs_reap()

@@ -1,0 +1,55 @@
+"""Fixtures for the training tests: a tiny captioned collection, fake encoders, tiny configs."""
+from __future__ import annotations
+
+import pytest
+
+from embeddings.models import Caption
+from tests.factories import CollectionFactory, UserFactory, make_image
+
+WORDS = ["dog", "cat", "bird", "horse", "child", "man", "woman", "car", "boat", "tree", "ball", "beach"]
+
+# A few seconds of work at most: 8 train images, batch 4 -> 6 steps per epoch.
+TINY_EMBEDDING = {"loop": {"epochs": 3, "batch_size": 4, "warmup_steps": 0, "log_every_steps": 1, "patience": 0},
+                  "model": {"dim": 16, "hidden": 32, "attn_hidden": 8}}
+TINY_CAPTIONER = {"loop": {"epochs": 2, "batch_size": 8, "warmup_steps": 0, "log_every_steps": 1, "patience": 0},
+                  "model": {"decoder": "show_tell", "embed_dim": 16, "hidden_dim": 16, "context_dim": 16,
+                            "attention_dim": 16, "max_len": 8},
+                  "task": {"vocab_min_count": 1}}
+
+
+@pytest.fixture
+def fake_encoders(settings):
+    settings.LOUPE_TRAINING_ENCODERS = "tests.training.fakes.FakeEncoders"
+    settings.LOUPE_TRAINING_HEARTBEAT_S = 0.3
+    settings.LOUPE_TRAINING_HEARTBEAT_TIMEOUT_S = 3.0
+    settings.ML_DEVICE = "cpu"
+    return settings
+
+
+def make_captioned(collection, *, n_train: int = 8, n_dev: int = 4, seed0: int = 0) -> list:
+    images = []
+    for i in range(n_train + n_dev):
+        a, b = WORDS[i % len(WORDS)], WORDS[(i * 5 + 3) % len(WORDS)]
+        image = make_image(collection, seed=seed0 + i, caption=f"a {a} near a {b}",
+                           split="train" if i < n_train else "dev")
+        Caption.objects.create(image=image, text=f"the {b} and the {a} outside", source=Caption.Source.IMPORTED)
+        images.append(image)
+    return images
+
+
+@pytest.fixture
+def conse_v0(transactional_db):
+    """ConSE v0 as created by embeddings/0002 (transactional tests flush migration data)."""
+    from embeddings.models import ModelVersion
+
+    version, _ = ModelVersion.objects.get_or_create(
+        kind="embedding", family="conse", defaults={"name": "conse-v0", "status": "active", "dim": 384,
+                                                     "config": {"k": 10, "temperature": 1.0}})
+    return version
+
+
+@pytest.fixture
+def tiny_collection(conse_v0):
+    collection = CollectionFactory(owner=UserFactory(), name="tiny")
+    make_captioned(collection)
+    return collection

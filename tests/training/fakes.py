@@ -1,0 +1,78 @@
+"""Small stand-ins for the frozen encoders (loading EfficientNet and MiniLM takes ~1 min here).
+
+`FakeEncoders` gives every image and text a fixed pseudo-random feature vector, but trains and
+scores real heads and decoders on them; worker processes use it through
+`settings.LOUPE_TRAINING_ENCODERS` (see worker_settings.py). `fake_image_features` and
+`fake_text_vectors` are also patched into `embeddings.encoding` / `embeddings.runtime` for
+in-process promotion tests, so vectors stored for search come from the same fakes.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from embeddings.models import ModelVersion
+
+CONSE_DIM = 384
+
+
+def _rng(key: str) -> np.random.Generator:
+    return np.random.default_rng(int(hashlib.sha256(key.encode()).hexdigest()[:12], 16))
+
+
+def fake_image_features(image_ids: Sequence[int]) -> dict[str, np.ndarray]:
+    """{"pooled": (N, 1280), "spatial": (N, 49, 1280), "logits": (N, 1000)} float32."""
+    pooled, spatial, logits = [], [], []
+    for i in image_ids:
+        rng = _rng(f"image-{int(i)}")
+        cells = np.maximum(rng.standard_normal((49, 1280)), 0).astype(np.float32)  # ReLU-like
+        spatial.append(cells)
+        pooled.append(cells.mean(axis=0))
+        logits.append(rng.standard_normal(1000).astype(np.float32))
+    return {"pooled": np.stack(pooled), "spatial": np.stack(spatial), "logits": np.stack(logits)}
+
+
+def fake_text_vectors(texts: Sequence[str]) -> np.ndarray:
+    """(M, 384) unit vectors, fixed per text."""
+    out = np.stack([_rng(f"text-{t}").standard_normal(384) for t in texts]).astype(np.float32)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+class FakeEncoders:
+    def image_features(self, image_ids: Sequence[int], fields: Sequence[str]) -> dict[str, np.ndarray]:
+        feats = fake_image_features(image_ids)
+        return {f: feats[f].astype(np.float16) for f in fields}
+
+    def text_features(self, texts: Sequence[str]) -> np.ndarray:
+        return fake_text_vectors(texts)
+
+    def identities(self) -> dict[str, str]:
+        return {"image": "fake-image-encoder", "text": "fake-text-encoder"}
+
+    def embed(self, version: ModelVersion, feats, texts):
+        if version.family == "conse":  # a fixed random projection stands in for ConSE
+            proj = _rng("conse").standard_normal((1000, CONSE_DIM)).astype(np.float32)
+            return _unit(np.asarray(feats["logits"], np.float32) @ proj), fake_text_vectors(texts)
+        from embeddings import runtime
+        from embeddings.ml.embedder import JointEmbedder
+
+        embedder = JointEmbedder.from_checkpoint(runtime.version_path(version), fake_text_vectors)
+        return embedder.encode_features({k: np.asarray(v, np.float32) for k, v in feats.items()}), \
+            embedder.encode_texts(list(texts))
+
+    def caption(self, version: ModelVersion, feats, *, beam_size: int | None = 1) -> list[str]:
+        import torch
+
+        from embeddings import runtime
+        from embeddings.ml.caption_generator import load_captioner
+
+        gen = load_captioner(runtime.version_path(version))
+        spatial = torch.from_numpy(np.asarray(feats["spatial"], np.float32)) if gen.needs_spatial else None
+        hyps = gen.caption(torch.from_numpy(np.asarray(feats["pooled"], np.float32)), spatial, beam_size=beam_size)
+        return [h[0].text if h else "" for h in hyps]
