@@ -4,6 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.http import HttpResponsePermanentRedirect
 from django.templatetags.static import static
 from django.urls import include, path
+from rest_framework.authtoken.views import obtain_auth_token
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from embeddings import urls as embeddings_urls
@@ -12,6 +13,7 @@ from search import urls as search_urls
 from training import urls as training_urls
 
 api_v1 = [
+    path("auth/token/", obtain_auth_token, name="api-token"),
     *embeddings_urls.api_urls,
     *search_urls.api_urls,
     *training_urls.api_urls,

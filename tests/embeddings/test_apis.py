@@ -176,3 +176,15 @@ def test_upload_streams_are_read_once(api, collection):
     data = io.BytesIO(mk.image_bytes())
     resp = api.post("/api/v1/images/", {"file": data, "collection": "mine"}, format="multipart")
     assert resp.status_code == 201
+
+
+def test_token_auth_lets_a_client_upload(user, collection):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    resp = client.post("/api/v1/auth/token/", {"username": user.username, "password": "pw-not-secret"}, format="json")
+    assert resp.status_code == 200
+    client.credentials(HTTP_AUTHORIZATION=f"Token {resp.json()['token']}")
+    assert upload(client, mk.image_bytes()).status_code == 201
+    bad = APIClient().post("/api/v1/auth/token/", {"username": user.username, "password": "wrong"}, format="json")
+    assert bad.status_code == 400
