@@ -53,10 +53,10 @@ def media(request: HttpRequest, path: str) -> FileResponse:
     type (and `nosniff`, added by SecurityMiddleware). Production serves /media/ from nginx with
     the same headers for public collections; see docs/deploy.md.
     """
-    image = (
-        selectors.image_list(user=request.user).filter(Q(file=path) | Q(thumbnail=path)).only("pk").first()
-    )
-    if image is None or not default_storage.exists(path):
+    # visible_image_ids has no select_related, so `exists()` needs no columns (image_list's
+    # select_related + only("pk") raised FieldError: every /media/ request was a 500).
+    visible = selectors.visible_image_ids(user=request.user).filter(Q(file=path) | Q(thumbnail=path)).exists()
+    if not visible or not default_storage.exists(path):
         raise Http404("No such file.")
     content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
     if not content_type.startswith("image/"):
