@@ -59,10 +59,7 @@ class FakeEncoders:
         if version.family == "conse":  # a fixed random projection stands in for ConSE
             proj = _rng("conse").standard_normal((1000, CONSE_DIM)).astype(np.float32)
             return _unit(np.asarray(feats["logits"], np.float32) @ proj), fake_text_vectors(texts)
-        from embeddings import runtime
-        from embeddings.ml.embedder import JointEmbedder
-
-        embedder = JointEmbedder.from_checkpoint(runtime.version_path(version), fake_text_vectors)
+        embedder = fake_embedder_for(version)
         return embedder.encode_features({k: np.asarray(v, np.float32) for k, v in feats.items()}), \
             embedder.encode_texts(list(texts))
 
@@ -76,3 +73,38 @@ class FakeEncoders:
         spatial = torch.from_numpy(np.asarray(feats["spatial"], np.float32)) if gen.needs_spatial else None
         hyps = gen.caption(torch.from_numpy(np.asarray(feats["pooled"], np.float32)), spatial, beam_size=beam_size)
         return [h[0].text if h else "" for h in hyps]
+
+
+class FakeConseEmbedder:
+    """ConSE's shape (384-d, image vectors from logits) without MiniLM or EfficientNet."""
+
+    family = "conse"
+    dim = CONSE_DIM
+
+    def encode_texts(self, texts):
+        return fake_text_vectors(list(texts))
+
+    def encode_features(self, feats):
+        proj = _rng("conse").standard_normal((1000, CONSE_DIM)).astype(np.float32)
+        return _unit(np.asarray(feats["logits"], np.float32) @ proj)
+
+    def cell_scores(self, spatial, query):
+        return np.zeros(49, np.float32)
+
+
+def fake_embedder_for(version: ModelVersion):
+    if version.family == "conse":
+        return FakeConseEmbedder()
+    from embeddings import runtime
+    from embeddings.ml.embedder import JointEmbedder
+
+    return JointEmbedder.from_checkpoint(runtime.version_path(version), fake_text_vectors)
+
+
+def install_fake_runtime(setattr_) -> None:
+    """Route embeddings.runtime / encoding through the fakes (setattr_ = monkeypatch.setattr)."""
+    from embeddings import encoding, runtime
+
+    setattr_(runtime, "embedder_for", fake_embedder_for)
+    setattr_(encoding, "features_for", fake_image_features)
+    setattr_(runtime, "encode_texts_base", fake_text_vectors)

@@ -72,6 +72,7 @@ def model_version_promote(*, version: ModelVersion, user: Any = None, action: st
                           background: bool = True) -> ModelSwitch:
     """Make `version` the active one of its kind: in the background by default (gpu-queue
     tasks), or in this process with `background=False` (management commands)."""
+    version.refresh_from_db()
     if version.status == ModelVersion.Status.ACTIVE:
         raise Conflict(f"{version.name} is already the active {version.kind} model.", code="already_active")
     if version.family != "conse" and not version.directory:
@@ -101,6 +102,7 @@ def rollback_target(version: ModelVersion) -> ModelVersion | None:
 
 def model_version_rollback(*, version: ModelVersion, user: Any = None, background: bool = True) -> ModelSwitch:
     """Undo the promotion of the active `version`: restore the version active before it."""
+    version.refresh_from_db()
     if version.status != ModelVersion.Status.ACTIVE:
         raise Conflict(f"{version.name} is not the active {version.kind} model; only that can be rolled back.",
                        code="not_active")
