@@ -1,8 +1,9 @@
 """Search and caption pages, and the htmx partials of the image page. Thin: forms -> services.
 
 Every page works without JavaScript (plain GET/POST forms); with htmx, results and partials
-are swapped in place. Service errors become a message with the service's status code
-(static/js/search.js lets htmx swap 4xx/5xx partials instead of dropping them).
+are swapped in place. Service errors become a readable message: with the service's status
+code on a full page, with 200 on an htmx partial (the message is the content to swap in, and
+a failed XHR would only add a console error).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from embeddings import selectors as emb_selectors
-from embeddings.models import Caption
+from embeddings.models import Caption, ModelVersion
 from project.exceptions import ApplicationError
 from search import selectors, services
 from search.forms import CaptionForm, SearchForm
@@ -24,6 +25,10 @@ SIMILAR_ON_IMAGE_PAGE = 12
 
 def _htmx(request: HttpRequest) -> bool:
     return request.headers.get("HX-Request") == "true"
+
+
+def _status(request: HttpRequest, status: int) -> int:
+    return 200 if _htmx(request) else status
 
 
 def _search_context(request: HttpRequest) -> tuple[dict[str, Any], int]:
@@ -55,14 +60,14 @@ def _search_context(request: HttpRequest) -> tuple[dict[str, Any], int]:
 def search_page(request: HttpRequest) -> HttpResponse:
     context, status = _search_context(request)
     template = "search/_results.html" if _htmx(request) else "search/search.html"
-    return render(request, template, context, status=status)
+    return render(request, template, context, status=_status(request, status))
 
 
 @require_http_methods(["GET", "POST"])
 def search_results(request: HttpRequest) -> HttpResponse:
     """The results partial (htmx target); pushes the page's shareable GET URL."""
     context, status = _search_context(request)
-    response = render(request, "search/_results.html", context, status=status)
+    response = render(request, "search/_results.html", context, status=_status(request, status))
     if context.get("canonical"):
         response["HX-Push-Url"] = context["canonical"]
     return response
@@ -75,13 +80,23 @@ def _visible_image(request: HttpRequest, pk: int) -> Any:
     return image
 
 
+def _encoded(image_id: int) -> bool:
+    """Whether the active version has this image's vector (else the extras would encode on
+    the fly, loading the image model in the web process for a page view)."""
+    version = emb_selectors.model_version_active(kind=ModelVersion.Kind.EMBEDDING)
+    return version is not None and selectors.image_vector(version_id=version.pk, image_id=image_id) is not None
+
+
 def _partial(request: HttpRequest, template: str, fn: Any, **context: Any) -> HttpResponse:
+    status = 200
+    if not _encoded(context["image"].pk):
+        context["error"] = "This image has not been encoded by the active model yet."
+        return render(request, template, context)
     try:
         context.update(fn())
-        status = 200
     except ApplicationError as exc:
         context["error"], status = exc.message, exc.status_code
-    return render(request, template, context, status=status)
+    return render(request, template, context, status=_status(request, status))
 
 
 @require_GET
@@ -115,7 +130,8 @@ def image_captions_partial(request: HttpRequest, pk: int) -> HttpResponse:
             extra["result"] = services.caption_generate(user=request.user, image_id=pk)
         except ApplicationError as exc:
             extra["error"], status = exc.message, exc.status_code
-    return render(request, "search/_image_captions.html", _captions_context(request, image, **extra), status=status)
+    return render(request, "search/_image_captions.html", _captions_context(request, image, **extra),
+                  status=_status(request, status))
 
 
 @require_POST
@@ -131,7 +147,7 @@ def caption_accept_partial(request: HttpRequest, pk: int) -> HttpResponse:
     except ApplicationError as exc:
         extra["error"], status = exc.message, exc.status_code
     return render(request, "search/_image_captions.html", _captions_context(request, caption.image, **extra),
-                  status=status)
+                  status=_status(request, status))
 
 
 @require_http_methods(["GET", "POST"])
@@ -152,4 +168,4 @@ def caption_page(request: HttpRequest) -> HttpResponse:
         else:
             context["error"], status = "Choose an image file.", 400
     template = "search/_generated.html" if _htmx(request) and request.method == "POST" else "search/caption.html"
-    return render(request, template, context, status=status)
+    return render(request, template, context, status=_status(request, status))

@@ -85,12 +85,15 @@ def test_uploaded_image_and_weighted_terms_search_and_page_with_a_token(browser,
 
 
 def test_errors_render_as_a_message_with_the_right_status(browser, world):
-    resp = browser.get("/search/results/", {"q": "x" * 2000}, **HX)
+    """Full pages carry the error status; htmx partials answer 200 with the message to swap in."""
+    resp = browser.get("/search/", {"q": "x" * 2000})
     assert resp.status_code == 400 and "error-box" in resp.content.decode()
+    resp = browser.get("/search/results/", {"q": "x" * 2000}, **HX)
+    assert resp.status_code == 200 and "error-box" in resp.content.decode() and 'class="tile"' not in resp.content.decode()
     resp = browser.post("/search/results/", {"t_text": ["red"], "t_weight": ["lots"]}, **HX)
-    assert resp.status_code == 400 and "weights" in resp.content.decode()
-    resp = browser.post("/search/results/", {"image": SimpleUploadedFile("x.jpg", b"nope")}, **HX)
-    assert resp.status_code == 400
+    assert resp.status_code == 200 and "weights" in resp.content.decode()
+    resp = browser.post("/search/", {"image": SimpleUploadedFile("x.jpg", b"nope")})
+    assert resp.status_code == 400 and "error-box" in resp.content.decode()
 
 
 def test_filters_and_privacy_on_the_page(browser, world, other_user, fake_version):
@@ -152,5 +155,18 @@ def test_caption_page_captions_a_dropped_image(browser, fake_version, fake_capti
 
 
 def test_caption_page_without_a_captioner_says_so(browser, fake_version):
-    resp = browser.post("/caption/", {"image": SimpleUploadedFile("g.jpg", colour_jpeg((5, 250, 5)))}, **HX)
+    resp = browser.post("/caption/", {"image": SimpleUploadedFile("g.jpg", colour_jpeg((5, 250, 5)))})
     assert resp.status_code == 503 and "captioning model" in resp.content.decode()
+    resp = browser.post("/caption/", {"image": SimpleUploadedFile("g.jpg", colour_jpeg((5, 250, 5)))}, **HX)
+    assert resp.status_code == 200 and "captioning model" in resp.content.decode()
+
+
+def test_image_page_extras_do_not_encode_an_unencoded_image_on_a_page_view(browser, fake_version, collection,
+                                                                          monkeypatch):
+    from embeddings import runtime
+
+    img = ingest(collection, colour_jpeg((9, 9, 9)))
+    monkeypatch.setattr(runtime, "cached_features", lambda *a: pytest.fail("encoded during a page view"))
+    for path in ("similar", "labels"):
+        resp = browser.get(f"/search/images/{img.pk}/{path}/", **HX)
+        assert resp.status_code == 200 and "not been encoded" in resp.content.decode()

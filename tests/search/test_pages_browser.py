@@ -1,0 +1,105 @@
+"""The search, caption and image pages in a real browser (Chromium via Playwright), fake embedder.
+
+Checks what only a browser shows: htmx swaps results without a reload, terms and the drop
+zone work from the keyboard, nothing overflows a phone screen, the heatmap is drawn, and no
+page logs a console error (CSP violations included).
+"""
+from __future__ import annotations
+
+import pytest
+
+from embeddings import encoding
+from search.services import index_rebuild
+from tests.browser.conftest import browser, login, page  # noqa: F401  (fixtures)
+from tests.factories import UserFactory
+from tests.search.conftest import colour_jpeg, ingest
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def indexed(fake_version):
+    from tests.factories import CollectionFactory
+
+    user = UserFactory(username="dora")
+    collection = CollectionFactory(owner=user, name="colours")
+    spec = [(colour_jpeg((250, 10, 10)), "a red car"), (colour_jpeg((10, 250, 10)), "a green tree"),
+            (colour_jpeg((10, 10, 250)), "a blue sea"),
+            (colour_jpeg((250, 10, 10), (70, 70), split_rgb=(10, 10, 250)), "a red bus")]  # left red, right blue
+    images = [ingest(collection, data, caption=text) for data, text in spec]
+    encoding.images_encode(image_ids=[i.pk for i in images], version=fake_version)
+    for m in ("image", "caption"):
+        index_rebuild(version=fake_version, modality=m)
+    return images
+
+
+def test_text_search_updates_results_in_place_and_pages_are_shareable(page, indexed):
+    login(page, "dora")
+    page.goto(page.base + "/search/")
+    page.evaluate("window.__noReload = true")
+    page.fill("#q", "blue")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#results .tile")
+    assert page.evaluate("window.__noReload") is True  # swapped by htmx, not a page load
+    first = page.locator("#results .tile a").first.get_attribute("href")
+    assert first.startswith(f"/images/{indexed[2].pk}/") and "q=blue" in first
+    assert "/search/?q=blue" in page.url
+    assert page.locator("#results .score").count() == 4
+
+
+def test_weighted_terms_and_filters_from_the_keyboard(page, indexed):
+    login(page, "dora")
+    page.goto(page.base + "/search/")
+    page.fill("#q", "red")
+    page.focus("#term-subtract")
+    page.keyboard.press("Enter")  # a "-1" term row appears and takes the focus
+    assert page.evaluate("document.activeElement.name") == "t_text"
+    page.keyboard.type("blue")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#results .tile")
+    assert page.locator("#results .tile a").first.get_attribute("href").startswith(f"/images/{indexed[0].pk}/")
+    page.select_option("#f-has-caption", "no")  # a filter change re-runs the search
+    page.wait_for_selector("#results .empty")
+
+
+def test_search_by_dropped_image_and_no_overflow_at_phone_width(page, indexed, tmp_path):
+    photo = tmp_path / "q.jpg"
+    photo.write_bytes(colour_jpeg((20, 240, 20), (40, 30)))
+    page.set_viewport_size({"width": 390, "height": 800})
+    login(page, "dora")
+    page.goto(page.base + "/search/")
+    page.set_input_files("#search-image", str(photo))
+    page.wait_for_selector("#results .tile")
+    assert page.locator("#results .tile a").first.get_attribute("href").startswith(f"/images/{indexed[1].pk}/")
+    assert page.is_visible("#search-preview")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "page overflows a phone-width screen"
+    page.screenshot(path=str(page.shots / "search-phone.png"), full_page=True)
+
+
+def test_image_page_draws_the_heatmap_and_loads_its_extras(page, indexed):
+    login(page, "dora")
+    page.goto(page.base + f"/images/{indexed[3].pk}/?q=red")
+    canvas = page.wait_for_selector(".heatmap-wrap canvas")
+    page.wait_for_function("document.getElementById('explain-status').textContent.includes('Red marks')")
+    # left half red, right half blue: the heatmap is stronger (more opaque) on the left
+    alpha = page.evaluate("""() => { const c = document.querySelector('.heatmap-wrap canvas');
+        const d = c.getContext('2d'); const y = Math.floor(c.height / 2);
+        return [d.getImageData(Math.floor(c.width * 0.1), y, 1, 1).data[3],
+                d.getImageData(Math.floor(c.width * 0.9), y, 1, 1).data[3]]; }""")
+    assert alpha[0] > alpha[1], alpha
+    assert canvas.get_attribute("aria-hidden") == "true"
+    page.wait_for_selector(".similar .tile")
+    page.wait_for_selector(".zero-shot .labels li")
+    page.wait_for_selector("text=Generate a caption")
+    page.screenshot(path=str(page.shots / "image-extras.png"), full_page=True)
+
+
+def test_caption_page_captions_a_chosen_file(page, fake_version, fake_captioner, tmp_path):
+    UserFactory(username="erin")
+    photo = tmp_path / "b.jpg"
+    photo.write_bytes(colour_jpeg((10, 10, 240)))
+    login(page, "erin")
+    page.goto(page.base + "/caption/")
+    page.set_input_files("#caption-image", str(photo))
+    page.wait_for_selector("#caption-result li")
+    assert "a blue thing number 0" in page.inner_text("#caption-result")
