@@ -1,0 +1,86 @@
+"""Admin pages: Retrain buttons and form, run page with the htmx-polled live fragment, actions."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from embeddings.models import ModelVersion
+from tests.factories import UserFactory
+from tests.training.conftest import TINY_EMBEDDING
+from training import services
+from training.models import ModelSwitch, TrainingRun
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def admin_client(transactional_db) -> Client:
+    client = Client()
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    return client
+
+
+def test_changelists_offer_retrain_buttons(admin_client, conse_v0):
+    for name in ("admin:training_trainingrun_changelist", "admin:embeddings_modelversion_changelist"):
+        html = admin_client.get(reverse(name)).content.decode()
+        assert "Retrain embedding" in html and "Retrain captioner" in html
+
+
+def test_retrain_form_shows_defaults_and_starts_a_run(admin_client, tiny_collection, fake_encoders):
+    url = reverse("admin:training_trainingrun_retrain")
+    html = admin_client.get(url + "?kind=embedding").content.decode()
+    assert 'name="loop__epochs"' in html and 'value="30"' in html and 'name="model__dim"' in html
+    assert 'name="loop__early_stop_metric"' not in html
+    cap = admin_client.get(url + "?kind=captioner").content.decode()
+    assert 'name="model__decoder"' in cap and 'value="8"' in cap  # captioner default epochs
+    form = {"kind": "embedding", "collections": [tiny_collection.pk], "loop__epochs": 2, "loop__batch_size": 4,
+            "loop__lr": 0.001, "loop__weight_decay": 0.05, "loop__warmup_steps": 0, "loop__patience": 0,
+            "loop__seed": 0, "model__dim": 16, "model__head": "linear", "model__dropout": 0.1,
+            "model__image_input": "pooled", "task__loss": "info_nce", "extra": "model.hidden=32\n"}
+    resp = admin_client.post(url, form)
+    run = TrainingRun.objects.get()
+    assert resp.status_code == 302 and resp["Location"] == reverse("admin:training_trainingrun_change", args=[run.pk])
+    assert run.config["loop"]["epochs"] == 2 and run.config["model"]["head"] == "linear"
+    assert run.config["model"]["hidden"] == 32
+    bad = admin_client.post(url, {**form, "extra": "model.nope=1"}, follow=True).content.decode()
+    assert "nope" in bad  # error shown; the conflict or config error never creates a run
+    assert TrainingRun.objects.count() == 1
+
+
+def test_run_page_polls_a_live_fragment_with_progress_and_comparison(admin_client, tiny_collection, fake_encoders):
+    run = services.training_run_start(kind="embedding", collections=[tiny_collection],
+                                      config_overrides=TINY_EMBEDDING, user=None, enqueue=False)
+    page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+    live = reverse("admin:training_trainingrun_live", args=[run.pk])
+    assert f'hx-get="{live}"' in page and "vendor/chart.umd.min.js" in page and "js/training_run.js" in page
+    assert "<script>" not in page.replace('<script type="application/json"', "")  # no inline script (CSP)
+    assert "Cancel run" in page
+    run = services.training_run_execute(run.pk)
+    frag = admin_client.get(live).content.decode()
+    assert "hx-trigger" not in frag  # finished: polling stops
+    assert "<progress" in frag and 'value="100.0"' in frag and "this run vs the active version" in frag
+    assert "conse-v0" in frag and f"Promote {run.model_version.name}" in frag
+    series = json.loads(frag.split('id="run-series" type="application/json">')[1].split("</script>")[0])
+    assert series["epochs"] == [1, 2, 3] and "contrastive_loss" in series["losses"] and "rsum" in series["dev"]
+
+
+def test_cancel_button_and_version_actions(admin_client, tiny_collection, fake_encoders, conse_v0):
+    run = services.training_run_start(kind="embedding", collections=[tiny_collection],
+                                      config_overrides=TINY_EMBEDDING, user=None, enqueue=False)
+    admin_client.post(reverse("admin:training_trainingrun_cancel", args=[run.pk]))
+    assert TrainingRun.objects.get(pk=run.pk).status == "cancelled"
+    run = services.training_run_start(kind="embedding", collections=[tiny_collection],
+                                      config_overrides=TINY_EMBEDDING, user=None, enqueue=False)
+    version = services.training_run_execute(run.pk).model_version
+    page = admin_client.get(reverse("admin:embeddings_modelversion_change", args=[version.pk])).content.decode()
+    assert "Promote" in page
+    admin_client.post(reverse("admin:embeddings_modelversion_promote", args=[version.pk]))
+    assert ModelSwitch.objects.get().version == version
+    listing = admin_client.get(reverse("admin:embeddings_modelversion_changelist")).content.decode()
+    assert "Recent promotions" in listing
+    conse_page = admin_client.get(reverse("admin:embeddings_modelversion_change", args=[conse_v0.pk])).content
+    assert b"Roll back" not in conse_page  # nothing before ConSE v0
+    assert ModelVersion.objects.get(kind="embedding", status="active") == conse_v0
