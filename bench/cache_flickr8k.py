@@ -98,8 +98,9 @@ def cache_images(
         rate = report.encoded / report.seconds if report.encoded else None
         print(f"image/{view}: {report.encoded} encoded, {report.skipped} cached, "
               f"{report.seconds:.1f}s, images/s={rate}", flush=True)
-        timings[f"image/{view}"] = {"encoded": report.encoded, "seconds": report.seconds,
-                                    "images_per_s": rate}
+        if report.encoded:  # a resumed run keeps the timing of the run that did the work
+            timings[f"image/{view}"] = {"encoded": report.encoded, "seconds": report.seconds,
+                                        "images_per_s": rate}
     return timings
 
 
@@ -127,6 +128,8 @@ def cache_texts(out: Path, captions: dict[str, list[list[str]]], encoder: TextEn
     rate = done / seconds if done else None
     print(f"text: {done} encoded, {len(pairs) - len(todo)} cached, {seconds:.1f}s, "
           f"captions/s={rate}", flush=True)
+    if not done:
+        return {}
     return {"text": {"encoded": done, "seconds": seconds, "captions_per_s": rate}}
 
 
