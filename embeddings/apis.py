@@ -74,6 +74,9 @@ class ImageListCreateApi(generics.ListAPIView):
     throttle_scope = "uploads"
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ImageUpload"  # unique schema component names (drf_spectacular.W001)
+
         file = serializers.FileField(allow_empty_file=True)
         collection = serializers.CharField(max_length=100)
         caption = serializers.CharField(required=False, allow_blank=True, max_length=1000)
@@ -131,6 +134,9 @@ class CollectionListCreateApi(generics.ListAPIView):
     serializer_class = CollectionOutput
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "CollectionCreate"
+
         name = serializers.CharField(max_length=100)
         description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
         is_public = serializers.BooleanField(required=False, default=False)

@@ -65,6 +65,9 @@ class WordsAnalogyApi(APIView):
 
 class WordsTrainApi(APIView):
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "WordsTrain"  # unique schema component names (drf_spectacular.W001)
+
         collection = serializers.CharField(max_length=100)
 
     @extend_schema(request=InputSerializer, responses={202: None})
