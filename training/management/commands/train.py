@@ -61,7 +61,7 @@ class Command(BaseCommand):
                 bar.refresh()
             elif name == "epoch":
                 dev = ", ".join(f"{k} {v:.2f}" for k, v in sorted(payload["dev"].items()) if not k.endswith("medr"))
-                bar.write(f"epoch {payload['epoch']}: {dev}")
+                bar.write(f"epoch {payload['epoch']}: {dev}", file=self.stderr)
 
         try:
             run = services.training_run_execute(run.pk, on_progress=on_progress)

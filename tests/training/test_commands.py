@@ -1,0 +1,59 @@
+"""manage.py train / evaluate: the same services, synchronous, in this process."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from embeddings.models import ModelVersion
+from training.models import TrainingRun
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TINY_SETS = ["loop.epochs=2", "loop.batch_size=4", "loop.warmup_steps=0", "model.dim=16", "model.hidden=32"]
+
+
+def run_command(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_train_command_records_a_run_and_a_candidate(tiny_collection, fake_encoders, tmp_path):
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"model": {"head": "linear"}}))
+    sets = [a for s in TINY_SETS for a in ("--set", s)]
+    out, err = run_command("train", "--kind", "embedding", "--collection", "tiny", "--config", str(config), *sets,
+                           "--json")
+    result = json.loads(out)
+    run = TrainingRun.objects.get(pk=result["run"])
+    assert run.status == "succeeded" and run.config["model"]["head"] == "linear" and run.config["loop"]["epochs"] == 2
+    assert result["dev"]["rsum"] == run.model_version.metrics["dev"]["rsum"]
+    assert "epoch 2:" in err  # progress lines
+
+
+def test_train_command_rejects_unknown_settings_and_collections(tiny_collection, fake_encoders):
+    with pytest.raises(CommandError, match="unknown key"):
+        run_command("train", "--kind", "embedding", "--collection", "tiny", "--set", "loop.nope=1", "--no-progress")
+    with pytest.raises(CommandError, match="No such collection"):
+        run_command("train", "--kind", "embedding", "--collection", "missing", "--no-progress")
+    assert not TrainingRun.objects.exists()
+
+
+def test_evaluate_reports_recall_for_the_active_embedding_and_captions_for_the_captioner(tiny_collection,
+                                                                                        fake_encoders):
+    sets = [a for s in ["loop.epochs=1", "loop.batch_size=8", "task.vocab_min_count=1", "model.decoder=show_tell",
+                        "model.hidden_dim=16", "model.embed_dim=16", "model.context_dim=16"] for a in ("--set", s)]
+    run_command("train", "--kind", "captioner", "--collection", "tiny", *sets, "--no-progress")
+    ModelVersion.objects.filter(kind="captioner").update(status="active")
+    out, _ = run_command("evaluate", "--collection", "tiny", "--split", "dev", "--quick", "--json")
+    result = json.loads(out)
+    assert result["images"] == 4 and result["captions"] == 8
+    emb = result["embedding"]["metrics"]
+    assert set(emb) >= {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"}
+    assert 0 <= emb["t2i_r1"] <= emb["t2i_r5"] <= emb["t2i_r10"] == 100.0  # only 4 images: R@10 is certain
+    assert "cider_d" in result["captioner"]["metrics"] and result["captioner"]["name"].startswith("captioner-run")
+    with pytest.raises(CommandError, match="No test images"):
+        run_command("evaluate", "--collection", "tiny", "--split", "test")
