@@ -31,9 +31,11 @@ def start_worker(purge_broker, settings, fake_encoders):
     app.conf.broker_url = settings.CELERY_BROKER_URL
     started: list[WorkerProcess] = []
 
-    def start() -> WorkerProcess:
+    def start(app: str = "project") -> WorkerProcess:
         env = worker_env(settings, DJANGO_SETTINGS_MODULE="tests.training.worker_settings")
-        worker = WorkerProcess(env, queues="default,gpu").start()
+        worker = WorkerProcess(env, queues="default,gpu")
+        worker.args[worker.args.index("project")] = app
+        worker.start()
         started.append(worker)
         return worker
 
@@ -115,3 +117,40 @@ def test_sigkilled_worker_run_is_reaped_resubmitted_and_finishes_from_its_checkp
     assert "heartbeat lost" in run.log_tail and "resumed after epoch" in run.log_tail
     assert [h["epoch"] for h in run.history] == list(range(1, 15))
     assert run.model_version.status == "candidate"
+
+
+def test_promotion_fans_out_chunk_tasks_and_flips_while_searches_answer(tiny_collection, start_worker, conse_v0,
+                                                                        monkeypatch, settings):
+    from embeddings.models import Image, ImageEmbedding
+    from search.services.queries import QueryTerm
+    from search.services.search import search_images
+    from tests.factories import UserFactory
+    from tests.training.fakes import install_fake_runtime
+    from training.models import ModelSwitch
+    from training.services import promotion
+
+    install_fake_runtime(monkeypatch.setattr)
+    worker = start_worker(app="tests.training.worker_app")
+    run = services.training_run_start(kind="embedding", collections=[tiny_collection], config_overrides=epochs(2),
+                                      user=None)
+    watch(run.pk, lambda r: r.status == "succeeded")
+    candidate = TrainingRun.objects.get(pk=run.pk).model_version
+    admin = UserFactory(is_staff=True)
+    switch = promotion.model_version_promote(version=candidate, user=admin)
+    versions_seen = []
+    deadline = time.monotonic() + 120
+    while ModelSwitch.objects.get(pk=switch.pk).status not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, worker.output()[-3000:]
+        try:
+            page = search_images(user=admin, terms=[QueryTerm(text="a dog")], k=3)
+            versions_seen.append(page.model_version_id)
+        except Exception as exc:  # an index being rebuilt answers 503; never an error page
+            assert getattr(exc, "status_code", None) == 503, exc
+        time.sleep(0.05)
+    switch.refresh_from_db()
+    assert switch.status == "succeeded", switch.error
+    assert switch.chunks_total == 3 and switch.chunks_done == 3 and switch.done == switch.total == 12
+    assert ImageEmbedding.objects.filter(model_version=candidate).count() == Image.objects.count() == 12
+    assert ModelVersion.objects.get(kind="embedding", status="active") == candidate
+    assert versions_seen == sorted(versions_seen, key=lambda v: v == candidate.pk)  # old ... then new, never back
+    assert search_images(user=admin, terms=[QueryTerm(text="a dog")], k=3).model_version_id == candidate.pk
