@@ -19,6 +19,7 @@ Internally faiss sees positions 0..P-1 (P = vectors ever stored since the last r
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Iterator
@@ -44,17 +45,17 @@ GPU_MAX_K = 2048  # faiss GPU search refuses larger k
 
 def normalise(vectors: np.ndarray, dim: int | None = None) -> np.ndarray:
     """Float32 C-contiguous copy of (N, D) (or (D,)) vectors with unit L2 norm."""
-    x = np.array(vectors, dtype=np.float32, copy=True, order="C")
+    x = np.asarray(vectors, dtype=np.float32)
     if x.ndim == 1:
         x = x[None, :]
     if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
         raise ValueError(f"expected vectors of shape (N, {dim}), got {np.shape(vectors)}")
-    if not np.isfinite(x).all():
-        raise ValueError("vectors contain NaN or inf")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)  # (N, 1)
-    if (norms == 0).any():
+    sq = np.einsum("nd,nd->n", x, x)  # (N,) squared norms; NaN / inf anywhere shows up here
+    if not np.isfinite(sq).all():
+        raise ValueError("vectors contain NaN or inf (or overflow float32)")
+    if (sq == 0).any():
         raise ValueError("cannot normalise a zero vector")
-    return x / norms
+    return np.ascontiguousarray(x / np.sqrt(sq)[:, None])  # always a new array
 
 
 class _RWLock:
@@ -114,6 +115,7 @@ class VectorIndex:
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # sorted live keys, positions
         self._alive_bits: np.ndarray | None = None
         self._gpu: Any = None
+        self._param_cache: dict[tuple[int, float], Any] = {}
 
     # ---- read-only properties -------------------------------------------------------------
     @property
@@ -277,16 +279,28 @@ class VectorIndex:
             sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
         scale = self._initial_scale(want, mask)
         while True:
-            params = ib.search_params(self._type, self._params, want, sel, scale)
+            params = self._search_params(want, sel, scale)
             scores, pos = self._index.search(xq, want, params=params)  # (Q, want)
-            if (pos[:, -1] >= 0).all() or not ib.can_scale(self._type, self._params, scale, len(self._alive)):
+            full = bool((pos[:, -1] >= 0).all())
+            if full or not ib.can_scale(self._type, self._params, scale, len(self._alive)):
                 break
             scale *= 2  # a short list: widen efSearch / nprobe until the page is full
-        if not (pos[:, -1] >= 0).all():  # still short: exact over the allowed set
+        if not full:  # still short: exact over the allowed set
             full = self._alive if mask is None else mask
             scores, pos = self._exact_subset(xq, full, want)
         del bits  # the selector reads it until here
         return scores, pos
+
+    def _search_params(self, want: int, sel: Any, scale: float) -> Any:
+        if sel is not None:  # selectors change per call; building params costs ~10 us anyway
+            return ib.search_params(self._type, self._params, want, sel, scale)
+        key = (want, scale)
+        params = self._param_cache.get(key)
+        if params is None:  # read-only once built, so readers can share it
+            if len(self._param_cache) > 256:
+                self._param_cache.clear()
+            params = self._param_cache[key] = ib.search_params(self._type, self._params, want, None, scale)
+        return params
 
     def _initial_scale(self, want: int, mask: np.ndarray | None) -> float:
         """Widen the tuned search for pages deeper than the tuned k and for selective filters."""
@@ -301,8 +315,7 @@ class VectorIndex:
     def _gpu_search(self, xq: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Unfiltered Flat / plain IVF-PQ search on a lazily made GPU mirror, if any."""
         if (not self._config.use_gpu or want > GPU_MAX_K or self._type == HNSW
-                or self._params.get("refine") or not hasattr(faiss, "index_cpu_to_all_gpus")
-                or faiss.get_num_gpus() == 0):
+                or self._params.get("refine") or not _gpus_available()):
             return None
         gpu = self._gpu
         if gpu is None:
@@ -328,6 +341,11 @@ class VectorIndex:
         with self._lock.read():
             pos = np.flatnonzero(self._alive).astype(np.int64)
             return self._labels[pos].copy(), self._index.reconstruct_batch(pos)
+
+
+@functools.lru_cache(maxsize=1)
+def _gpus_available() -> bool:
+    return hasattr(faiss, "index_cpu_to_all_gpus") and faiss.get_num_gpus() > 0
 
 
 def _as_keys(ids: Any) -> np.ndarray:
@@ -359,12 +377,20 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, *, model_version_id: str, 
     index_type = ib.choose_index_type(len(xb), dim, config)
     index, params = ib.new_index(index_type, dim, len(xb), config)
     ib.train(index, index_type, xb, config)
-    index.add(xb)
-    ib.after_add(index, index_type, params)
     recall = 1.0
-    if index_type != FLAT:
-        xq = None if tune_queries is None else normalise(tune_queries, dim)
-        params, recall = ib.tune(index, index_type, params, xb, config, xq)
+    if index_type == FLAT:
+        index.add(xb)
+    elif tune_queries is not None:
+        index.add(xb)
+        params, recall = ib.tune(index, index_type, params, xb, config, normalise(tune_queries, dim))
+    else:  # tune on a held-out sample, then add it: faiss positions follow the add order
+        held = ib.held_out(len(xb), config)
+        rest = np.setdiff1d(np.arange(len(xb)), held, assume_unique=True)
+        index.add(xb[rest])
+        params, recall = ib.tune(index, index_type, params, xb[rest], config, xb[held])
+        index.add(xb[held])
+        keys = np.concatenate([keys[rest], keys[held]])
+    ib.after_add(index, index_type, params)
     logger.info("built %s index: %d x %d, params %s, recall@%d %.4f",
                 index_type, len(xb), dim, params, config.recall_k, recall)
     return VectorIndex(index=index, index_type=index_type, params=params, dim=dim,
