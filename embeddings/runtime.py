@@ -21,6 +21,7 @@ from django.conf import settings
 from PIL import Image as PILImage
 
 from embeddings.ml.caption_generator import CaptionGenerator, load_captioner
+from embeddings.ml.checkpoint import CheckpointError
 from embeddings.ml.conse import DEFAULT_K, DEFAULT_PROMPTS, DEFAULT_TEMPERATURE, class_vectors, load_class_names
 from embeddings.ml.embedder import ConseEmbedder, Embedder, JointEmbedder
 from embeddings.ml.feature_cache import FeatureCache
@@ -145,13 +146,24 @@ def embedder_for(version: ModelVersion) -> Embedder:
             cfg = version.config or {}
             return ConseEmbedder(encode_texts_base, conse_class_vectors(), _classifier,
                                  k=int(cfg.get("k", DEFAULT_K)), temperature=float(cfg.get("temperature", DEFAULT_TEMPERATURE)))
-        return JointEmbedder.from_checkpoint(version_path(version), encode_texts_base)
+        return _checked_load(version, lambda: JointEmbedder.from_checkpoint(version_path(version), encode_texts_base))
 
     return _cached(("embedder", version.pk), build)
 
 
 def captioner_for(version: ModelVersion) -> CaptionGenerator:
-    return _cached(("captioner", version.pk), lambda: load_captioner(version_path(version), device=device()))
+    return _cached(("captioner", version.pk),
+                   lambda: _checked_load(version, lambda: load_captioner(version_path(version), device=device())))
+
+
+def _checked_load(version: ModelVersion, load):
+    """A checkpoint that is missing, corrupt, incompatible or not ours (e.g. a pickle) makes the
+    model unavailable (503, logged), never a 500; nothing is cached, so a fixed file loads."""
+    try:
+        return load()
+    except CheckpointError as exc:
+        logger.error("model version %s (%s) cannot be loaded: %s", version.pk, version.kind, exc)
+        raise ModelUnavailable(f"The {version.kind} model (version {version.pk}) cannot be loaded.") from exc
 
 
 def active_version(kind: str) -> ModelVersion | None:
