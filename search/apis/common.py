@@ -125,8 +125,10 @@ def page_links(request: Request, page: SearchPage, data: dict[str, Any], path: s
     params = QueryDict(mutable=True)
     if carry_q and data.get("q"):
         params["q"] = data["q"]
-    else:
+    elif page.query_token:
         params["query"] = page.query_token
+    else:  # nothing to page through (no result was visible, so no query was encoded)
+        return None, None
     for key in _LINK_KEYS:
         value = data.get(key)
         if value is None or value == "" or value == []:

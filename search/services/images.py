@@ -51,7 +51,7 @@ def caption_words(captions: list[tuple[str, float]], limit: int) -> list[dict[st
     """Words of the nearest captions, each weighted by the summed scores of the captions using it."""
     weights: Counter[str] = Counter()
     for text, score in captions:
-        for word in set(_WORD.findall(text.lower())):
+        for word in dict.fromkeys(_WORD.findall(text.lower())):  # ordered: ties keep rank order
             if word not in _STOPWORDS:
                 weights[word] += max(score, 0.0)
     total = sum(weights.values()) or 1.0

@@ -13,7 +13,7 @@ import io
 import math
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -96,36 +96,55 @@ def stored_image_vector(*, version: ModelVersion, image_id: int) -> np.ndarray:
     return embedder.encode_features(encoding.features_for([image_id]))[0]
 
 
-def uploaded_image_vector(*, version: ModelVersion, data: bytes) -> np.ndarray:
-    """(D,) vector of an uploaded image that is never stored (sanitised like any upload)."""
-    sanitized = sanitize_bytes(data)
-    with PILImage.open(io.BytesIO(sanitized.content)) as img:
+def _upload_vector(version: ModelVersion, clean: bytes) -> np.ndarray:
+    """(D,) vector of an uploaded image already sanitised by query_check (never stored)."""
+    with PILImage.open(io.BytesIO(clean)) as img:
         img.load()
         feats = runtime.image_features([img.convert("RGB")])
     return runtime.embedder_for(version).encode_features(feats)[0]
 
 
-def query_build(*, user: Any, version: ModelVersion, terms: Sequence[QueryTerm]) -> Query:
-    """Combine the terms into one unit vector of `version`; images must be visible to the user."""
+def query_check(*, user: Any, terms: Sequence[QueryTerm]) -> list[QueryTerm]:
+    """Validate terms without any model: limits, texts cleaned, stored images visible to the
+    user, uploads sanitised like any upload (the clean raster replaces the client's bytes)."""
     _check_terms(terms)
-    texts = [clean_text(t.text, "terms" if len(terms) > 1 else "q") for t in terms if t.text is not None]
+    field = "terms" if len(terms) > 1 else "q"
+    checked = []
+    for term in terms:
+        if term.text is not None:
+            term = replace(term, text=clean_text(term.text, field))
+        elif term.image_id is not None:
+            if selectors.image_visible(user=user, image_id=term.image_id) is None:
+                raise ApplicationError(f"No such image: {term.image_id}.", fields={"image_id": ["No such image."]})
+        else:
+            term = replace(term, image_bytes=sanitize_bytes(term.image_bytes or b"").content)
+        checked.append(term)
+    return checked
+
+
+def query_encode(*, version: ModelVersion, terms: Sequence[QueryTerm]) -> Query:
+    """Combine terms already passed through query_check into one unit vector of `version`."""
+    texts = [t.text for t in terms if t.text is not None]
     text_vecs = iter(runtime.embedder_for(version).encode_texts(texts)) if texts else iter(())
     total: np.ndarray | None = None
     for term in terms:
         if term.text is not None:
             vec = next(text_vecs)
         elif term.image_id is not None:
-            if selectors.image_visible(user=user, image_id=term.image_id) is None:
-                raise ApplicationError(f"No such image: {term.image_id}.", fields={"image_id": ["No such image."]})
             vec = stored_image_vector(version=version, image_id=term.image_id)
         else:
-            vec = uploaded_image_vector(version=version, data=term.image_bytes or b"")
+            vec = _upload_vector(version, term.image_bytes or b"")
         part = term.weight * _unit(vec)
         total = part if total is None else total + part
     # Pages 2+ use the vector from the token (float16): page 1 uses the same rounding, so the
     # ranking is identical on every page and no result is repeated or skipped at a boundary.
     vector = _unit(np.asarray(_unit(total), dtype="<f2"))
     return Query(version=version, vector=vector, token=token_dumps(version.pk, vector))
+
+
+def query_build(*, user: Any, version: ModelVersion, terms: Sequence[QueryTerm]) -> Query:
+    """Validate the terms, then combine them into one unit vector of `version`."""
+    return query_encode(version=version, terms=query_check(user=user, terms=terms))
 
 
 def token_dumps(version_id: int, vector: np.ndarray) -> str:

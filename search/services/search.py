@@ -26,7 +26,7 @@ from search import index as si
 from search import selectors
 from search.selectors import CAPTION, IMAGE, SearchFilters
 from search.services.indexes import IndexRebuilding, index_for_search
-from search.services.queries import Query, QueryTerm, query_build, query_from_token
+from search.services.queries import Query, QueryTerm, query_check, query_encode, query_from_token
 
 MAX_K = 100
 
@@ -130,18 +130,38 @@ def _check_page(k: int, page: int) -> None:
         raise ApplicationError("page must be 1 or more.", fields={"page": ["Must be 1 or more."]})
 
 
-def _query(user: Any, terms: Sequence[QueryTerm], token: str | None, model_version_id: int | None) -> Query:
+@dataclass
+class _Request:
+    """One request's model version, index and query; the query is encoded only when needed."""
+
+    user: Any
+    version: Any
+    index: si.VectorIndex
+    terms: list[QueryTerm] | None  # validated terms, or None when a token carries the vector
+    query: Query | None
+
+    def encoded(self) -> Query:
+        if self.query is None:
+            self.query = query_encode(version=self.version, terms=self.terms or [])
+        if self.index.dim != self.query.vector.shape[0]:
+            raise IndexRebuilding("The query does not match the index of this model version.")
+        return self.query
+
+    def empty(self, page: int, k: int, count: int = 0) -> SearchPage:
+        """No allowed ids: answer without loading any model (the terms were still validated)."""
+        return SearchPage(self.version.pk, count, page, k, [], self.query.token if self.query else "")
+
+
+def _prepare(user: Any, terms: Sequence[QueryTerm], token: str | None, model_version_id: int | None,
+             modality: str) -> _Request:
+    """Take the model version once (from the token, the request, or the active one), then its index."""
     if token:
-        return query_from_token(token=token, model_version_id=model_version_id)
-    version = selectors.version_resolve(model_version_id=model_version_id)
-    return query_build(user=user, version=version, terms=terms)
-
-
-def _index(query: Query, modality: str) -> si.VectorIndex:
-    index = index_for_search(version=query.version, modality=modality)
-    if index.dim != query.vector.shape[0]:
-        raise IndexRebuilding("The query does not match the index of this model version.")
-    return index
+        query = query_from_token(token=token, model_version_id=model_version_id)
+        version, checked = query.version, None
+    else:
+        version = selectors.version_resolve(model_version_id=model_version_id)
+        query, checked = None, query_check(user=user, terms=terms)
+    return _Request(user, version, index_for_search(version=version, modality=modality), checked, query)
 
 
 def _allowed(index: si.VectorIndex, visible: np.ndarray, exclude: Sequence[int] = ()) -> np.ndarray:
@@ -170,13 +190,15 @@ def search_images(*, user: Any, terms: Sequence[QueryTerm] = (), query_token: st
                   model_version_id: int | None = None, exclude_ids: Sequence[int] = ()) -> SearchPage:
     """Images nearest to the query, visible to `user` and passing `filters`; one page."""
     _check_page(k, page)
-    query = _query(user, terms, query_token, model_version_id)
-    index = _index(query, IMAGE)
-    allowed = _allowed(index, selectors.searchable_image_ids(user=user, filters=filters), exclude_ids)
+    req = _prepare(user, terms, query_token, model_version_id, IMAGE)
+    allowed = _allowed(req.index, selectors.searchable_image_ids(user=user, filters=filters), exclude_ids)
+    if len(allowed) == 0:
+        return req.empty(page, k)
+    query = req.encoded()
     boosted = None
     if filters.keyword and filters.keyword_mode == "boost":
         boosted = np.intersect1d(selectors.keyword_image_ids(user=user, filters=filters), allowed)
-    ranking = _Ranking(index, query.vector, allowed, boosted, filters.keyword_boost)
+    ranking = _Ranking(req.index, query.vector, allowed, boosted, filters.keyword_boost)
     count, threshold, ids, scores, flags = _page(ranking, k, page, cutoff)
     by_id = {img.pk: img for img in selectors.images_in_order(user=user, ids=ids.tolist())}
     results = [ImageHit(by_id[i], float(s), bool(f) if boosted is not None else None)
@@ -189,12 +211,14 @@ def search_captions(*, user: Any, terms: Sequence[QueryTerm] = (), query_token: 
                     model_version_id: int | None = None, exclude_image_ids: Sequence[int] = ()) -> SearchPage:
     """Captions nearest to the query (image -> text, text -> text), of images the user may see."""
     _check_page(k, page)
-    query = _query(user, terms, query_token, model_version_id)
-    index = _index(query, CAPTION)
+    req = _prepare(user, terms, query_token, model_version_id, CAPTION)
     exclude = np.concatenate([selectors.image_caption_ids(image_id=i) for i in exclude_image_ids]) \
         if exclude_image_ids else ()
-    allowed = _allowed(index, selectors.searchable_caption_ids(user=user, filters=filters), exclude)
-    count, threshold, ids, scores, _ = _page(_Ranking(index, query.vector, allowed), k, page, cutoff)
+    allowed = _allowed(req.index, selectors.searchable_caption_ids(user=user, filters=filters), exclude)
+    if len(allowed) == 0:
+        return req.empty(page, k)
+    query = req.encoded()
+    count, threshold, ids, scores, _ = _page(_Ranking(req.index, query.vector, allowed), k, page, cutoff)
     by_id = {c.pk: c for c in selectors.captions_in_order(user=user, ids=ids.tolist())}
     results = [CaptionHit(by_id[i], float(s)) for i, s in zip(ids.tolist(), scores) if i in by_id]
     return SearchPage(query.version.pk, count, page, k, results, query.token, threshold)

@@ -297,3 +297,16 @@ def test_explain_heatmap_lights_the_region_that_matches_the_text(fake_version, c
     assert grid[:, :3].mean() > 0.9 and grid[:, 4:].mean() < 0.2
     blue = np.array(image_explain(user=collection.owner, image_id=img.pk, text="blue")["grid"])
     assert blue[:, 4:].mean() > blue[:, :3].mean()
+
+
+def test_nothing_visible_answers_empty_without_loading_a_model_but_still_validates(fake_version, collection,
+                                                                                   monkeypatch):
+    from embeddings import runtime
+
+    monkeypatch.setattr(runtime, "embedder_for", lambda v: pytest.fail("a model was loaded"))
+    page = search_images(user=collection.owner, terms=[QueryTerm(text="red")], k=5)
+    assert (page.count, page.results, page.model_version_id) == (0, [], fake_version.pk)
+    with pytest.raises(ApplicationError):
+        search_images(user=collection.owner, terms=[QueryTerm(text="a\x00")])
+    with pytest.raises(ApplicationError, match="No such image"):
+        search_images(user=collection.owner, terms=[QueryTerm(image_id=10**9)])
