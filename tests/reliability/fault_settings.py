@@ -13,6 +13,10 @@ INSTALLED_APPS = [*INSTALLED_APPS, "tests.reliability.faultapp"]
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     **CELERY_BROKER_TRANSPORT_OPTIONS,  # keeps this run's key prefix
     "visibility_timeout": env.int("LOUPE_TEST_VISIBILITY_TIMEOUT", default=3600),
+    # Look for expired unacknowledged messages every second (kombu's default: every 10 s, and
+    # only on every 10th look, so a redelivery could take 100 s to show up).
+    "unacked_restore_interval": 1,
+    "unacked_restore_throttle": 1,
 }
 # Folder where the fault step logs "<pid> <attempts> <image ids>" each time it runs.
 LOUPE_TEST_FAULT_DIR = env.str("LOUPE_TEST_FAULT_DIR", default="")
