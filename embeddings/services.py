@@ -14,7 +14,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
 from embeddings.imaging import ImageRejected, SanitizedImage, read_limited, sanitize_image
-from embeddings.models import Caption, Collection, Image
+from embeddings.models import Caption, Collection, Image, ModelVersion
 from project.exceptions import ApplicationError, Conflict
 
 logger = logging.getLogger(__name__)
@@ -177,3 +177,21 @@ def caption_add(*, image: Image, text: str, user: Any, source: str = Caption.Sou
     if not text:
         raise ApplicationError("Caption text is required.", fields={"text": ["This field may not be blank."]})
     return Caption.objects.create(image=image, text=text, source=source, created_by=user)
+
+
+def conse_version_ensure() -> ModelVersion:
+    """ConSE v0 exists (migration 0002 creates it); it becomes active only if nothing else is."""
+    from embeddings.ml.conse import DEFAULT_K, DEFAULT_PROMPTS, DEFAULT_TEMPERATURE
+
+    existing = ModelVersion.objects.filter(kind=ModelVersion.Kind.EMBEDDING, family="conse").first()
+    if existing:
+        return existing
+    with transaction.atomic():
+        active = ModelVersion.objects.select_for_update().filter(
+            kind=ModelVersion.Kind.EMBEDDING, status=ModelVersion.Status.ACTIVE).exists()
+        return ModelVersion.objects.create(
+            kind=ModelVersion.Kind.EMBEDDING, name="conse-v0", family="conse", dim=384,
+            status=ModelVersion.Status.RETIRED if active else ModelVersion.Status.ACTIVE,
+            config={"k": DEFAULT_K, "temperature": DEFAULT_TEMPERATURE, "prompts": list(DEFAULT_PROMPTS)},
+            encoders={"image": "efficientnet-lite0 (ImageNet)", "text": "all-MiniLM-L6-v2"},
+        )

@@ -236,11 +236,14 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "training.tasks.*": {"queue": "gpu"},
     "embeddings.tasks.encode_chunk": {"queue": "gpu"},
+    "search.tasks.reindex_missing": {"queue": "gpu"},  # it encodes images
 }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE = {
     "sweep-pending-images": {"task": "embeddings.tasks.sweep_pending", "schedule": 60.0},
+    # repairs index adds/removals lost while the broker was down
+    "search-index-sync": {"task": "search.tasks.index_sync", "schedule": 300.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Publishing must not hang a request when the broker is down: fail fast, the sweeper retries.

@@ -101,6 +101,14 @@ def collection(user):
 
 
 @pytest.fixture
+def conse_v0(db):
+    """The ConSE v0 row (transactional tests flush the one the migration made)."""
+    from embeddings.services import conse_version_ensure
+
+    return conse_version_ensure()
+
+
+@pytest.fixture
 def redis_server():
     require_server("Redis", "127.0.0.1", 6379)
 

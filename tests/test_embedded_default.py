@@ -40,7 +40,7 @@ def test_ingest_end_to_end_on_sqlite_and_filesystem_broker(tmp_path):
         assert "3 imported" in out.stdout and "1 rejected" in out.stdout and "broken.jpg" in out.stdout
         check = ("from embeddings.models import Image; import sys; "
                  "sys.stdout.write(','.join(sorted(Image.objects.values_list('status', flat=True))))")
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 300  # the worker loads the real ConSE model first
         statuses = ""
         while time.monotonic() < deadline:
             statuses = run(env, "shell", "--no-imports", "-c", check).stdout.strip()

@@ -4,7 +4,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 
 from embeddings.models import Image
-from embeddings.services import enqueue_image_processing
 from tests import images as mk
 from tests.conftest import wait_for
 from tests.factories import CollectionFactory, UserFactory, make_image
@@ -39,19 +38,4 @@ def test_task_enqueued_in_a_rolled_back_transaction_never_runs(celery_worker_pro
     assert not Image.objects.filter(pk=image_id).exists()
     assert purge_broker.llen("default") == 0  # nothing was published
 
-
-def test_broker_down_leaves_upload_pending_then_sweeper_enqueues(settings, transactional_db, redis_server, monkeypatch):
-    """With the broker unreachable the upload is saved as pending and the request returns fast."""
-    import time
-
-    from project.celery import app
-
-    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:1/0")  # nothing listens on port 1
-    app.pool.force_close_all()
-    collection = CollectionFactory(owner=UserFactory(), name="c")
-    started = time.monotonic()
-    image = make_image(collection, seed=2, enqueue=True)
-    assert time.monotonic() - started < 15
-    assert Image.objects.get(pk=image.pk).status == Image.Status.PENDING
-    assert enqueue_image_processing([image.pk]) is False
-    app.pool.force_close_all()
+# Broker down during upload (issue 7, case 19): tests/reliability/test_broker_outage.py.

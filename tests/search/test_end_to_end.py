@@ -35,8 +35,8 @@ def _flickr_pair() -> list[tuple[bytes, str]] | None:
     return [((FLICKR8K / "images" / n).read_bytes(), n) for n in (dog, mountain)]
 
 
-def test_upload_is_encoded_by_the_worker_indexed_and_found_by_text_search(celery_worker_proc):
-    conse = ModelVersion.objects.get(kind="embedding", status="active")
+def test_upload_is_encoded_by_the_worker_indexed_and_found_by_text_search(conse_v0, celery_worker_proc):
+    conse = conse_v0
     assert conse.family == "conse"
     user = UserFactory()
     CollectionFactory(owner=user, name="mine")

@@ -18,6 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts) -> None:
         admin = self._admin()
+        services.conse_version_ensure()
         collection, _ = services.collection_get_or_create(name=DEMO_COLLECTION, owner=admin, is_public=True)
         summary = dataset_import(items=demo_items(), collection=collection, user=admin)
         self.stdout.write(f"Demo collection: {summary.imported} imported, {summary.present} already present.")
