@@ -53,5 +53,9 @@ test: install-test
 lint: install-test
 	$(VENV)/bin/lint-imports
 
-bench: install-test
+$(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.test-installed
+	$(PIP) install -q -r requirements-bench.txt
+	touch $@
+
+bench: install-test $(VENV)/.bench-installed
 	$(PY) bench/run_all.py
