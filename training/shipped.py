@@ -73,3 +73,31 @@ def _register(root: Path, entry: dict) -> str:
         return (f"Shipped {kind} model {name!r} registered as v{version.pk}; promotion started in the "
                 "background (existing images are re-encoded first).")
     return f"Shipped {kind} model {name!r} registered as v{version.pk}, candidate (a trained version is active)."
+
+
+def shipped_model_export(*, version: ModelVersion, name: str, root: Path | None = None, half: bool = True,
+                         card: dict | None = None) -> Path:
+    """Copy a version's checkpoint into the repository's models/<name>/ (float16 weights when
+    `half`: the loaders cast back to float32) and record it in models/shipped.json."""
+    from embeddings.ml.checkpoint import save_checkpoint
+    from embeddings.runtime import version_path
+
+    root = Path(root or getattr(settings, "SHIPPED_MODEL_DIR", Path(settings.BASE_DIR) / "models"))
+    kind = "embedding" if version.kind == ModelVersion.Kind.EMBEDDING else "captioner"
+    tensors, config, meta = load_checkpoint(version_path(version), expected_kind=kind)
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    dest = root / name
+    if dest.exists():
+        shutil.rmtree(dest)
+    save_checkpoint(dest, tensors=tensors, config=config, meta={**meta, "stored_dtype": "float16" if half else "float32"})
+    manifest = root / MANIFEST
+    data = json.loads(manifest.read_text()) if manifest.exists() else {"models": []}
+    data["models"] = [m for m in data["models"] if m["name"] != name] + [{
+        "name": name, "kind": kind, "family": version.family, "directory": name, "dim": version.dim,
+        "config": version.config, "encoders": version.encoders,
+        "metrics": {"dev": (version.metrics or {}).get("dev", {}), **(card or {})}}]
+    part = manifest.with_name(MANIFEST + ".part")
+    part.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    part.replace(manifest)
+    return dest

@@ -1,0 +1,75 @@
+"""Default models in models/: exported as float16, registered by loupe_setup on a fresh install."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from embeddings.ml.caption_generator import load_captioner
+from embeddings.ml.embedder import JointEmbedder
+from embeddings.models import Image, ModelVersion
+from tests.training.conftest import TINY_CAPTIONER, TINY_EMBEDDING
+from tests.training.fakes import fake_image_features, fake_text_vectors
+from training import services
+from training.models import ModelSwitch
+from training.shipped import shipped_model_export, shipped_models_register
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def train(collection, kind, config):
+    run = services.training_run_start(kind=kind, collections=[collection], config_overrides=config, user=None,
+                                      enqueue=False)
+    return services.training_run_execute(run.pk).model_version
+
+
+@pytest.fixture
+def shipped_root(tiny_collection, fake_encoders, tmp_path, settings):
+    root = tmp_path / "repo-models"
+    one = {"epochs": 1}
+    emb = train(tiny_collection, "embedding", {**TINY_EMBEDDING, "loop": {**TINY_EMBEDDING["loop"], **one}})
+    cap = train(tiny_collection, "captioner", {**TINY_CAPTIONER, "loop": {**TINY_CAPTIONER["loop"], **one}})
+    shipped_model_export(version=emb, name="embedding-default", root=root, card={"command": "manage.py train"})
+    shipped_model_export(version=cap, name="captioner-default", root=root)
+    reference = JointEmbedder.from_checkpoint(settings.MODEL_DIR / emb.directory, fake_text_vectors)
+    ModelVersion.objects.exclude(family="conse").delete()
+    return root, reference
+
+
+def test_export_halves_the_weights_and_still_loads(shipped_root):
+    root, reference = shipped_root
+    manifest = json.loads((root / "shipped.json").read_text())
+    assert [m["name"] for m in manifest["models"]] == ["embedding-default", "captioner-default"]
+    assert manifest["models"][0]["metrics"]["command"] == "manage.py train"
+    shipped = JointEmbedder.from_checkpoint(root / "embedding-default", fake_text_vectors)
+    feats = fake_image_features([1, 2, 3])
+    assert np.allclose(shipped.encode_features(feats), reference.encode_features(feats), atol=2e-2)
+    assert load_captioner(root / "captioner-default").config.decoder == "show_tell"
+    full = sum(p.stat().st_size for p in root.glob("embedding-default/*.safetensors"))
+    params = sum(v.numel() for v in reference.model.state_dict().values())
+    assert full < params * 2 + 4096  # two bytes per weight
+
+
+def test_fresh_install_activates_the_shipped_models_and_keeps_conse(shipped_root, conse_v0):
+    root, _ = shipped_root
+    Image.objects.all().delete()
+    lines = shipped_models_register(root)
+    assert all("active" in line for line in lines), lines
+    emb = ModelVersion.objects.get(kind="embedding", status="active")
+    assert emb.name == "embedding-default" and emb.parent == conse_v0 and emb.files
+    assert ModelVersion.objects.get(kind="captioner", status="active").name == "captioner-default"
+    conse_v0.refresh_from_db()
+    assert conse_v0.status == "retired"  # still there, can be promoted back
+    again = shipped_models_register(root)
+    assert all("already registered" in line for line in again)
+    assert ModelVersion.objects.filter(name="embedding-default").count() == 1
+
+
+def test_install_with_images_promotes_the_shipped_embedding_in_the_background(shipped_root, conse_v0):
+    root, _ = shipped_root
+    lines = shipped_models_register(root)
+    assert "promotion started" in lines[0]
+    switch = ModelSwitch.objects.get(kind="embedding")
+    assert switch.version.name == "embedding-default" and switch.status == "queued"
+    assert ModelVersion.objects.get(kind="embedding", status="active") == conse_v0
