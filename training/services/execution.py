@@ -147,6 +147,7 @@ def _fit_torchrun(run: TrainingRun, token: str, recorder: RunRecorder, nproc: in
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "training.ddp_entry", str(run.pk), token]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    recorder.reload()
     for line in (proc.stdout + proc.stderr).splitlines()[-20:]:
         recorder.add_line(f"torchrun: {line}")
     if proc.returncode != 0 or not result_path.exists():

@@ -101,6 +101,12 @@ class RunRecorder:
         self._last_write = 0.0
         self._capture = _LogCapture(self)
 
+    def reload(self) -> None:
+        """Take over what another process (torchrun's rank 0) wrote under our lease."""
+        run = TrainingRun.objects.get(pk=self.run_id)
+        self.history, self.last_event = list(run.history or []), dict(run.last_event or {})
+        self.lines = deque(run.log_tail.splitlines()[-LOG_LINES:], maxlen=LOG_LINES)
+
     # -- log -------------------------------------------------------------------------------
     def add_line(self, text: str) -> None:
         self.lines.append(f"{timezone.now():%H:%M:%S} {text}")
