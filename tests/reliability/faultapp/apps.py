@@ -1,6 +1,7 @@
 """Registers the fault step after the real steps (encode, caption), so it runs once vectors are stored."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -13,22 +14,28 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 
+def _knob(name: str, default):
+    """Fault knobs are set by tests/reliability/*_settings.py; absent means off."""
+    return getattr(settings, name, default)
+
+
 def fault_step(images: list) -> str:
-    fault_dir = settings.LOUPE_TEST_FAULT_DIR
+    fault_dir = _knob("LOUPE_TEST_FAULT_DIR", "")
     if fault_dir:
         line = f"{os.getpid()} {max(i.attempts for i in images)} {','.join(str(i.pk) for i in images)}\n"
         with open(Path(fault_dir) / "steps.log", "a") as fh:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
-    poison = settings.LOUPE_TEST_POISON
+    poison = _knob("LOUPE_TEST_POISON", "")
     if poison and any(poison in i.source_name for i in images):
-        if settings.LOUPE_TEST_POISON_MODE == "exit":
+        if _knob("LOUPE_TEST_POISON_MODE", "exit") == "exit":
             logger.error("poison image: killing this worker process")
             os._exit(70)  # no cleanup, no ack: what a segfault or the OOM killer does
         raise RuntimeError(f"poison image {poison!r} always crashes")
-    if settings.LOUPE_TEST_STEP_DELAY and any(i.attempts == 1 for i in images):
-        time.sleep(settings.LOUPE_TEST_STEP_DELAY)
+    delay = _knob("LOUPE_TEST_STEP_DELAY", 0.0)
+    if delay and any(i.attempts == 1 for i in images):
+        time.sleep(delay)
     return "fault step passed"
 
 
@@ -39,7 +46,8 @@ class FakeEmbedder:
     dim = 16
 
     def encode_texts(self, texts):
-        rows = [np.random.default_rng(abs(hash(t)) % 2**32).standard_normal(16) for t in texts]
+        seeds = [int(hashlib.sha256(t.encode()).hexdigest()[:8], 16) for t in texts]  # same in every process
+        rows = [np.random.default_rng(seed).standard_normal(16) for seed in seeds]
         out = np.asarray(rows, np.float32).reshape(len(texts), 16)
         return out / np.linalg.norm(out, axis=1, keepdims=True).clip(1e-12)
 
@@ -67,6 +75,6 @@ class FaultAppConfig(AppConfig):
         from embeddings import encoding, processing, runtime
 
         processing.register_step("test-fault", fault_step)
-        if settings.LOUPE_TEST_FAKE_ENCODER:
+        if _knob("LOUPE_TEST_FAKE_ENCODER", False):
             encoding.features_for = _fake_features
             runtime.embedder_for = lambda version: FakeEmbedder()
