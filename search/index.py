@@ -11,7 +11,10 @@ No Django here: the search service passes vectors, ids, paths and a model versio
   IDSelectorBitmap; `needs_rebuild` turns True past `max_tombstone_ratio` and the service
   rebuilds from the stored vectors (the FAISS file is only a cache).
 - `save` / `load` go through one checksummed file (search/index_file.py); `IndexHolder`
-  publishes a new index to readers with a single reference swap.
+  (search/index_holder.py, re-exported here) publishes a new index with one reference swap.
+- Thread-safety: searches run concurrently (faiss releases the GIL); add / remove take a
+  writer lock, so in-place updates never race a search. Per-call SearchParameters, never
+  index-wide settings. faiss's OpenMP pool is process-wide: set its size once per process.
 
 Internally faiss sees positions 0..P-1 (P = vectors ever stored since the last rebuild);
 `_labels[p]` is the database key and `_alive[p]` whether it is still live.
@@ -21,9 +24,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import numpy as np
 
 from search import index_build as ib
 from search.index_file import read_container, read_manifest as _read_manifest_dict, write_container
+from search.index_holder import IndexHolder, RWLock
 from search.index_types import (FLAT, FORMAT_VERSION, HNSW, INDEX_TYPES, IVFPQ, Hits, IndexConfig,
                                 IndexCorrupt, IndexFileError, IndexMismatch, Manifest)
 
@@ -58,46 +59,6 @@ def normalise(vectors: np.ndarray, dim: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(x / np.sqrt(sq)[:, None])  # always a new array
 
 
-class _RWLock:
-    """Many concurrent searches (faiss releases the GIL) or one writer; writers go first."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._waiting_writers = 0  # new readers queue behind them, so writers never starve
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._waiting_writers:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting_writers += 1
-            try:
-                while self._writer or self._readers:
-                    self._cond.wait()
-            finally:
-                self._waiting_writers -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
-
-
 class VectorIndex:
     """A FAISS index keyed by database ids. Build with `build_index`, open with `load`."""
 
@@ -111,7 +72,7 @@ class VectorIndex:
         self._labels = labels.astype(np.int64, copy=False)  # (P,) database keys
         self._alive = alive.astype(bool, copy=False)  # (P,) False = tombstone
         self._recall, self._config = recall, config
-        self._lock = _RWLock()
+        self._lock = RWLock()
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # sorted live keys, positions
         self._alive_bits: np.ndarray | None = None
         self._gpu: Any = None
@@ -430,32 +391,3 @@ def load(path: str | Path, *, expected_model_version: str, expected_dim: int,
                        dim=expected_dim, model_version_id=manifest["model_version_id"],
                        modality=manifest["modality"], labels=labels, alive=alive,
                        recall=manifest.get("recall"), config=config or stored_config)
-
-
-class IndexHolder:
-    """The index readers search: `swap` publishes a fully built index in one step.
-
-    Readers take `get()` once per request and keep that object for the whole request; an
-    old index stays valid until its last reader drops it.
-    """
-
-    def __init__(self, index: VectorIndex | None = None) -> None:
-        self._lock = threading.Lock()
-        self._index = index
-
-    def get(self) -> VectorIndex | None:
-        with self._lock:
-            return self._index
-
-    def swap(self, index: VectorIndex | None) -> VectorIndex | None:
-        """Replace the served index; returns the previous one."""
-        with self._lock:
-            old, self._index = self._index, index
-        return old
-
-    def search(self, queries: np.ndarray, k: int, *, offset: int = 0,
-               allow_ids: np.ndarray | None = None) -> list[Hits]:
-        index = self.get()
-        if index is None:
-            raise LookupError("no index loaded")
-        return index.search(queries, k, offset=offset, allow_ids=allow_ids)

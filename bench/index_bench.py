@@ -1,0 +1,251 @@
+"""Index benchmark: search/index.py (faiss) vs hnswlib vs exact search, at 100k and 1M vectors.
+
+Vectors are normalised random mixtures of 2-3 "seed" vectors plus noise, so neighbours
+share seeds without being near-copies. Seeds: --seed-vectors path.npy (N, D) when given
+(e.g. real Flickr8k embeddings), else 8,000 vectors from a clustered Gaussian in d=512.
+
+    .venv/bin/python bench/index_bench.py run --n 100000          # -> var/bench/index_100000.json
+    .venv/bin/python bench/index_bench.py run --n 1000000 --runs 3
+    .venv/bin/python bench/index_bench.py report                  # -> bench/results/index.md,
+                                                                  #    bench/results/scaling.md, docs/img/
+Measures, per N: build time, bytes per vector, recall@10 vs exact and queries/s (batch on
+--threads threads, and one query at a time on one thread = per core), medians of --runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import faiss
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from search import index_build as ib  # noqa: E402
+from search.index import IndexConfig, build_index, normalise  # noqa: E402
+
+RAW = ROOT / "var" / "bench"
+EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+K = 10
+
+
+# ---- data -------------------------------------------------------------------------------
+def seed_set(path: str | None, dim: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    if path:
+        seeds = normalise(np.load(path))
+        return seeds, f"real seed vectors from {path} ({seeds.shape[0]} x {seeds.shape[1]})"
+    centres = rng.standard_normal((100, dim))  # 100 clusters of 80 seeds each
+    seeds = centres[rng.integers(0, 100, 8000)] + 0.7 * rng.standard_normal((8000, dim))
+    return normalise(seeds), f"synthetic: 8,000 seeds from a 100-cluster Gaussian in d={dim}"
+
+
+def mixtures(seeds: np.ndarray, n: int, rng: np.random.Generator, noise: float = 0.35) -> np.ndarray:
+    """(n, D) normalised mixtures of 2-3 random seeds (Dirichlet weights) plus Gaussian noise."""
+    out = np.empty((n, seeds.shape[1]), np.float32)
+    for lo in range(0, n, 100_000):
+        m = min(100_000, n - lo)
+        pick = rng.integers(0, len(seeds), (m, 3))  # (m, 3)
+        w = rng.dirichlet(np.ones(3), m)  # (m, 3)
+        w[rng.random(m) < 0.5, 2] = 0.0  # half of them mix only 2 seeds
+        x = np.einsum("mj,mjd->md", w, seeds[pick]) / np.linalg.norm(w, axis=1, keepdims=True)
+        x += noise * rng.standard_normal(x.shape) / np.sqrt(seeds.shape[1])
+        out[lo : lo + m] = normalise(x)
+    return out
+
+
+# ---- timing helpers ---------------------------------------------------------------------
+def median_time(fn: Callable[[], Any], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def qps(batch_fn: Callable[[np.ndarray], Any], single_fn: Callable[[np.ndarray], Any], xq: np.ndarray,
+        runs: int, threads: int, set_threads: Callable[[int], None], singles: int = 200) -> dict[str, float]:
+    set_threads(threads)
+    batch = len(xq) / median_time(lambda: batch_fn(xq), runs)
+    set_threads(1)
+    one = xq[:singles]
+    single = len(one) / median_time(lambda: [single_fn(q[None, :]) for q in one], runs)
+    set_threads(threads)
+    return {"qps_batch": batch, "qps_single_1core": single}
+
+
+def recall(found: np.ndarray, gt: np.ndarray) -> float:
+    return ib.recall_at_k(np.asarray(found), gt, K)
+
+
+def file_bytes(write: Callable[[str], None], name: str) -> int:
+    path = RAW / name
+    write(str(path))
+    size = path.stat().st_size
+    path.unlink()
+    return size
+
+
+# ---- the contenders ---------------------------------------------------------------------
+def bench_exact(xb: np.ndarray, xq: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    def numpy_knn(q: np.ndarray) -> np.ndarray:
+        s = q @ xb.T  # (Q, N)
+        top = np.argpartition(-s, K, axis=1)[:, :K]
+        return np.take_along_axis(top, np.argsort(-np.take_along_axis(s, top, 1), 1), 1)
+
+    nq = xq[: args.exact_queries]
+    res = {}
+    res["numpy_exact"] = {"qps_batch": len(nq) / median_time(lambda: [numpy_knn(nq[i:i + 50]) for i in range(0, len(nq), 50)], args.runs),
+                    "recall": 1.0, "bytes_per_vector": 4 * xb.shape[1]}
+    flat = faiss.IndexFlatIP(xb.shape[1])
+    flat.add(xb)
+    res["faiss_flat"] = qps(lambda q: flat.search(q, K), lambda q: flat.search(q, K), nq, args.runs,
+                            args.threads, faiss.omp_set_num_threads, singles=min(50, len(nq)))
+    res["faiss_flat"].update(recall=1.0, bytes_per_vector=4 * xb.shape[1], build_s=0.0)
+    return res
+
+
+def bench_ours(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, args: argparse.Namespace,
+               config: IndexConfig, label: str) -> dict[str, Any]:
+    ids = np.arange(len(xb), dtype=np.int64)
+    t = time.perf_counter()
+    index = build_index(xb, ids, model_version_id="bench", modality="image", config=config)
+    build_s = time.perf_counter() - t
+    raw, typ, params = index._index, index.index_type, index.params
+
+    def ours(q: np.ndarray) -> list:
+        return index.search(q, K)
+
+    res = qps(ours, ours, xq, args.runs, args.threads, faiss.omp_set_num_threads)
+    found = np.array([h.ids for h in index.search(xq, K)])
+    res.update(kind=label, index_type=typ, params=params, build_s=build_s, recall=recall(found, gt),
+               build_recall=index.recall, bytes_per_vector=file_bytes(lambda p: faiss.write_index(raw, p), "f.idx") / len(xb))
+    curve = []
+    for cand in curve_candidates(typ, params)[: args.curve_points]:
+        sp = lambda c=cand: ib.search_params(typ, c, K, None)
+        f = lambda q, c=cand: raw.search(q, K, params=sp(c))
+        faiss.omp_set_num_threads(args.threads)
+        r = recall(f(xq)[1], gt)
+        curve.append({"params": cand, "recall": r, "qps_batch": len(xq) / median_time(lambda: f(xq), args.runs)})
+        if r >= 0.999:
+            break
+    res["curve"] = curve
+    del index, raw
+    return res
+
+
+def curve_candidates(typ: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    if typ == "hnsw":
+        return [dict(params, efSearch=ef) for ef in EF_GRID]
+    probes = sorted({2**i for i in range(int(np.log2(params["nlist"])) + 1)} | {params["nlist"]})
+    return [dict(params, nprobe=p) for p in probes]  # k_factor stays at its tuned value
+
+
+def bench_hnswlib(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    import hnswlib
+
+    idx = hnswlib.Index(space="ip", dim=xb.shape[1])
+    idx.init_index(max_elements=len(xb), ef_construction=args.ef_construction, M=args.m, random_seed=0)
+    t = time.perf_counter()
+    idx.add_items(xb, np.arange(len(xb)), num_threads=args.threads)
+    build_s = time.perf_counter() - t
+    curve, tuned = [], None
+    for ef in EF_GRID:
+        idx.set_ef(ef)
+        r = recall(idx.knn_query(xq, k=K, num_threads=args.threads)[0], gt)
+        point = {"params": {"ef": ef}, "recall": r,
+                 "qps_batch": len(xq) / median_time(lambda: idx.knn_query(xq, k=K, num_threads=args.threads), args.runs)}
+        curve.append(point)
+        if tuned is None and r >= args.target:
+            tuned = ef
+        if r >= 0.999 or (tuned is not None and ef >= 4 * tuned):
+            break
+    idx.set_ef(tuned or EF_GRID[-1])
+    res = qps(lambda q: idx.knn_query(q, k=K, num_threads=args.threads),
+              lambda q: idx.knn_query(q, k=K, num_threads=1), xq, args.runs, args.threads, lambda n: None)
+    r = recall(idx.knn_query(xq, k=K, num_threads=args.threads)[0], gt)
+    res.update(kind="hnswlib", params={"M": args.m, "ef_construction": args.ef_construction, "ef": tuned},
+               build_s=build_s, recall=r, curve=curve, version=_version("hnswlib"),
+               bytes_per_vector=file_bytes(idx.save_index, "h.idx") / len(xb))
+    return res
+
+
+def _version(pkg: str) -> str:
+    from importlib.metadata import version
+    return version(pkg)
+
+
+def run(args: argparse.Namespace) -> None:
+    faiss.omp_set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    seeds, seed_desc = seed_set(args.seed_vectors, args.dim, rng)
+    t = time.perf_counter()
+    xb, xq = mixtures(seeds, args.n, rng), mixtures(seeds, args.queries, rng)  # xq held out
+    print(f"data {xb.shape} in {time.perf_counter() - t:.1f}s; {seed_desc}", flush=True)
+    gt = ib.ground_truth(xq, xb, K)
+    out: dict[str, Any] = {"n": args.n, "dim": xb.shape[1], "queries": len(xq), "seeds": seed_desc,
+                           "threads": args.threads, "runs": args.runs, "argv": sys.argv,
+                           "faiss": faiss.__version__, "numpy": np.__version__,
+                           "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), no GPU",
+                           "loadavg_start": os.getloadavg()}
+    out.update(bench_exact(xb, xq, args))
+    print("exact", out["numpy"], out["faiss_flat"], flush=True)
+    base = dict(flat_max=min(50_000, args.n - 1), hnsw_m=args.m, hnsw_ef_construction=args.ef_construction,
+                recall_target=args.target)
+    out["ours_hnsw"] = bench_ours(xb, xq, gt, args, IndexConfig(**base), "ours (HNSW)")
+    print("ours", {k: v for k, v in out["ours_hnsw"].items() if k != "curve"}, flush=True)
+    if not args.skip_hnswlib:
+        out["hnswlib"] = bench_hnswlib(xb, xq, gt, args)
+        print("hnswlib", {k: v for k, v in out["hnswlib"].items() if k != "curve"}, flush=True)
+    for name, budget in (("ours_ivfpq_sq8", 700), ("ours_ivfpq", 100))[: args.ivfpq]:
+        cfg = IndexConfig(**base, memory_budget_bytes=budget * args.n, ivf_nlist=args.nlist,
+                          ivf_train_max=args.train_max)
+        out[name] = bench_ours(xb, xq, gt, args, cfg, name)
+        print(name, {k: v for k, v in out[name].items() if k != "curve"}, flush=True)
+    out["loadavg_end"] = os.getloadavg()
+    out["wall_s"] = time.perf_counter() - t
+    RAW.mkdir(parents=True, exist_ok=True)
+    (RAW / f"index_{args.n}.json").write_text(json.dumps(out, indent=1, default=str))
+    print(f"wrote {RAW / f'index_{args.n}.json'}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--n", type=int, default=100_000)
+    r.add_argument("--dim", type=int, default=512)
+    r.add_argument("--queries", type=int, default=1000)
+    r.add_argument("--exact-queries", type=int, default=200)
+    r.add_argument("--runs", type=int, default=5)
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--m", type=int, default=32)
+    r.add_argument("--ef-construction", type=int, default=80)
+    r.add_argument("--target", type=float, default=0.95)
+    r.add_argument("--ivfpq", type=int, default=2, help="0: none, 1: IVF-PQ+SQ8 refine, 2: also plain IVF-PQ")
+    r.add_argument("--nlist", type=int, default=None)
+    r.add_argument("--train-max", type=int, default=100_000)
+    r.add_argument("--curve-points", type=int, default=12)
+    r.add_argument("--skip-hnswlib", action="store_true")
+    r.add_argument("--seed-vectors", default=None, help="(N, D) .npy of real vectors to mix")
+    r.add_argument("--seed", type=int, default=0)
+    sub.add_parser("report")
+    args = p.parse_args()
+    if args.cmd == "run":
+        run(args)
+    else:
+        from bench.index_report import report
+        report(sorted(RAW.glob("index_*.json")))
+
+
+if __name__ == "__main__":
+    main()
