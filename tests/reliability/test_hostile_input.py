@@ -206,3 +206,24 @@ def test_two_concurrent_uploads_of_the_same_bytes_make_one_image_and_leave_no_st
     files = sorted(p.relative_to(media).as_posix() for p in media.rglob("*") if p.is_file())
     image = Image.objects.get()
     assert files == sorted([image.file.name, image.thumbnail.name])
+
+
+# --- case 5: Ghostscript is never started ----------------------------------------------------
+@pytest.mark.django_db
+def test_eps_and_pdf_renamed_png_are_400_and_no_external_program_ever_runs(api, collection, monkeypatch):
+    """Pillow hands EPS to Ghostscript; the upload path only lets JPEG/PNG/WebP/GIF be parsed, so
+    no subprocess is started at all (any attempt fails this test)."""
+    import subprocess
+
+    from PIL import EpsImagePlugin
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"an external program was started: {args[:1]}")
+
+    monkeypatch.setattr(subprocess, "Popen", forbidden)
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", forbidden, raising=False)
+    for data, name in ((mk.EPS, "ghost.png"), (mk.PDF, "doc.png"), (mk.EPS, "ghost.eps")):
+        resp = _upload(api, data, name, content_type="image/png")
+        assert resp.status_code == 400, resp.content
+        assert resp.json()["error"]["code"] == "unsupported_format"
+    assert Image.objects.count() == 0
