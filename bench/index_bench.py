@@ -121,6 +121,7 @@ def bench_ours(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, args: argparse.Na
     index = build_index(xb, ids, model_version_id="bench", modality="image", config=config)
     build_s = time.perf_counter() - t
     raw, typ, params = index._index, index.index_type, index.params
+    labels = index._labels  # faiss positions -> our ids (build_index adds the tuning sample last)
 
     def ours(q: np.ndarray) -> list:
         return index.search(q, K)
@@ -134,7 +135,7 @@ def bench_ours(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, args: argparse.Na
         sp = lambda c=cand: ib.search_params(typ, c, K, None)
         f = lambda q, c=cand: raw.search(q, K, params=sp(c))
         faiss.omp_set_num_threads(args.threads)
-        r = recall(f(xq)[1], gt)
+        r = recall(labels[f(xq)[1]], gt)
         curve.append({"params": cand, "recall": r, "qps_batch": len(xq) / median_time(lambda: f(xq), args.runs)})
         if r >= 0.999:
             break
@@ -197,24 +198,30 @@ def run(args: argparse.Namespace) -> None:
                            "faiss": faiss.__version__, "numpy": np.__version__,
                            "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), no GPU",
                            "loadavg_start": os.getloadavg()}
+    RAW.mkdir(parents=True, exist_ok=True)
+    dump = lambda: (RAW / f"index_{args.n}.json").write_text(json.dumps(out, indent=1, default=str))  # noqa: E731
     out.update(bench_exact(xb, xq, args))
+    dump()  # after each contender, so a run cut short still leaves what it measured
     print("exact", out["numpy"], out["faiss_flat"], flush=True)
     base = dict(flat_max=min(50_000, args.n - 1), hnsw_m=args.m, hnsw_ef_construction=args.ef_construction,
                 recall_target=args.target)
     out["ours_hnsw"] = bench_ours(xb, xq, gt, args, IndexConfig(**base), "ours (HNSW)")
     print("ours", {k: v for k, v in out["ours_hnsw"].items() if k != "curve"}, flush=True)
+    dump()
     if not args.skip_hnswlib:
         out["hnswlib"] = bench_hnswlib(xb, xq, gt, args)
         print("hnswlib", {k: v for k, v in out["hnswlib"].items() if k != "curve"}, flush=True)
+        dump()
     for name, budget in (("ours_ivfpq_sq8", 700), ("ours_ivfpq", 100))[: args.ivfpq]:
         cfg = IndexConfig(**base, memory_budget_bytes=budget * args.n, ivf_nlist=args.nlist,
                           ivf_train_max=args.train_max)
         out[name] = bench_ours(xb, xq, gt, args, cfg, name)
         print(name, {k: v for k, v in out[name].items() if k != "curve"}, flush=True)
+        dump()
     out["loadavg_end"] = os.getloadavg()
     out["wall_s"] = time.perf_counter() - t
-    RAW.mkdir(parents=True, exist_ok=True)
-    (RAW / f"index_{args.n}.json").write_text(json.dumps(out, indent=1, default=str))
+    out["complete"] = True
+    dump()
     print(f"wrote {RAW / f'index_{args.n}.json'}")
 
 

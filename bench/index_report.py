@@ -67,9 +67,13 @@ def index_md(data: list[dict[str, Any]]) -> str:
     for d in data:
         load = ""
         if "loadavg_start" in d:
-            load = (f" Load average (1 min) at start / end: {d['loadavg_start'][0]:.1f} / {d['loadavg_end'][0]:.1f} "
+            end = d.get("loadavg_end", [float("nan")])[0]
+            load = (f" Load average (1 min) at start / end: {d['loadavg_start'][0]:.1f} / {end:.1f} "
                     f"on {d['machine'].split(',')[1].strip().split()[0]} cores: other agents' jobs shared the CPU.")
-        out += [f"### N = {d['n']:,} (d = {d['dim']}, runs = {d['runs']})", "", f"Wall time {d.get('wall_s', 0):,.0f} s.{load}", "",
+        partial = "" if d.get("complete") else (
+            " **Partial run: stopped before every contender was measured (session time); rows below are all it measured.**")
+        out += [f"### N = {d['n']:,} (d = {d['dim']}, runs = {d['runs']})", "",
+                (f"Wall time {d['wall_s']:,.0f} s." if "wall_s" in d else "Wall time not recorded.") + f"{load}{partial}", "",
                 f"Command: `.venv/bin/python {' '.join(d['argv'])}`", ""] + _table(d) + [""]
         ours, other = d.get("ours_hnsw"), d.get("hnswlib")
         if ours and other:
@@ -190,7 +194,7 @@ def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
     # Runs before the rename stored the exact-numpy row under "numpy", over the version string.
     if isinstance(d.get("numpy"), dict):
         d["numpy_exact"] = d.pop("numpy")
-        d["numpy"] = "(not recorded)"
+        d["numpy"] = version("numpy")  # same .venv; the run itself did not record it
     return d
 
 

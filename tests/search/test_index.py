@@ -379,3 +379,14 @@ def test_gpu_mirror_matches_cpu_flat_search():
     hits = index.search(xq, 10)
     assert index._gpu is not None  # the unfiltered search went through the GPU mirror
     assert recall_at_k(np.array(ids_of(hits)), brute(xq, xb, keys, 10)[0], 10) >= 0.99
+
+
+def test_explicit_tuning_queries_are_used_and_recall_recorded():
+    xb, keys = clustered(1500, seed=30), keys_for(1500)
+    xq = clustered(80, seed=31)  # e.g. caption embeddings tuning an image index
+    config = IndexConfig(flat_max=100, recall_target=0.99)
+    index = build_index(xb, keys, model_version_id=MODEL, modality="image", config=config, tune_queries=xq)
+    hits = index.search(xq, 10)
+    measured = recall_at_k(np.array(ids_of(hits)), brute(xq, xb, keys, 10)[0], 10)
+    assert index.recall is not None and abs(measured - index.recall) < 1e-9
+    assert index.recall >= 0.99 or index.params["efSearch"] == 2048
