@@ -13,6 +13,8 @@ from rest_framework.test import APIClient
 
 from tests.factories import CollectionFactory, UserFactory
 
+pytest_plugins = ["tests.browser_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 FLICKR8K = REPO.parent / "shared" / "data" / "flickr8k"

@@ -2,7 +2,7 @@
 import pytest
 
 from tests import images as mk
-from tests.browser.conftest import login
+from tests.browser_fixtures import login
 from tests.factories import CollectionFactory, UserFactory, make_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

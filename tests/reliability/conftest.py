@@ -142,7 +142,7 @@ def no_active_models(db):
 
 
 @pytest.fixture
-def fake_version(db):
+def worker_fake_version(db):
     """An active embedding version served by faultapp's FakeEmbedder (LOUPE_TEST_FAKE_ENCODER=1)."""
     from embeddings.models import ModelVersion
 

@@ -12,16 +12,17 @@ an unknown model version) are in tests/search/test_apis.py; docs/security.md map
 from __future__ import annotations
 
 import pytest
-import schemathesis
 from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
-from schemathesis.checks import not_a_server_error, response_schema_conformance
 
-from embeddings import encoding
-from embeddings.models import ModelVersion
-from search import registry
-from search.services import index_rebuild
-from tests.factories import CollectionFactory
+schemathesis = pytest.importorskip("schemathesis", reason="schemathesis==4.32.5 (requirements-test.txt) is needed")
+from schemathesis.checks import not_a_server_error, response_schema_conformance  # noqa: E402
+
+from embeddings import encoding  # noqa: E402
+from embeddings.models import ModelVersion  # noqa: E402
+from search import registry  # noqa: E402
+from search.services import index_rebuild  # noqa: E402
+from tests.factories import CollectionFactory  # noqa: E402
 from tests.search.conftest import colour_jpeg, fake_captioner, fake_version, ingest  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]

@@ -54,7 +54,7 @@ def test_pages_have_no_inline_scripts_or_styles_the_csp_would_block(user):
         assert not re.search(r"\sstyle\s*=", html) and "<style" not in html, path
 
 
-def test_session_and_csrf_cookies_are_httponly_or_samesite_in_tests_too(user, settings):
+def test_session_cookie_is_httponly_and_both_cookies_are_samesite(settings):
     assert settings.SESSION_COOKIE_HTTPONLY is True
     assert settings.SESSION_COOKIE_SAMESITE in ("Lax", "Strict") and settings.CSRF_COOKIE_SAMESITE in ("Lax", "Strict")
 

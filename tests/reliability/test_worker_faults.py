@@ -75,7 +75,8 @@ def test_sigkilled_solo_worker_mid_task_is_redelivered_and_leaves_one_vector_per
     assert [r[1] for r in step_runs(fault_dir)] == [1, 2]  # the second run is the redelivery
 
 
-def test_sigkilled_pool_child_task_is_requeued_at_once_by_reject_on_worker_lost(fault_worker, fault_dir, fake_version):
+def test_sigkilled_pool_child_task_is_requeued_at_once_by_reject_on_worker_lost(fault_worker, fault_dir,
+                                                                                worker_fake_version):
     """Case 15 with a prefork worker: SIGKILL the child running the task mid-way.
 
     The parent sees the child die (WorkerLostError) and, because the task is acks_late +
@@ -89,7 +90,7 @@ def test_sigkilled_pool_child_task_is_requeued_at_once_by_reject_on_worker_lost(
     runs = wait_for(lambda: step_runs(fault_dir), timeout=120, interval=0.3)
     child = runs[0][0]
     assert child != worker.proc.pid
-    assert ImageEmbedding.objects.filter(image_id__in=ids, model_version=fake_version).count() == 3
+    assert ImageEmbedding.objects.filter(image_id__in=ids, model_version=worker_fake_version).count() == 3
     os.kill(child, signal.SIGKILL)
 
     wait_for(lambda: _statuses(ids) == {Image.Status.READY}, timeout=120, interval=0.3)

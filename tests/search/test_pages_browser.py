@@ -10,7 +10,7 @@ import pytest
 
 from embeddings import encoding
 from search.services import index_rebuild
-from tests.browser.conftest import browser, login, page  # noqa: F401  (fixtures)
+from tests.browser_fixtures import login
 from tests.factories import UserFactory
 from tests.search.conftest import colour_jpeg, ingest
 

@@ -19,7 +19,7 @@ def test_two_rank_run_reports_progress_and_registers_a_candidate(tiny_collection
     run = services.training_run_start(kind="embedding", collections=[tiny_collection],
                                       config_overrides=TINY_EMBEDDING, user=None, enqueue=False)
     run = services.training_run_execute(run.pk)
-    assert run.status == "succeeded", (run.error, run.log_tail)
+    assert run.status == "succeeded", run.log_tail[-3000:]
     assert "launching torchrun with 2 processes" in run.log_tail and "(world size 2)" in run.log_tail
     assert [h["epoch"] for h in run.history] == [1, 2, 3]
     assert run.model_version.metrics["dev"]["rsum"] > 0 and run.model_version.files

@@ -173,3 +173,28 @@ def test_beam_search_rejects_bad_widths() -> None:
         beam_search(model, pooled, spatial, beam_size=2, n_best=3)
     with pytest.raises(ValueError):
         beam_search(model, pooled, spatial, beam_size=0)
+
+
+def test_multi_view_ensemble_reads_one_view_per_member() -> None:
+    a = make_decoder(seed=0, max_len=6)
+    pooled0, spatial0 = feats(3, seed=1)
+    pooled1, spatial1 = feats(3, seed=2)
+    pooled = torch.stack([pooled0, pooled1], dim=1)  # (B, V=2, F)
+    spatial = torch.stack([spatial0, spatial1], dim=1)  # (B, V=2, N, F)
+    # Both members on view 1 decode exactly like the single model on view 1.
+    same = beam_search(Ensemble([a, a], views=[1, 1]), pooled, spatial, beam_size=3)
+    solo = beam_search(a, pooled1, spatial1, beam_size=3)
+    assert [h[0].tokens for h in same] == [h[0].tokens for h in solo]
+    # Views 0 and 1: the first step mixes the two views' distributions.
+    ens = Ensemble([a, a], views=[0, 1])
+    mem = ens.encode(pooled, spatial)
+    mixed, _, _ = ens.step(torch.full((3,), BOS_ID), ens.init_state(mem), mem)
+    p0 = F.softmax(a.step(torch.full((3,), BOS_ID), a.init_state(a.encode(pooled0, spatial0)),
+                          a.encode(pooled0, spatial0))[0], -1)
+    p1 = F.softmax(a.step(torch.full((3,), BOS_ID), a.init_state(a.encode(pooled1, spatial1)),
+                          a.encode(pooled1, spatial1))[0], -1)
+    torch.testing.assert_close(mixed.exp(), (p0 + p1) / 2, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError):
+        Ensemble([a, a], views=[0])
+    with pytest.raises(ValueError, match="multi-view"):
+        ens.encode(pooled0, spatial0)
