@@ -153,7 +153,8 @@ def _fit_torchrun(run: TrainingRun, token: str, recorder: RunRecorder, nproc: in
     if proc.returncode != 0 or not result_path.exists():
         if not TrainingRun.objects.filter(pk=run.pk, lease_token=token).exists():
             raise LeaseLost(f"run {run.pk}: lease lost during torchrun")
-        raise RuntimeError(f"torchrun exited with status {proc.returncode}")
+        last = [line for line in proc.stderr.splitlines() if line.strip()][-3:]
+        raise RuntimeError(f"torchrun exited with status {proc.returncode}: {' | '.join(last)}")
     data = json.loads(result_path.read_text())
     return fitting.FitOutcome(**data)
 
