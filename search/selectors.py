@@ -7,6 +7,7 @@ captions, ids and counts never reach a user who may not see them.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
 from embeddings import selectors as emb_selectors
-from embeddings.models import Caption, CaptionEmbedding, Image, ImageEmbedding, ModelVersion
+from embeddings.models import Caption, CaptionEmbedding, Collection, Image, ImageEmbedding, ModelVersion
 from embeddings.runtime import ModelUnavailable
 from project.exceptions import ApplicationError
 from search.models import SearchIndex
@@ -166,9 +167,44 @@ def _ids(qs: QuerySet, field: str = "pk") -> np.ndarray:
     return np.unique(np.fromiter(qs.values_list(field, flat=True).iterator(chunk_size=_CHUNK), dtype=np.int64))
 
 
+def _visibility_fingerprint() -> tuple:
+    """Changes whenever the set of images, or who may see which collection, changes.
+
+    Two cheap queries (an aggregate over images, the few collection rows) instead of reading
+    every visible id on every search; a stale entry can therefore never show a private image.
+    """
+    from django.db.models import Count, Max
+
+    agg = Image.objects.aggregate(n=Count("pk"), top=Max("pk"))
+    collections = tuple(Collection.objects.order_by("pk").values_list("pk", "is_public", "owner_id"))
+    return agg["n"], agg["top"], hash(collections)
+
+
+_ID_CACHE: dict[tuple, np.ndarray] = {}
+_ID_CACHE_LOCK = threading.Lock()
+
+
 def searchable_image_ids(*, user: Any, filters: SearchFilters) -> np.ndarray:
-    """Sorted unique (N,) ids of the images this user may get from this search."""
-    return _ids(searchable_images(user=user, filters=filters))
+    """Sorted unique (N,) ids of the images this user may get from this search.
+
+    Cached per process by (who is asking, filters, visibility fingerprint): at 100k images the
+    id list took ~1 s to read on every request (bench/results/search_e2e.md).
+    """
+    if filters.keyword or filters.has_human_caption is not None:  # caption edits do not move the fingerprint
+        return _ids(searchable_images(user=user, filters=filters))
+    who = "staff" if getattr(user, "is_staff", False) else (user.pk if getattr(user, "is_authenticated", False) else "anon")
+    key = (who, repr(filters), _visibility_fingerprint())
+    with _ID_CACHE_LOCK:
+        hit = _ID_CACHE.get(key)
+    if hit is not None:
+        return hit
+    ids = _ids(searchable_images(user=user, filters=filters))
+    ids.setflags(write=False)
+    with _ID_CACHE_LOCK:
+        if len(_ID_CACHE) > 256:
+            _ID_CACHE.clear()
+        _ID_CACHE[key] = ids
+    return ids
 
 
 def keyword_image_ids(*, user: Any, filters: SearchFilters) -> np.ndarray:

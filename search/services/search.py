@@ -13,6 +13,8 @@ to their score; the two groups are merged exactly, so pagination stays consisten
 """
 from __future__ import annotations
 
+import threading
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,9 +166,29 @@ def _prepare(user: Any, terms: Sequence[QueryTerm], token: str | None, model_ver
     return _Request(user, version, index_for_search(version=version, modality=modality), checked, query)
 
 
+_ALLOWED_CACHE: dict[tuple, tuple[np.ndarray, si.VectorIndex, np.ndarray]] = {}
+_ALLOWED_LOCK = threading.Lock()
+
+
+def _visible_in_index(index: si.VectorIndex, visible: np.ndarray) -> np.ndarray:
+    """visible ∩ index ids, cached while both the (cached, immutable) visible array and the
+    index's size stay the same; the cache holds references so ids of dead objects are never reused."""
+    key = (id(visible), id(index), index.count)
+    with _ALLOWED_LOCK:
+        hit = _ALLOWED_CACHE.get(key)
+    if hit is not None and hit[0] is visible and hit[1] is index:
+        return hit[2]
+    allowed = np.intersect1d(visible, index.ids())
+    with _ALLOWED_LOCK:
+        if len(_ALLOWED_CACHE) > 64:
+            _ALLOWED_CACHE.clear()
+        _ALLOWED_CACHE[key] = (visible, index, allowed)
+    return allowed
+
+
 def _allowed(index: si.VectorIndex, visible: np.ndarray, exclude: Sequence[int] = ()) -> np.ndarray:
     """Sorted ids both visible to the user and present in the index."""
-    allowed = np.intersect1d(visible, index.ids())
+    allowed = _visible_in_index(index, visible)
     if len(exclude):
         allowed = np.setdiff1d(allowed, np.asarray(list(exclude), dtype=np.int64), assume_unique=True)
     return allowed

@@ -310,3 +310,18 @@ def test_nothing_visible_answers_empty_without_loading_a_model_but_still_validat
         search_images(user=collection.owner, terms=[QueryTerm(text="a\x00")])
     with pytest.raises(ApplicationError, match="No such image"):
         search_images(user=collection.owner, terms=[QueryTerm(image_id=10**9)])
+
+
+def test_cached_visible_ids_follow_a_collection_turning_private(db, other_user, user):
+    """The per-process id cache is keyed by a visibility fingerprint: privacy changes apply at once."""
+    from embeddings.models import Collection
+    from search.selectors import SearchFilters, searchable_image_ids
+    from tests.factories import CollectionFactory, make_image
+
+    public = CollectionFactory(owner=other_user, name="was-public", is_public=True)
+    image = make_image(public, seed=77)
+    assert image.pk in searchable_image_ids(user=user, filters=SearchFilters())
+    Collection.objects.filter(pk=public.pk).update(is_public=False)
+    assert image.pk not in searchable_image_ids(user=user, filters=SearchFilters())
+    make_image(CollectionFactory(owner=user, name="mine2"), seed=78)
+    assert len(searchable_image_ids(user=user, filters=SearchFilters())) == 1
