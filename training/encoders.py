@@ -100,9 +100,19 @@ class RuntimeEncoders:
               texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         from embeddings import runtime
 
+        import torch
+
+        from embeddings.ml.embedder import JointEmbedder
+
         embedder = runtime.embedder_for(version)
         as32 = {k: np.asarray(v, np.float32) for k, v in feats.items()}
-        return embedder.encode_features(as32), embedder.encode_texts(list(texts))
+        base = self.text_features(texts)  # cached MiniLM vectors: both families start from them
+        if isinstance(embedder, JointEmbedder):
+            with torch.no_grad():
+                txt = embedder.model.encode_text(torch.from_numpy(base)).numpy()
+        else:  # ConSE: texts are plain unit MiniLM vectors
+            txt = base / np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-12)
+        return embedder.encode_features(as32), txt
 
     def caption(self, version: ModelVersion, feats: dict[str, np.ndarray], *, beam_size: int | None = 1) -> list[str]:
         import torch
