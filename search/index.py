@@ -246,9 +246,8 @@ class VectorIndex:
             if full or not ib.can_scale(self._type, self._params, scale, len(self._alive)):
                 break
             scale *= 2  # a short list: widen efSearch / nprobe until the page is full
-        if not full:  # still short: exact over the allowed set
-            full = self._alive if mask is None else mask
-            scores, pos = self._exact_subset(xq, full, want)
+        if not full:  # still short (rare): exact over the allowed set
+            scores, pos = self._exact_subset(xq, self._alive if mask is None else mask, want)
         del bits  # the selector reads it until here
         return scores, pos
 
