@@ -2,7 +2,8 @@
 
 `shipped_models_register()` (called by `manage.py loupe_setup`) copies each shipped model into
 MODEL_DIR, verifies its checksums, registers it as a ModelVersion and, on a fresh install
-(no trained version of that kind active yet: only ConSE v0 or nothing), makes it active.
+(no trained version of that kind active yet: only ConSE v0 or nothing), makes it active: at
+once while no image has been processed, else through a background promotion.
 ConSE v0 stays available as a retired version. Idempotent.
 """
 from __future__ import annotations
@@ -54,7 +55,9 @@ def _register(root: Path, entry: dict) -> str:
     shutil.copytree(src, dest)
     active = ModelVersion.objects.filter(kind=kind, status=ModelVersion.Status.ACTIVE).first()
     fresh = active is None or active.family == "conse"
-    direct = fresh and not Image.objects.exists()  # nothing encoded yet: flip at once
+    # Nothing processed yet (a fresh install: the demo images are still pending): flip at once,
+    # the processing pipeline then encodes and captions them with the shipped models.
+    direct = fresh and not Image.objects.filter(status=Image.Status.READY).exists()
     with transaction.atomic():
         if direct and active is not None:
             ModelVersion.objects.filter(pk=active.pk).update(status=ModelVersion.Status.RETIRED)

@@ -53,7 +53,7 @@ def test_export_halves_the_weights_and_still_loads(shipped_root):
 
 def test_fresh_install_activates_the_shipped_models_and_keeps_conse(shipped_root, conse_v0):
     root, _ = shipped_root
-    Image.objects.all().delete()
+    assert not Image.objects.filter(status=Image.Status.READY).exists()  # uploaded, not processed yet
     lines = shipped_models_register(root)
     assert all("active" in line for line in lines), lines
     emb = ModelVersion.objects.get(kind="embedding", status="active")
@@ -68,6 +68,7 @@ def test_fresh_install_activates_the_shipped_models_and_keeps_conse(shipped_root
 
 def test_install_with_images_promotes_the_shipped_embedding_in_the_background(shipped_root, conse_v0):
     root, _ = shipped_root
+    Image.objects.update(status=Image.Status.READY)  # already processed with ConSE v0
     lines = shipped_models_register(root)
     assert "promotion started" in lines[0]
     switch = ModelSwitch.objects.get(kind="embedding")
