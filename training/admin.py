@@ -145,6 +145,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # The active version serves every search; roll back or promote another first.
+        return super().has_delete_permission(request, obj) and (obj is None or obj.status != ModelVersion.Status.ACTIVE)
+
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         switches = ModelSwitch.objects.select_related("version", "previous")[:5]
         return super().changelist_view(request, {**(extra_context or {}), "switches": switches})
