@@ -99,9 +99,11 @@ def test_an_active_malicious_model_makes_the_api_answer_503_never_500(settings, 
     assert search.status_code in (200, 503), search.content
     if search.status_code == 200:
         assert search.json()["results"] == []
-    caption = api.post("/api/v1/captions/", {"image_id": image.pk}, format="json")
-    assert caption.status_code == 503, caption.content
-    assert caption.json()["error"]["code"]
+    # These always load the model: the embedder (explain) and the captioner.
+    for resp in (api.get(f"/api/v1/images/{image.pk}/explain/", {"q": "a dog"}),
+                 api.post("/api/v1/captions/", {"image_id": image.pk}, format="json")):
+        assert resp.status_code == 503, resp.content
+        assert resp.json()["error"]["code"] == "model_unavailable"
     assert not marker.exists()
 
 
