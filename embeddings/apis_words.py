@@ -32,21 +32,36 @@ def _out(pairs: list[tuple[str, float]]) -> dict:
     return {"results": [{"word": w, "score": round(float(s), 4)} for w, s in pairs]}
 
 
-class WordsNearestApi(APIView):
+class _WordsQueryApi(APIView):
+    """GET with validated query parameters on a visible collection; subclasses say what to ask."""
+
+    InputSerializer: type[serializers.Serializer]
+
+    def ask(self, collection: Collection, v: dict) -> list[tuple[str, float]]:
+        raise NotImplementedError
+
+    def get(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.query_params)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        return Response(_out(self.ask(_collection(request, v["collection"]), v)))
+
+
+class WordsNearestApi(_WordsQueryApi):
     class InputSerializer(serializers.Serializer):
         collection = serializers.CharField(max_length=100)
         word = serializers.CharField(max_length=50)
         k = serializers.IntegerField(min_value=1, max_value=100, default=10)
 
+    def ask(self, collection: Collection, v: dict) -> list[tuple[str, float]]:
+        return words.words_nearest(collection=collection, word=v["word"], k=v["k"])
+
     @extend_schema(parameters=[InputSerializer], responses=WordsOutput)
     def get(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.query_params)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
-        return Response(_out(words.words_nearest(collection=_collection(request, v["collection"]), word=v["word"], k=v["k"])))
+        return super().get(request)
 
 
-class WordsAnalogyApi(APIView):
+class WordsAnalogyApi(_WordsQueryApi):
     class InputSerializer(serializers.Serializer):
         collection = serializers.CharField(max_length=100)
         a = serializers.CharField(max_length=50)
@@ -54,13 +69,12 @@ class WordsAnalogyApi(APIView):
         c = serializers.CharField(max_length=50)
         k = serializers.IntegerField(min_value=1, max_value=100, default=10)
 
+    def ask(self, collection: Collection, v: dict) -> list[tuple[str, float]]:
+        return words.words_analogy(collection=collection, a=v["a"], b=v["b"], c=v["c"], k=v["k"])
+
     @extend_schema(parameters=[InputSerializer], responses=WordsOutput)
     def get(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.query_params)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
-        pairs = words.words_analogy(collection=_collection(request, v["collection"]), a=v["a"], b=v["b"], c=v["c"], k=v["k"])
-        return Response(_out(pairs))
+        return super().get(request)
 
 
 class WordsTrainApi(APIView):
