@@ -4,7 +4,7 @@ Usage (from the repo root, after bench/cache_flickr8k.py has filled var/cache/fl
 
     .venv/bin/python bench/train_captioner_flickr8k.py [--decoder attention] [--epochs 8] \
         [--batch-size 64] [--lr 2e-3] [--set model.hidden_dim=512 ...] [--views orig,flip] \
-        [--seeds 0] [--average-last 0] [--beams 1,3,5] [--length-penalties 0,0.5,1] \
+        [--seeds 0,1] [--average-last 0] [--beams 1,3,5] [--length-penalties 0,0.5] [--tta] \
         [--no-repeat 0,2] [--out var/models/captioner-flickr8k] [--results bench/results/captioner.md]
 
 Trains one model per seed with the generic loop (training.ml.trainer; early stopping on dev
@@ -57,11 +57,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--set", dest="overrides", action="append", default=[], help="TrainConfig override key=value")
     p.add_argument("--views", default="orig,flip", help="cached training views (view 0 = orig is used on dev)")
-    p.add_argument("--seeds", default="0", help="comma list; several seeds are ensembled")
+    p.add_argument("--seeds", default="0,1", help="comma list; several seeds are ensembled")
     p.add_argument("--average-last", type=int, default=0, help="also try averaging the last N epochs' weights")
     p.add_argument("--beams", default="1,3,5")
-    p.add_argument("--length-penalties", default="0,0.5,1.0")
+    p.add_argument("--length-penalties", default="0,0.5")
     p.add_argument("--no-repeat", default="0,2")
+    p.add_argument("--tta", action="store_true",
+                   help="also score test-time augmentation: average the original and flipped views")
     p.add_argument("--limit-train", type=int, default=0, help="debug: use only the first N training images")
     p.add_argument("--partial", action="store_true",
                    help="development only: train on the training images already cached in every view")
@@ -107,9 +109,9 @@ def train_seed(args: argparse.Namespace, config: TrainConfig, train_data: Captio
                   f"dev BLEU-4 {dev.get('bleu_4', 0):.2f} CIDEr-D {dev.get('cider_d', 0):.1f} "
                   f"len {dev.get('mean_length', 0):.1f} ({time.perf_counter() - t0:.0f}s)", flush=True)
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     result = train(loop, task, device="cpu", on_event=on_event)
-    info = {"seed": seed, "wall_s": result.wall_s, "epochs": result.epochs, "best_epoch": result.best_epoch,
+    info = {"seed": seed, "wall_s": result.wall_s, "cpu_s": time.process_time() - cpu0, "epochs": result.epochs, "best_epoch": result.best_epoch,
             "best": result.best_metrics, "status": result.status}
     print(f"  seed {seed}: {result.status} after {result.epochs} epochs, best epoch {result.best_epoch}, "
           f"{result.wall_s:.0f}s", flush=True)
@@ -154,11 +156,11 @@ def sweep(decoder: torch.nn.Module, dev_data: CaptionData, vocab, args: argparse
 
 
 def full_eval(decoder: torch.nn.Module, dev_data: CaptionData, vocab, beam: int, alpha: float,
-              ngram: int) -> tuple[dict, dict[str, str], float]:
+              ngram: int, view: int | None = 0) -> tuple[dict, dict[str, str], float]:
     refs = dict(zip(dev_data.keys, dev_data.captions))
     t0 = time.perf_counter()
     hyps = decode_split(decoder, dev_data, vocab, beam_size=beam, length_penalty=alpha,
-                        no_repeat_ngram_size=ngram, batch_size=100)
+                        no_repeat_ngram_size=ngram, batch_size=100, view=view)
     secs = time.perf_counter() - t0
     return caption_scores(hyps, refs, tokenizer="ptb", meteor=True), hyps, secs
 
@@ -171,14 +173,14 @@ def main() -> None:
     spatial = args.decoder == "attention"
     train_data = load_split(args.cache, manifest, "train", args.views.split(","), spatial=spatial,
                             limit=args.limit_train, partial=args.partial)
-    dev_data = load_split(args.cache, manifest, "dev", ["orig"], spatial=spatial)
+    dev_data = load_split(args.cache, manifest, "dev", ["orig", "flip"] if args.tta else ["orig"], spatial=spatial)
     load_s = time.perf_counter() - t_start
     print(f"loaded features in {load_s:.0f}s: train {tuple(train_data.pooled.shape)}, dev {dev_data.num_images}")
     config = apply_overrides(TrainConfig.default("captioner"), [
         f"model.decoder={args.decoder}", f"loop.epochs={args.epochs}", f"loop.batch_size={args.batch_size}",
         f"loop.lr={args.lr}", "loop.early_stop_metric=cider_d", f"task.keep_snapshots={args.average_last > 1}",
         *args.overrides])
-    t_train = time.perf_counter()
+    t_train, cpu_train = time.perf_counter(), time.process_time()
     tasks, infos, vocab = [], [], None
     for seed in [int(s) for s in args.seeds.split(",")]:
         task, info = train_seed(args, config, train_data, dev_data, seed, vocab)
@@ -186,26 +188,32 @@ def main() -> None:
         model, info["weights"] = maybe_average(task, args.average_last, dev_data)
         tasks.append((task, model))
         infos.append(info)
-    train_s = time.perf_counter() - t_train
+    train_s, train_cpu_s = time.perf_counter() - t_train, time.process_time() - cpu_train
     models = [m.eval() for _, m in tasks]
     decoder = models[0] if len(models) == 1 else Ensemble(models).eval()
     rows = sweep(decoder, dev_data, vocab, args)
     best = max((r for r in rows if r["beam"] > 1), key=lambda r: r["bleu_4"], default=rows[0])
     finals = []
     settings = [(1, 0.0, 0)] + ([(best["beam"], best["alpha"], best["ngram"])] if best["beam"] > 1 else [])
-    for beam, alpha, ngram in settings:
-        scores, hyps, secs = full_eval(decoder, dev_data, vocab, beam, alpha, ngram)
+    runs = [(decoder, 0, s_, "") for s_ in settings]
+    if args.tta:
+        tta = Ensemble([m for m in models for _ in range(2)], views=[0, 1] * len(models)).eval()
+        runs.append((tta, None, settings[-1], ", flip TTA"))
+    for dec, view, (beam, alpha, ngram), tag in runs:
+        scores, hyps, secs = full_eval(dec, dev_data, vocab, beam, alpha, ngram, view=view)
         finals.append({"beam": beam, "alpha": alpha, "ngram": ngram, "decode_s": secs, "scores": scores,
-                       "examples": [(k, hyps[k]) for k in dev_data.keys[:5]]})
-        print(f"full eval beam {beam} alpha {alpha} no-repeat {ngram}: {json.dumps(scores)}", flush=True)
+                       "tag": tag, "examples": [(k, hyps[k]) for k in dev_data.keys[:5]]})
+        print(f"full eval beam {beam} alpha {alpha} no-repeat {ngram}{tag}: {json.dumps(scores)}", flush=True)
+    config = dataclasses.replace(config, model=tasks[0][0].model_config)  # with the real vocab_size
     decoding = DecodingConfig(beam_size=best["beam"], length_penalty=best["alpha"], no_repeat_ngram_size=best["ngram"])
     path = save_captioner(args.out, decoder, vocab, decoding=decoding,
                           extra_meta={"train_config": config.to_dict(), "trained_on": "flickr8k-train",
-                                      "dev_scores": finals[-1]["scores"], "seeds": args.seeds})
+                                      "dev_scores": finals[len(settings) - 1]["scores"], "seeds": args.seeds})
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     total_s = time.perf_counter() - t_start
     report = dict(args=vars(args), config=config.to_dict(), infos=infos, rows=rows, finals=finals,
-                  load_s=load_s, train_s=train_s, total_s=total_s, peak_mb=peak_mb, checkpoint=str(path),
+                  load_s=load_s, train_s=train_s, train_cpu_s=train_cpu_s, total_cpu_s=time.process_time(),
+                  total_s=total_s, peak_mb=peak_mb, checkpoint=str(path),
                   vocab_size=len(vocab), command=" ".join([".venv/bin/python", *sys.argv]))
     write_results(args.results, report)
     print(f"done in {total_s:.0f}s (training {train_s:.0f}s), peak RSS {peak_mb:.0f} MB, checkpoint {path}")
@@ -221,19 +229,21 @@ def write_results(path: Path, r: dict) -> None:
              "(shared with other jobs; wall times are what this run saw).", "",
              "| model | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | METEOR | ROUGE-L | CIDEr-D |",
              "|---|---|---|---|---|---|---|---|"]
-    for f in sorted(r["finals"], key=lambda f: f["beam"]):
+    for f in r["finals"]:
         s = f["scores"]
         name = (f"ours, {r['args']['decoder']}, greedy" if f["beam"] == 1 else
                 f"ours, {r['args']['decoder']}, beam {f['beam']}, length penalty {f['alpha']}, "
-                f"no-repeat {f['ngram']}")
+                f"no-repeat {f['ngram']}") + f["tag"]
         lines.append(f"| {name} (dev) | " + " | ".join(f"{s[k]:.1f}" for k in
                      ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d")) + " |")
     for a in ANCHORS:
         lines.append(f"| {a[0]} (test) | " + " | ".join(a[1:]) + " |")
     per_seed = ", ".join(f"seed {i['seed']}: {i['epochs']} epochs, best {i['best_epoch']}, "
-                         f"{i['wall_s']:.0f} s, {i['weights']}" for i in r["infos"])
+                         f"{i['wall_s']:.0f} s wall / {i['cpu_s']:.0f} s CPU, {i['weights']}" for i in r["infos"])
     lines += ["", f"- Training: {r['train_s']:.0f} s wall for {len(r['infos'])} model(s) ({per_seed}); "
-              f"feature loading {r['load_s']:.0f} s; whole script {r['total_s']:.0f} s.",
+              f"process CPU time for training {r['train_cpu_s']:.0f} s (the gap to wall time is other jobs' share "
+              f"of the cores); feature loading {r['load_s']:.0f} s; whole script {r['total_s']:.0f} s wall, "
+              f"{r['total_cpu_s']:.0f} s CPU.",
               f"- Peak memory (max RSS of the process): {r['peak_mb']:.0f} MB.",
               f"- Dev decoding time (1,000 images): " + ", ".join(
                   f"beam {f['beam']}: {f['decode_s']:.1f} s" for f in r["finals"]) + ".",

@@ -38,19 +38,33 @@ class Hypothesis:
 
 
 class Ensemble(torch.nn.Module):
-    """Several decoders as one: the step returns log of the mean of their word distributions."""
+    """Several decoders as one: the step returns log of the mean of their word distributions.
 
-    def __init__(self, decoders: Sequence[CaptionDecoder]) -> None:
+    With ``views`` (one index per member) the inputs carry several feature views of each
+    image, pooled (B, V, F) and spatial (B, V, N, F), and member i reads view ``views[i]``:
+    ``Ensemble([m, m], views=[0, 1])`` is test-time augmentation over an image and its flip.
+    """
+
+    def __init__(self, decoders: Sequence[CaptionDecoder], *, views: Sequence[int] | None = None) -> None:
         super().__init__()
         if not decoders:
             raise ValueError("an ensemble needs at least one decoder")
+        if views is not None and len(views) != len(decoders):
+            raise ValueError(f"need one view per member, got {len(views)} for {len(decoders)}")
         self.members = torch.nn.ModuleList(decoders)
+        self.views = None if views is None else [int(v) for v in views]
         self.config = decoders[0].config
         self._sizes: list[int] = []  # memory tensors per member, set by encode
         self._state_sizes: list[int] = []  # state tensors per member, set by init_state
 
     def encode(self, pooled: Tensor, spatial: Tensor | None) -> Memory:
-        memories = [m.encode(pooled, spatial) for m in self.members]
+        if self.views is None:
+            memories = [m.encode(pooled, spatial) for m in self.members]
+        else:
+            if pooled.dim() != 3:
+                raise ValueError("a multi-view ensemble needs pooled (B, V, F) and spatial (B, V, N, F)")
+            memories = [m.encode(pooled[:, v], None if spatial is None else spatial[:, v])
+                        for m, v in zip(self.members, self.views)]
         self._sizes = [len(mem) for mem in memories]
         return tuple(t for mem in memories for t in mem)
 

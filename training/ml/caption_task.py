@@ -188,15 +188,20 @@ class CaptionTask:
 @torch.no_grad()
 def decode_split(decoder: nn.Module, data: CaptionData, vocab: Vocabulary, *, beam_size: int = 1,
                  length_penalty: float = 0.0, no_repeat_ngram_size: int = 0, batch_size: int = 250,
-                 view: int = 0) -> dict[str, str]:
-    """Caption every image of ``data`` (one view): {image key: text}."""
+                 view: int | None = 0) -> dict[str, str]:
+    """Caption every image of ``data``: {image key: text}.
+
+    ``view`` picks one cached view; None passes all views, pooled (b, V, F), for a multi-view
+    ``Ensemble``.
+    """
+    pick = slice(None) if view is None else view
     was_training = decoder.training
     decoder.eval()
     device = next(decoder.parameters()).device
     out: dict[str, str] = {}
     for start in range(0, data.num_images, batch_size):
-        pooled = data.pooled[start:start + batch_size, view].float().to(device)  # (b, F)
-        spatial = None if data.spatial is None else data.spatial[start:start + batch_size, view].float().to(device)
+        pooled = data.pooled[start:start + batch_size, pick].float().to(device)  # (b, F) or (b, V, F)
+        spatial = None if data.spatial is None else data.spatial[start:start + batch_size, pick].float().to(device)
         if beam_size == 1:
             hyps = greedy_decode(decoder, pooled, spatial)
         else:
