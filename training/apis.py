@@ -144,3 +144,14 @@ class ModelVersionRollbackApi(_SwitchApi):
     def post(self, request: Request, pk: int) -> Response:
         switch = services.model_version_rollback(version=self._version(pk), user=request.user)
         return Response(ModelSwitchOutput(switch).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ModelSwitchDetailApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={200: ModelSwitchOutput, 404: ERROR}, summary="Progress of a promotion or roll-back")
+    def get(self, request: Request, pk: int) -> Response:
+        switch = selectors.switch_get(switch_id=pk)
+        if switch is None:
+            raise NotFound("No such promotion.")
+        return Response(ModelSwitchOutput(switch).data)

@@ -45,6 +45,10 @@ def model_version_get(*, version_id: int) -> ModelVersion | None:
     return model_version_list().filter(pk=version_id).first()
 
 
+def switch_get(*, switch_id: int) -> ModelSwitch | None:
+    return ModelSwitch.objects.filter(pk=switch_id).select_related("version", "previous").first()
+
+
 def switch_latest(*, kind: str) -> ModelSwitch | None:
     return ModelSwitch.objects.filter(kind=kind).select_related("version", "previous").first()
 

@@ -12,4 +12,5 @@ api_urls = [
     path("models/", apis.ModelVersionListApi.as_view(), name="api-models"),
     path("models/<int:pk>/promote/", apis.ModelVersionPromoteApi.as_view(), name="api-model-promote"),
     path("models/<int:pk>/rollback/", apis.ModelVersionRollbackApi.as_view(), name="api-model-rollback"),
+    path("model-switches/<int:pk>/", apis.ModelSwitchDetailApi.as_view(), name="api-model-switch-detail"),
 ]

@@ -67,6 +67,8 @@ def test_models_list_promote_and_rollback(staff_api, tiny_collection, fake_encod
     assert next(m for m in listed if m["id"] == version.pk)["metrics"]["dev"]["rsum"] > 0
     resp = staff_api.post(f"/api/v1/models/{version.pk}/promote/")
     assert resp.status_code == 202 and resp.json()["status"] == "queued" and resp.json()["version"] == version.pk
+    polled = staff_api.get(f"/api/v1/model-switches/{resp.json()['id']}/")
+    assert polled.status_code == 200 and polled.json()["total"] == 0 and polled.json()["action"] == "promote"
     assert staff_api.post(f"/api/v1/models/{version.pk}/promote/").status_code == 409  # one at a time
     ModelSwitch.objects.all().delete()
     ModelVersion.objects.filter(pk=conse_v0.pk).update(status="retired")
