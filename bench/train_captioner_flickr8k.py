@@ -99,8 +99,7 @@ def train_seed(args: argparse.Namespace, config: TrainConfig, train_data: Captio
                seed: int, vocab=None) -> tuple[CaptionTask, dict]:
     loop = dataclasses.replace(config.loop, seed=seed)
     task = CaptionTask(config.model, config.task, batch_size=loop.batch_size, train=train_data, dev=dev_data,
-                       vocab=vocab, seed=seed)
-    task.epochs_planned = loop.epochs
+                       vocab=vocab, seed=seed, epochs=loop.epochs)
 
     def on_event(name: str, payload: dict) -> None:
         if name == "epoch":

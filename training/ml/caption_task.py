@@ -34,7 +34,7 @@ from embeddings.ml.caption_decoding import beam_search, greedy_decode
 from embeddings.ml.captioner import CaptionerConfig, build_decoder, caption_loss
 from embeddings.ml.vocab import EOS_ID, PAD_ID, Vocabulary
 from training.ml.caption_metrics import caption_scores
-from training.ml.config import register_kind
+from training.ml.config import TrainConfig, register_kind
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,13 @@ class CaptionTaskConfig:
 
 
 register_kind("captioner", CaptionerConfig, CaptionTaskConfig)
+
+
+def default_caption_train_config() -> TrainConfig:
+    """The settings bench/train_captioner_flickr8k.py uses (tuned on Flickr8k dev, CPU budget)."""
+    loop = dataclasses.replace(TrainConfig.default("captioner").loop, epochs=6, batch_size=64, lr=2e-3,
+                               early_stop_metric="cider_d", early_stop_mode="max")
+    return TrainConfig(kind="captioner", loop=loop, model=CaptionerConfig(), task=CaptionTaskConfig())
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,9 @@ class CaptionTask:
     """TrainTask for the caption decoders; builds vocabulary (if not given) and model with ``seed``."""
 
     def __init__(self, model_config: CaptionerConfig, task_config: CaptionTaskConfig, *, batch_size: int,
-                 train: CaptionData, dev: CaptionData, vocab: Vocabulary | None = None, seed: int = 0) -> None:
+                 train: CaptionData, dev: CaptionData, vocab: Vocabulary | None = None, seed: int = 0,
+                 epochs: int = 1) -> None:
+        """``epochs`` (the loop's) only sets the scheduled-sampling ramp."""
         if model_config.decoder == "attention" and (train.spatial is None or dev.spatial is None):
             raise ValueError("the attention decoder needs spatial features in both splits")
         self.cfg = task_config
@@ -112,7 +121,7 @@ class CaptionTask:
         self._pairs_of = list(torch.split(torch.arange(len(self._pair_image)), self._pair_count.tolist()))
         # ``batch_size`` counts captions; a batch holds all captions of its images.
         self._images_per_batch = max(1, round(batch_size * train.num_images / len(self._pair_image)))
-        self.epochs_planned = 1  # set by the caller for scheduled sampling's ramp
+        self.epochs_planned = epochs  # scheduled sampling ramps over this many epochs
         self._epoch = 0
         self.snapshots: list[tuple[int, dict[str, Tensor]]] = []  # (evaluation index, weights)
         self.last_hypotheses: dict[str, str] = {}

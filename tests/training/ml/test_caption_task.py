@@ -9,7 +9,14 @@ import torch
 
 from embeddings.ml.captioner import CaptionerConfig
 from embeddings.ml.vocab import BOS_ID, EOS_ID, PAD_ID
-from training.ml.caption_task import CaptionData, CaptionTask, CaptionTaskConfig, average_weights, decode_split
+from training.ml.caption_task import (
+    CaptionData,
+    CaptionTask,
+    CaptionTaskConfig,
+    average_weights,
+    decode_split,
+    default_caption_train_config,
+)
 from training.ml.config import LoopConfig, TrainConfig
 from training.ml.trainer import train
 
@@ -106,8 +113,9 @@ def test_loss_returns_named_parts() -> None:
 
 
 def test_scheduled_sampling_ramps_linearly() -> None:
-    task = make_task(scheduled_sampling_max=0.25)
-    task.epochs_planned = 6
+    cfg = CaptionTaskConfig(vocab_min_count=1, scheduled_sampling_max=0.25)
+    task = CaptionTask(model_config(), cfg, batch_size=8, train=synthetic_data(24, seed=0),
+                       dev=synthetic_data(8, seed=1), epochs=6)
     assert [task.sampling_prob(e) for e in range(6)] == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2, 0.25])
     assert make_task().sampling_prob(3) == 0.0
 
@@ -116,6 +124,9 @@ def test_captioner_kind_is_registered_with_train_config() -> None:
     config = TrainConfig.default("captioner")
     assert isinstance(config.model, CaptionerConfig) and isinstance(config.task, CaptionTaskConfig)
     assert TrainConfig.from_dict(config.to_dict()) == config
+    tuned = default_caption_train_config()
+    assert tuned.loop.early_stop_metric == "cider_d" and tuned.kind == "captioner"
+    assert TrainConfig.from_dict(tuned.to_dict()) == tuned
 
 
 @pytest.mark.parametrize("kind", ["show_tell", "attention"])
