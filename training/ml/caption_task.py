@@ -4,10 +4,13 @@ Data is ``CaptionData``: per image V cached feature views (view 0 = the plain im
 others e.g. its horizontal flip), pooled (N, V, F) and, for the attention decoder, spatial
 (N, V, 49, F), plus each image's reference captions.
 
-Every epoch visits each (image, caption) pair once. A batch holds ALL captions of its images
-(about ``batch_size`` captions), so each image's features are projected once per batch, not
-once per caption; rows are sorted by length so the decoder runs only the still-active prefix
-of the batch at each step (no compute spent on padding). Each image uses one random cached
+Every epoch visits each (image, caption) pair once (unless ``drop_last``). A batch holds ALL
+captions of its images (about ``batch_size`` captions, as (I, K, L+1) token ids), so each
+image's features are projected once per batch, not once per caption; ``loss`` sorts the
+caption rows by length so the decoder runs only the still-active prefix of the batch at each
+step (no compute spent on padding). Every batch tensor has the images as its first dimension,
+so the DDP hooks can shard it by rows (choose ``batch_size`` so the images per batch divide by
+the world size, and set ``drop_last``). Each image uses one random cached
 view per epoch (``augment_views``). The loss is label-smoothed cross-entropy plus,
 for the attention decoder, the doubly stochastic attention penalty; optional scheduled
 sampling ramps linearly to ``scheduled_sampling_max`` over the run.
@@ -50,6 +53,7 @@ class CaptionTaskConfig:
     eval_length_penalty: float = 0.0
     eval_batch_size: int = 250  # dev images decoded at once
     keep_snapshots: bool = False  # keep every evaluated epoch's weights (checkpoint averaging)
+    drop_last: bool = False  # skip the last, smaller batch (DDP needs equal batches)
 
     def __post_init__(self) -> None:
         if self.vocab_min_count < 1 or self.eval_beam_size < 1 or self.eval_batch_size < 1:
@@ -116,35 +120,44 @@ class CaptionTask:
         self.model_config = dataclasses.replace(model_config, vocab_size=len(self.vocab))
         torch.manual_seed(seed)  # model init is part of the run's seed
         self.model = build_decoder(self.model_config)
-        self._pair_image, self._pair_tokens, self._pair_len = self._encode_pairs(train)
-        self._pair_count = torch.bincount(self._pair_image, minlength=train.num_images)  # (N,)
-        self._pairs_of = list(torch.split(torch.arange(len(self._pair_image)), self._pair_count.tolist()))
+        self._tokens, self._lengths = self._encode_captions(train)  # (N, K, L+1), (N, K)
         # ``batch_size`` counts captions; a batch holds all captions of its images.
-        self._images_per_batch = max(1, round(batch_size * train.num_images / len(self._pair_image)))
+        n_captions = int((self._lengths > 0).sum())
+        self._images_per_batch = max(1, round(batch_size * train.num_images / n_captions))
         self.epochs_planned = epochs  # scheduled sampling ramps over this many epochs
         self._epoch = 0
         self.snapshots: list[tuple[int, dict[str, Tensor]]] = []  # (evaluation index, weights)
         self.last_hypotheses: dict[str, str] = {}
 
-    def _encode_pairs(self, data: CaptionData) -> tuple[Tensor, Tensor, Tensor]:
-        """(P,) image index, (P, L+1) padded token ids (<bos> .. <eos>), (P,) lengths."""
+    def _encode_captions(self, data: CaptionData) -> tuple[Tensor, Tensor]:
+        """Token ids per image (N, K, L+1): <bos> .. <eos>, padded; and input lengths (N, K).
+
+        K is the most captions any image has; missing captions have length 0. The length of a
+        caption is its number of input positions (<bos> + words), i.e. its tokens minus one.
+        """
         limit = self.model_config.max_len + 1  # <bos> + up to max_len tokens incl. <eos>
-        images, rows = [], []
-        for img, caps in enumerate(data.captions):
+        rows = []
+        for caps in data.captions:
+            ids_list = []
             for caption in caps:
                 ids = self.vocab.encode(caption)
                 if len(ids) > limit:  # truncate long captions but keep their <eos>
                     ids = ids[: limit - 1] + [EOS_ID]
-                images.append(img)
-                rows.append(ids)
-        lengths = torch.tensor([len(r) for r in rows])
-        tokens = torch.full((len(rows), int(lengths.max())), PAD_ID, dtype=torch.long)
-        for i, r in enumerate(rows):
-            tokens[i, : len(r)] = torch.tensor(r)
-        return torch.tensor(images), tokens, lengths
+                ids_list.append(ids)
+            rows.append(ids_list)
+        k = max(len(r) for r in rows)
+        width = max(len(ids) for r in rows for ids in r)
+        tokens = torch.full((len(rows), k, width), PAD_ID, dtype=torch.long)
+        lengths = torch.zeros(len(rows), k, dtype=torch.long)
+        for i, ids_list in enumerate(rows):
+            for j, ids in enumerate(ids_list):
+                tokens[i, j, : len(ids)] = torch.tensor(ids)
+                lengths[i, j] = len(ids) - 1
+        return tokens, lengths
 
     def num_batches(self) -> int:
-        return math.ceil(self.train_data.num_images / self._images_per_batch)
+        n, per = self.train_data.num_images, self._images_per_batch
+        return n // per if self.cfg.drop_last else math.ceil(n / per)
 
     def sampling_prob(self, epoch: int) -> float:
         """Scheduled-sampling probability for 0-based ``epoch``: linear ramp from 0."""
@@ -158,23 +171,21 @@ class CaptionTask:
         order = torch.randperm(n, generator=generator)
         n_views = self.train_data.num_views if self.cfg.augment_views else 1
         views = torch.randint(n_views, (n,), generator=generator)  # one view per image per epoch
-        for chunk in torch.split(order, self._images_per_batch):  # (I,)
-            rows = torch.cat([self._pairs_of[i] for i in chunk.tolist()])  # (B,) caption rows
-            local = torch.repeat_interleave(torch.arange(len(chunk)), self._pair_count[chunk])  # (B,)
-            lengths = self._pair_len[rows] - 1  # input positions: <bos> + words
-            perm = torch.argsort(lengths, descending=True, stable=True)
-            rows, local, lengths = rows[perm], local[perm], lengths[perm]
+        for b in range(self.num_batches()):
+            chunk = order[b * self._images_per_batch:(b + 1) * self._images_per_batch]  # (I,)
+            lengths = self._lengths[chunk]  # (I, K)
+            # Every tensor is per image (first dim I), so DDP can shard the batch by rows.
             batch = {"pooled": self.train_data.pooled[chunk, views[chunk]].float(),  # (I, F)
-                     "tokens": self._pair_tokens[rows, : int(lengths[0]) + 1],  # (B, L+1)
-                     "image_index": local, "lengths": lengths}
+                     "tokens": self._tokens[chunk, :, : int(lengths.max()) + 1],  # (I, K, L+1)
+                     "lengths": lengths}
             if self.model_config.decoder == "attention":
                 batch["spatial"] = self.train_data.spatial[chunk, views[chunk]].float()  # (I, C, F)
             yield batch
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        tokens = batch["tokens"]
-        out = model(batch["pooled"], batch.get("spatial"), tokens[:, :-1], image_index=batch["image_index"],
-                    lengths=batch["lengths"], sampling_prob=self.sampling_prob(self._epoch))
+        tokens, image_index, lengths = _caption_rows(batch["tokens"], batch["lengths"])
+        out = model(batch["pooled"], batch.get("spatial"), tokens[:, :-1], image_index=image_index,
+                    lengths=lengths, sampling_prob=self.sampling_prob(self._epoch))
         return caption_loss(out, tokens[:, 1:], label_smoothing=self.cfg.label_smoothing,
                             attention_weight=self.cfg.attention_weight)
 
@@ -192,6 +203,20 @@ class CaptionTask:
         scores["mean_length"] = float(np.mean(words)) if words else 0.0
         scores["vocab_used"] = float(len({w for h in hyps.values() for w in h.split()}))
         return scores
+
+
+def _caption_rows(tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-image captions (I, K, L+1), (I, K) -> rows sorted by decreasing length.
+
+    Returns tokens (B, L+1), the image of each row (B,) and input lengths (B,), dropping
+    missing captions (length 0); ties keep image-major order (stable sort).
+    """
+    n_images, k, width = tokens.shape
+    flat_len = lengths.reshape(-1)  # (I*K,)
+    image_index = torch.arange(n_images, device=tokens.device).repeat_interleave(k)  # (I*K,)
+    order = torch.argsort(flat_len, descending=True, stable=True)
+    order = order[flat_len[order] > 0]  # (B,)
+    return tokens.reshape(n_images * k, width)[order], image_index[order], flat_len[order]
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ from training.ml.caption_task import (
     CaptionData,
     CaptionTask,
     CaptionTaskConfig,
+    _caption_rows,
     average_weights,
     decode_split,
     default_caption_train_config,
@@ -63,24 +64,45 @@ def _class_of(pooled_row: torch.Tensor) -> int:
     return int(((protos - pooled_row) ** 2).sum(dim=1).argmin())
 
 
-def test_batches_hold_all_captions_of_their_images_sorted_by_length() -> None:
+def test_batches_hold_all_captions_of_their_images() -> None:
     task = make_task()
     batches = list(task.batches(0, torch.Generator().manual_seed(0)))
     assert len(batches) == task.num_batches() == 24 // 4  # batch_size 8 captions = 4 images x 2
     decoded = []
     for b in batches:
         assert b["pooled"].shape == (4, 16) and b["spatial"].shape == (4, 4, 16)
-        assert b["tokens"].shape[0] == 8 and bool((b["tokens"][:, 0] == BOS_ID).all())
-        assert sorted(b["image_index"].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
-        lengths = b["lengths"]
-        assert lengths.tolist() == sorted(lengths.tolist(), reverse=True)
-        assert lengths.tolist() == ((b["tokens"] != PAD_ID).sum(dim=1) - 1).tolist()
-        assert int(lengths[0]) + 1 == b["tokens"].shape[1]  # no all-padding columns
-        for row, img in zip(b["tokens"], b["image_index"]):
-            text = task.vocab.decode(row.tolist())
-            assert text in SENTENCES[_class_of(b["pooled"][img])]  # caption rows point at their image
-            decoded.append(text)
+        assert b["tokens"].shape[:2] == (4, 2) and b["lengths"].shape == (4, 2)
+        assert bool((b["tokens"][:, :, 0] == BOS_ID).all())
+        assert b["lengths"].tolist() == ((b["tokens"] != PAD_ID).sum(dim=2) - 1).tolist()
+        assert int(b["lengths"].max()) + 1 == b["tokens"].shape[2]  # no all-padding columns
+        for img in range(4):
+            for row in b["tokens"][img]:
+                text = task.vocab.decode(row.tolist())
+                assert text in SENTENCES[_class_of(b["pooled"][img])]  # captions sit with their image
+                decoded.append(text)
     assert sorted(decoded) == sorted(s for i in range(24) for s in SENTENCES[i % 4])
+
+
+def test_caption_rows_sort_by_length_and_drop_missing_captions() -> None:
+    tokens = torch.arange(2 * 3 * 4).view(2, 3, 4)  # (I=2, K=3, L+1=4)
+    lengths = torch.tensor([[2, 3, 0], [3, 1, 2]])
+    rows, image_index, lens = _caption_rows(tokens, lengths)
+    assert lens.tolist() == [3, 3, 2, 2, 1]
+    assert image_index.tolist() == [0, 1, 0, 1, 1]  # ties keep image-major order
+    assert rows.tolist() == [tokens[0, 1].tolist(), tokens[1, 0].tolist(), tokens[0, 0].tolist(),
+                             tokens[1, 2].tolist(), tokens[1, 1].tolist()]
+
+
+def test_drop_last_skips_the_smaller_final_batch() -> None:
+    cfg = CaptionTaskConfig(vocab_min_count=1, drop_last=True)
+    task = CaptionTask(model_config(), cfg, batch_size=10, train=synthetic_data(24, seed=0),
+                       dev=synthetic_data(8, seed=1))
+    batches = list(task.batches(0, torch.Generator().manual_seed(0)))
+    assert len(batches) == task.num_batches() == 4  # 24 images, 5 per batch
+    assert all(b["pooled"].shape[0] == 5 for b in batches)
+    keep_all = CaptionTask(model_config(), CaptionTaskConfig(vocab_min_count=1), batch_size=10,
+                           train=synthetic_data(24, seed=0), dev=synthetic_data(8, seed=1))
+    assert keep_all.num_batches() == 5
 
 
 def test_batches_are_reproducible_from_the_generator() -> None:
@@ -95,8 +117,8 @@ def test_long_captions_are_truncated_but_keep_eos() -> None:
     data = dataclasses.replace(data, captions=[[" ".join(["dog"] * 30)]] * 4)
     task = CaptionTask(model_config(), CaptionTaskConfig(vocab_min_count=1), batch_size=2, train=data, dev=data)
     batch = next(iter(task.batches(0, torch.Generator().manual_seed(0))))
-    assert batch["tokens"].shape[1] == 11  # <bos> + max_len (10) tokens
-    assert bool((batch["tokens"][:, -1] == EOS_ID).all())
+    assert batch["tokens"].shape[2] == 11  # <bos> + max_len (10) tokens
+    assert bool((batch["tokens"][:, :, -1] == EOS_ID).all())
     assert int((batch["tokens"] == EOS_ID).sum()) == batch["tokens"].shape[0]
 
 
