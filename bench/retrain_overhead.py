@@ -10,7 +10,8 @@ Per round, side by side on the same data and config:
 - "job": a run started by the same service the admin's Retrain button calls
   (training_run_start), executed by a REAL Celery worker process (solo pool, gpu queue, the
   embedded file-system broker), timed from the start call to status "succeeded"; its
-  training samples/s is the median of the "step" events the worker recorded in the run row;
+  training samples/s is the median over epochs of each epoch's median step throughput, as the
+  worker recorded it in the run's history (`--mode inprocess`: the same job in this process);
 - "bare": the same TrainTask (same frozen dataset, same config) through training.ml.trainer.train
   in this process, no database, no heartbeat, no checkpoints.
 Ratio = job samples/s / bare samples/s (goal >= 0.95); wall time goal <= 5 min.
@@ -36,6 +37,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--collection", default="flickr8k")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--mode", choices=["worker", "inprocess"], default="worker",
+                   help="worker: a real Celery worker runs the job; inprocess: training_run_execute here")
     p.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "retraining.md")
     return p.parse_args()
 
@@ -52,13 +55,15 @@ def start_worker(log: Path) -> subprocess.Popen:
     return proc
 
 
-def job_round(collection, overrides: dict) -> tuple[float, float, int]:
+def job_round(collection, overrides: dict, mode: str) -> tuple[float, float, int]:
     from training import services
     from training.models import TrainingRun
 
     t0 = time.perf_counter()
     run = services.training_run_start(kind="embedding", collections=[collection], config_overrides=overrides,
-                                      user=None)
+                                      user=None, enqueue=mode == "worker")
+    if mode == "inprocess":
+        services.training_run_execute(run.pk)
     while True:
         run.refresh_from_db()
         if run.status not in TrainingRun.ACTIVE_STATUSES:
@@ -101,22 +106,23 @@ def main() -> None:
     collection = Collection.objects.get(name=args.collection)
     overrides = {"loop": {"epochs": args.epochs, "patience": 0}}
     log = Path(os.environ.get("LOUPE_VAR_DIR", REPO / "var")) / "bench-worker.log"
-    worker = start_worker(log)
+    worker = start_worker(log) if args.mode == "worker" else None
     rows = []
     try:
         for r in range(args.rounds):
-            wall, job_rate, run_id = job_round(collection, overrides)
+            wall, job_rate, run_id = job_round(collection, overrides, args.mode)
             bare_rate = bare_round(run_id, overrides)
             rows.append((wall, job_rate, bare_rate))
             print(f"round {r + 1}: job {wall:.1f}s, {job_rate:.0f} samples/s; bare {bare_rate:.0f} samples/s; "
                   f"ratio {job_rate / bare_rate:.3f}", flush=True)
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=60)
     ratios = [j / b for _, j, b in rows]
     cmd = "LOUPE_VAR_DIR=... .venv/bin/python bench/retrain_overhead.py " + " ".join(sys.argv[1:])
     text = [
-        "## Retraining from the admin: wall time and job overhead", "",
+        f"## Retraining from the admin: wall time and job overhead ({args.mode})", "",
         f"Command: `{cmd}`", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs, no GPU; "
         f"torch {torch.__version__}, 2 threads.", "",
@@ -128,7 +134,8 @@ def main() -> None:
         f"{statistics.median([w for w, _, _ in rows]):.1f} s for {args.epochs} epoch(s) (goal <= 5 min for a full run).", "",
     ]
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text("\n".join(text))
+    with args.results.open("a") as fh:
+        fh.write("\n".join(text) + "\n")
     print("\n".join(text))
 
 

@@ -8,6 +8,7 @@ took it) can no longer touch the row: its next write raises LeaseLost and it sto
 from __future__ import annotations
 
 import logging
+import statistics
 import threading
 import time
 from collections import deque
@@ -99,6 +100,7 @@ class RunRecorder:
         self.fields: dict[str, Any] = {}
         self.last_event: dict[str, Any] = dict(run.last_event or {})
         self._last_write = 0.0
+        self._epoch_rates: list[float] = []  # samples/s of this epoch's step events
         self._capture = _LogCapture(self)
 
     def reload(self) -> None:
@@ -160,6 +162,7 @@ class RunRecorder:
                     epoch=resumed or 0)
 
     def _on_step(self, p: dict) -> None:
+        self._epoch_rates.append(float(p["samples_per_s"]))
         self.last_event.update({"epoch": p["epoch"], "step": p["step"], "losses": p["losses"], "lr": p["lr"],
                                 "samples_per_s": p["samples_per_s"], "at": _iso(timezone.now())})
         self.update(force=False, step=p["step"])
@@ -167,10 +170,11 @@ class RunRecorder:
     def _on_epoch(self, p: dict) -> None:
         self.history = [h for h in self.history if h.get("epoch", 0) < p["epoch"]]
         self.history.append({"epoch": p["epoch"], "train": p["train"], "dev": p["dev"],
-                             "lr": self.last_event.get("lr"), "samples_per_s": self.last_event.get("samples_per_s"),
+                             "lr": self.last_event.get("lr"), "samples_per_s": _median(self._epoch_rates),
                              "improved": p["improved"], "at": _iso(timezone.now())})
         loss = sum(v for k, v in p["train"].items() if k.endswith("_loss"))
         dev = ", ".join(f"{k} {v:.2f}" for k, v in sorted(p["dev"].items())[:6])
+        self._epoch_rates = []
         self.log(f"epoch {p['epoch']}: train loss {loss:.4f}" + (f"; dev {dev}" if dev else "")
                  + (" (best so far)" if p["improved"] else ""))
         self.update(epoch=p["epoch"])
@@ -188,6 +192,11 @@ class RunRecorder:
     def _on_done(self, p: dict) -> None:
         self.log(f"training {p['status']}: {p['epochs']} epochs, {p['steps']} steps in {p['wall_s']:.1f}s")
         self.update()
+
+
+def _median(values: list[float]) -> float | None:
+    """Median throughput of an epoch's step events (None if it logged none)."""
+    return statistics.median(values) if values else None
 
 
 def _iso(value: datetime) -> str:
