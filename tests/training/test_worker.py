@@ -100,12 +100,12 @@ def test_cancel_stops_a_running_job_and_keeps_its_checkpoint(tiny_collection, st
 
 def test_sigkilled_worker_run_is_reaped_resubmitted_and_finishes_from_its_checkpoint(tiny_collection, start_worker):
     first = start_worker()
-    run = services.training_run_start(kind="embedding", collections=[tiny_collection], config_overrides=epochs(10),
+    run = services.training_run_start(kind="embedding", collections=[tiny_collection], config_overrides=epochs(25),
                                       user=None)
     watch(run.pk, lambda r: r.status == "running" and r.epoch >= 2)
     first.kill(signal.SIGKILL)
     killed_at = TrainingRun.objects.get(pk=run.pk)
-    assert killed_at.status == "running" and killed_at.epoch < 10
+    assert killed_at.status == "running" and killed_at.epoch < 25
     assert services.training_runs_reap()["resubmitted"] == 0  # heartbeat not yet stale
     time.sleep(3.5)  # > LOUPE_TRAINING_HEARTBEAT_TIMEOUT_S
     assert services.training_runs_reap()["resubmitted"] == 1
@@ -115,7 +115,7 @@ def test_sigkilled_worker_run_is_reaped_resubmitted_and_finishes_from_its_checkp
     run.refresh_from_db()
     assert run.attempts == 2
     assert "heartbeat lost" in run.log_tail and "resumed after epoch" in run.log_tail
-    assert [h["epoch"] for h in run.history] == list(range(1, 11))
+    assert [h["epoch"] for h in run.history] == list(range(1, 26))
     assert run.model_version.status == "candidate"
 
 
