@@ -29,7 +29,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("word2vec.md", ["bench/word2vec_flickr8k.py", "--runs", "3"]),
     ("index.md", ["bench/index_bench.py"]),
 ]
-ORDER = ["models.md", "conse.md", "embedding.md", "captioner.md", "retraining.md", "index.md", "search_e2e.md",
+ORDER = ["models.md", "conse.md", "embedding.md", "captioner.md", "retraining.md", "promotion.md", "index.md", "search_e2e.md",
          "load.md", "scaling.md", "distributed.md", "fanout.md", "word2vec.md", "cache.md"]
 
 
