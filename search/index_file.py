@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from embeddings.ml.atomic import fsync_dir
+
 from search.index_types import FORMAT_VERSION, IndexCorrupt, IndexMismatch
 
 logger = logging.getLogger(__name__)
@@ -57,7 +59,7 @@ def write_container(path: str | Path, manifest: dict[str, Any], sections: list[t
     except BaseException:
         part.unlink(missing_ok=True)  # never leave a half file behind; the old one stays
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     logger.info("wrote index file %s (%d payload bytes)", path, offset)
     return full
 
@@ -128,15 +130,3 @@ def _update_hash(sha: Any, view: memoryview) -> None:
         sha.update(view[i : i + _CHUNK])
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not available on every platform (e.g. Windows).
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        logger.debug("directory fsync not supported for %s", directory)
-    finally:
-        os.close(fd)

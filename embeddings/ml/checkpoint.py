@@ -33,6 +33,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from embeddings.ml.atomic import atomic_write_bytes, fsync_dir
+
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "loupe-checkpoint"
@@ -115,7 +117,7 @@ def save_checkpoint(
     # Weights first, manifest last: the manifest's appearance is the commit point.
     _atomic_write(mpath.parent / wname, blob)
     _atomic_write(mpath, text)
-    _fsync_dir(mpath.parent)
+    fsync_dir(mpath.parent)
     _remove_stale_weights(mpath, keep=wname)
     logger.debug("saved checkpoint %s (%d tensors, %d bytes)", mpath, len(tensors), len(blob))
     return mpath
@@ -198,23 +200,8 @@ def _contiguous(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    part = path.with_name(path.name + ".part")
-    with open(part, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(part, path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories; the replace is still atomic
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    # The folder is synced once after both files (save_checkpoint), not after each.
+    atomic_write_bytes(path, data, sync_dir=False)
 
 
 def _remove_stale_weights(mpath: Path, *, keep: str) -> None:

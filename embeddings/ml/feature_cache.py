@@ -25,12 +25,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from embeddings.ml.atomic import atomic_write_bytes
 
 __all__ = [
     "CorruptShardError",
@@ -75,25 +76,6 @@ class MissingKeysError(FeatureCacheError, KeyError):
         self.keys = list(keys)
         preview = ", ".join(self.keys[:5]) + (" ..." if len(self.keys) > 5 else "")
         super().__init__(f"{len(self.keys)} keys not in the feature cache: {preview}")
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via ``<path>.part`` + fsync + ``os.replace``."""
-    part = path.with_name(path.name + ".part")
-    with open(part, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(part, path)
-    _fsync_dir(path.parent)
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
