@@ -8,7 +8,6 @@ Only human and imported captions are used; generated ones never train the models
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from embeddings.ml.atomic import atomic_write_bytes
 from embeddings.models import Caption, Collection, Image
 from training.encoders import Encoders
 
@@ -91,12 +91,7 @@ def snapshot(collections: Sequence[Collection | int], directory: Path,
     body = {"version": SNAPSHOT_VERSION, "splits": {
         name: {"captions": [[c, s.image_ids[i]] for c, i in zip(s.caption_ids, s.caption_image)]}
         for name, s in out.items()}}
-    part = path.with_name(path.name + ".part")
-    with open(part, "w") as fh:
-        json.dump(body, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(part, path)
+    atomic_write_bytes(path, json.dumps(body).encode())
     return out
 
 

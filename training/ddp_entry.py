@@ -12,7 +12,10 @@ import json
 import os
 import sys
 
+from torch.distributed.elastic.multiprocessing.errors import record
 
+
+@record  # a failing rank's traceback goes to torchrun's error file and its failure summary
 def main(argv: list[str]) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     import django

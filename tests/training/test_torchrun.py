@@ -23,3 +23,32 @@ def test_two_rank_run_reports_progress_and_registers_a_candidate(tiny_collection
     assert "launching torchrun with 2 processes" in run.log_tail and "(world size 2)" in run.log_tail
     assert [h["epoch"] for h in run.history] == [1, 2, 3]
     assert run.model_version.metrics["dev"]["rsum"] > 0 and run.model_version.files
+
+
+def test_a_failing_rank_is_reported_by_its_exception_not_torchruns_banner():
+    from training.services.execution import _root_cause
+
+    summary = """[rank0]: FileNotFoundError: gone
+============================================================
+training.ddp_entry FAILED
+------------------------------------------------------------
+Failures:
+[1]:
+  rank      : 1 (local_rank: 1)
+  exitcode  : -15 (pid: 7486)  (SIGTERM)
+  traceback : Signal 15 (SIGTERM) received by PID 7486
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  rank      : 0 (local_rank: 0)
+  exitcode  : 1 (pid: 7485)
+  traceback : Traceback (most recent call last):
+    File "/work/main/training/datasets.py", line 99, in snapshot
+      os.replace(part, path)
+  FileNotFoundError: [Errno 2] No such file or directory: 'dataset.json.part'
+
+============================================================
+"""
+    assert _root_cause(summary) == "FileNotFoundError: [Errno 2] No such file or directory: 'dataset.json.part'"
+    assert _root_cause("plain failure\n\n") == "plain failure"
+    assert _root_cause("") == ""

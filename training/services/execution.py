@@ -27,11 +27,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from embeddings import runtime
+from embeddings.ml.atomic import atomic_write_bytes
 from embeddings.models import ModelVersion
 from project.exceptions import ApplicationError
 from training.encoders import get_encoders
 from training.ml.config import TrainConfig
 from training.models import TrainingRun
+from training import datasets
 from training.services import fitting
 from training.services.progress import Heartbeat, LeaseLost, RunRecorder, heartbeat_timeout
 
@@ -126,19 +128,23 @@ def _fit(run: TrainingRun, token: str, recorder: RunRecorder, beat: Heartbeat, d
     collection_ids = list(run.collections.values_list("pk", flat=True))
     nproc = _procs(device)
     if nproc > 1:
-        return _fit_torchrun(run, token, recorder, nproc)
+        return _fit_torchrun(run, token, recorder, nproc, collection_ids)
     return fitting.fit(run_id=run.pk, collection_ids=collection_ids, config=config, encoders=get_encoders(),
                        device=device, on_event=recorder.on_event, should_stop=should_stop_poller(run.pk, beat),
                        log=recorder.log)
 
 
-def _fit_torchrun(run: TrainingRun, token: str, recorder: RunRecorder, nproc: int) -> fitting.FitOutcome:
+def _fit_torchrun(run: TrainingRun, token: str, recorder: RunRecorder, nproc: int,
+                  collection_ids: list[int]) -> fitting.FitOutcome:
     """Several GPUs on this host: one rank per GPU under torchrun (training/ddp_entry.py).
 
     Rank 0 reports progress with our lease token and writes `result.json`; this process keeps
     heartbeating meanwhile. Only taken when torch.cuda.device_count() > 1 (or
     LOUPE_TRAINING_NPROC > 1, which also works on CPU with the gloo backend).
     """
+    # Freeze the data here, once: every rank then reads this same snapshot (ranks taking their
+    # own would race on the file and could see different rows if captions change meanwhile).
+    datasets.snapshot(collection_ids, fitting.run_dir(run.pk))
     recorder.log(f"launching torchrun with {nproc} processes")
     recorder.update()
     result_path = fitting.run_dir(run.pk) / "result.json"
@@ -147,16 +153,28 @@ def _fit_torchrun(run: TrainingRun, token: str, recorder: RunRecorder, nproc: in
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "training.ddp_entry", str(run.pk), token]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    output = proc.stdout + proc.stderr
+    atomic_write_bytes(fitting.run_dir(run.pk) / "torchrun.log", output.encode(), sync_dir=False)  # all of it, for diagnosis
     recorder.reload()
-    for line in (proc.stdout + proc.stderr).splitlines()[-20:]:
+    for line in output.splitlines()[-60:]:
         recorder.add_line(f"torchrun: {line}")
     if proc.returncode != 0 or not result_path.exists():
         if not TrainingRun.objects.filter(pk=run.pk, lease_token=token).exists():
             raise LeaseLost(f"run {run.pk}: lease lost during torchrun")
-        last = [line for line in proc.stderr.splitlines() if line.strip()][-3:]
-        raise RuntimeError(f"torchrun exited with status {proc.returncode}: {' | '.join(last)}")
+        raise RuntimeError(f"torchrun exited with status {proc.returncode}: {_root_cause(proc.stderr)}")
     data = json.loads(result_path.read_text())
     return fitting.FitOutcome(**data)
+
+
+def _root_cause(stderr: str) -> str:
+    """The failing rank's exception line from torchrun's summary (ddp_entry.main is @record-ed),
+    else the last non-blank line of the output."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if "Root Cause (first observed failure):" in lines:
+        tail = lines[lines.index("Root Cause (first observed failure):"):]
+        tail = [line for line in tail if not line.startswith("=")]
+        return tail[-1] if tail else ""
+    return lines[-1] if lines else ""
 
 
 def _finish_failed(run_id: int, token: str, recorder: RunRecorder, exc: BaseException) -> None:
