@@ -175,42 +175,14 @@ def run_loop(
     train_model = hooks.wrap(model)
     emit("start", {"epochs": config.epochs, "num_batches": n_batches, "total_steps": total_steps,
                    "resumed_from_epoch": resumed, "device": str(device), "world_size": hooks.world_size})
-    autocast = _autocast(config, device)
+    run = _Run(config=config, task=task, model=model, train_model=train_model, optimizer=optimizer,
+               device=device, hooks=hooks, emit=emit, total_steps=total_steps,
+               autocast=_autocast(config, device), should_stop=should_stop)
     while prog.status == "running" and prog.epoch < config.epochs:
-        epoch = prog.epoch  # 0-based index of the epoch being run
-        model.train()
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        sums: dict[str, float] = defaultdict(float)
-        n_steps, tick, seen = 0, time.perf_counter(), 0
-        for batch in task.batches(epoch, gen):
-            if should_stop is not None and hooks.agree_stop(bool(should_stop())):
-                emit("cancelled", {"epoch": epoch + 1, "step": prog.step})
-                return _finish(prog, "cancelled", model, best_weights, config, resumed, t0, emit)
-            batch = {k: v.to(device, non_blocking=True) for k, v in hooks.shard(batch).items()}
-            lr = config.lr * lr_factor(prog.step, total_steps, config.warmup_steps, config.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast:
-                parts = task.loss(train_model, batch)
-            loss = sum(v for k, v in parts.items() if k.endswith("_loss"))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                parts["grad_norm"] = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            hooks.after_step(model)
-            prog.step += 1
-            n_steps += 1
-            seen += len(next(iter(batch.values()))) * hooks.world_size
-            values = {k: float(v.detach()) for k, v in parts.items()}
-            for k, v in values.items():
-                sums[k] += v
-            if prog.step % config.log_every_steps == 0:
-                now = time.perf_counter()
-                emit("step", {"epoch": epoch + 1, "step": prog.step, "total_steps": total_steps,
-                              "losses": values, "lr": lr, "samples_per_s": seen / max(now - tick, 1e-9)})
-                tick, seen = now, 0
-        train_means = {k: v / max(n_steps, 1) for k, v in sums.items()}
+        train_means = _train_epoch(run, prog)
+        if train_means is None:
+            emit("cancelled", {"epoch": prog.epoch + 1, "step": prog.step})
+            return _finish(prog, "cancelled", model, best_weights, config, resumed, t0, emit)
         best_weights = _end_epoch(config, task, model, prog, train_means, best_weights, hooks, emit)
         if checkpoint_dir is not None and hooks.is_main and (
             prog.epoch % config.checkpoint_every_epochs == 0 or prog.epoch == config.epochs or prog.status != "running"
@@ -221,6 +193,66 @@ def run_loop(
         emit("early_stop", {"epoch": prog.epoch, "best_epoch": prog.best_epoch, "best_metric": prog.best_metric})
     return _finish(prog, prog.status if prog.status != "running" else "completed",
                    model, best_weights, config, resumed, t0, emit)
+
+
+@dataclass
+class _Run:
+    """Everything one epoch of training needs, fixed for the whole run."""
+
+    config: LoopConfig
+    task: TrainTask
+    model: nn.Module  # the bare module (state dicts, clipping, evaluation)
+    train_model: nn.Module  # what the training forward calls (DDP wrapper or the model)
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    hooks: LoopHooks
+    emit: EventFn
+    total_steps: int
+    autocast: contextlib.AbstractContextManager
+    should_stop: Callable[[], bool] | None
+
+
+def _train_epoch(run: _Run, prog: _Progress) -> dict[str, float] | None:
+    """One epoch of steps; mean of every named part, or None if cancelled."""
+    epoch = prog.epoch  # 0-based index of the epoch being run
+    run.model.train()
+    gen = torch.Generator().manual_seed(run.config.seed * 1_000_003 + epoch)
+    sums: dict[str, float] = defaultdict(float)
+    n_steps, tick, seen = 0, time.perf_counter(), 0
+    for batch in run.task.batches(epoch, gen):
+        if run.should_stop is not None and run.hooks.agree_stop(bool(run.should_stop())):
+            return None
+        batch = {k: v.to(run.device, non_blocking=True) for k, v in run.hooks.shard(batch).items()}
+        values, lr = _train_step(run, prog, batch)
+        n_steps += 1
+        seen += len(next(iter(batch.values()))) * run.hooks.world_size
+        for k, v in values.items():
+            sums[k] += v
+        if prog.step % run.config.log_every_steps == 0:
+            now = time.perf_counter()
+            run.emit("step", {"epoch": epoch + 1, "step": prog.step, "total_steps": run.total_steps,
+                              "losses": values, "lr": lr, "samples_per_s": seen / max(now - tick, 1e-9)})
+            tick, seen = now, 0
+    return {k: v / max(n_steps, 1) for k, v in sums.items()}
+
+
+def _train_step(run: _Run, prog: _Progress, batch: dict[str, Tensor]) -> tuple[dict[str, float], float]:
+    """Forward, sum the *_loss parts, backward, clip, step; returns (logged values, lr)."""
+    cfg = run.config
+    lr = cfg.lr * lr_factor(prog.step, run.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    with run.autocast:
+        parts = run.task.loss(run.train_model, batch)
+    loss = sum(v for k, v in parts.items() if k.endswith("_loss"))
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        parts["grad_norm"] = nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.optimizer.step()
+    run.hooks.after_step(run.model)
+    prog.step += 1
+    return {k: float(v.detach()) for k, v in parts.items()}, lr
 
 
 def _end_epoch(config: LoopConfig, task: TrainTask, model: nn.Module, prog: _Progress,
