@@ -11,15 +11,16 @@ from search.selectors import SearchFilters
 from search.services.captions import GeneratedCaptions, caption_accept, caption_generate
 from search.services.coverage import reindex_missing
 from search.services.images import image_explain, image_labels
-from search.services.indexes import (IndexRebuilding, enqueue_index_rebuild, index_apply, index_for_search,
-                                     index_rebuild, index_sync)
+from search.services.indexes import (IndexRebuilding, enqueue_index_rebuild, enqueue_reindex_missing, index_apply,
+                                     index_for_search, index_rebuild, index_sync)
 from search.services.queries import Query, QueryTerm, query_build, query_check, query_encode, token_loads
 from search.services.search import (CaptionHit, Cutoff, ImageHit, SearchPage, image_duplicates, image_similar,
                                     search_captions, search_images)
 
 __all__ = [
     "CaptionHit", "Cutoff", "GeneratedCaptions", "ImageHit", "IndexRebuilding", "Query", "QueryTerm",
-    "SearchFilters", "SearchPage", "caption_accept", "caption_generate", "enqueue_index_rebuild", "image_duplicates",
+    "SearchFilters", "SearchPage", "caption_accept", "caption_generate", "enqueue_index_rebuild",
+    "enqueue_reindex_missing", "image_duplicates",
     "image_explain", "image_labels", "image_similar", "index_apply", "index_for_search", "index_rebuild",
     "index_sync", "query_build", "query_check", "query_encode", "reindex_missing", "search_captions", "search_images", "token_loads",
 ]

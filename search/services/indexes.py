@@ -236,6 +236,13 @@ def enqueue_index_removal(version_id: int, modality: str, ids: Sequence[int]) ->
     return _publish(index_remove, int(version_id), modality, [int(i) for i in ids])
 
 
+def enqueue_reindex_missing(version_id: int) -> bool:
+    """Queue "reindex missing" for a version (gpu queue: it may encode thousands of images)."""
+    from search.tasks import reindex_missing as task
+
+    return _publish(task, int(version_id))
+
+
 def enqueue_index_rebuild(version_id: int, modality: str) -> bool:
     from search.tasks import index_rebuild as task
 
