@@ -47,6 +47,7 @@ run: migrate
 # The whole suite against this machine's PostgreSQL and Redis, plus the architecture contract.
 test: install-test
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/bandit -q -r embeddings search training project -x '*/migrations/*'
 	$(PY) manage.py makemigrations --check --dry-run -v0
 	$(PY) -m pytest
 

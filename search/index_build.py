@@ -179,7 +179,8 @@ def tune(index: faiss.Index, index_type: str, params: dict[str, Any], xb: np.nda
         if r >= config.recall_target:
             logger.info("tuned %s to %s: recall@%d=%.4f", index_type, candidate, k, r)
             return candidate, r
-    assert best is not None
+    if best is None:
+        raise ValueError(f"no candidate parameters for index type {index_type!r}")
     logger.warning("%s cannot reach recall %.3f; best %s gives %.4f", index_type, config.recall_target, best[0], best[1])
     return best
 

@@ -8,6 +8,9 @@ from django.db.models import Q
 from embeddings.models import Collection, ModelVersion
 
 
+NO_LEASE = ""  # TrainingRun.lease_token of a run no worker holds (not a credential)
+
+
 class TrainingRun(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"

@@ -87,8 +87,9 @@ class TextEncoder(nn.Module):
             raise FileNotFoundError(f"MiniLM weights not found: {weights}")
         self.model_path = path
         self.max_length = max_length
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        # nosec B615 below: a local directory (the registry package's files), nothing to pin or download
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)  # nosec B615
+        self.model = AutoModel.from_pretrained(str(path), local_files_only=True)  # nosec B615
         self.identity = f"{MODEL_NAME}|mean-pool|sha256={file_sha256(weights)}"
         self.to(device)
         self.eval()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import io
 import math
+import threading
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -30,7 +32,8 @@ from search import selectors
 MAX_TEXT_CHARS = 1000
 MAX_TERMS = 10
 MAX_WEIGHT = 10.0
-_TOKEN_SALT = "search.query"
+# bandit B105: a signer namespace; the secret is SECRET_KEY
+_TOKEN_SALT = "search.query"  # nosec B105
 
 
 @dataclass(frozen=True)
@@ -122,10 +125,100 @@ def query_check(*, user: Any, terms: Sequence[QueryTerm]) -> list[QueryTerm]:
     return checked
 
 
+class TextVectorCache:
+    """LRU of query text vectors, per process, keyed by (model version id, cleaned text).
+
+    Popular queries repeat, and encoding a text is most of a search's cost. The cache follows
+    the embedder object `runtime.embedder_for` returns for a version: when that object changes
+    (model reloaded), the version's entries are dropped, and a new model version is another key,
+    so a stale vector is never served. Vectors are read-only. Nothing here depends on who asks:
+    a vector is a function of the text and the model only; visibility is applied by the search.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+        self._owners: dict[int, Any] = {}  # version id -> the embedder its entries came from
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def _own(self, version_id: int, embedder: Any) -> None:
+        """Called with the lock held: forget a version's entries made by another embedder."""
+        if self._owners.get(version_id) is not embedder:
+            for key in [key for key in self._items if key[0] == version_id]:
+                del self._items[key]
+            self._owners[version_id] = embedder
+
+    def get(self, version_id: int, embedder: Any, text: str) -> np.ndarray | None:
+        with self._lock:
+            self._own(version_id, embedder)
+            vector = self._items.get((version_id, text))
+            if vector is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end((version_id, text))
+            self.hits += 1
+            return vector
+
+    def put(self, version_id: int, embedder: Any, text: str, vector: np.ndarray) -> None:
+        if self.size <= 0:
+            return
+        vector = np.array(vector, dtype=np.float32)  # own copy, read-only
+        vector.setflags(write=False)
+        with self._lock:
+            self._own(version_id, embedder)
+            self._items[(version_id, text)] = vector
+            self._items.move_to_end((version_id, text))
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._owners.clear()
+            self.hits = self.misses = 0
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"size": self.size, "entries": len(self._items), "hits": self.hits, "misses": self.misses}
+
+
+_text_cache: TextVectorCache | None = None
+_text_cache_lock = threading.Lock()
+
+
+def text_cache() -> TextVectorCache:
+    """This process's cache; settings.SEARCH_QUERY_CACHE_SIZE entries (default 4096, 0 = off)."""
+    global _text_cache
+    size = int(getattr(settings, "SEARCH_QUERY_CACHE_SIZE", 4096))
+    with _text_cache_lock:
+        if _text_cache is None or _text_cache.size != size:
+            _text_cache = TextVectorCache(size)
+        return _text_cache
+
+
+def _text_vectors(version: ModelVersion, texts: list[str]) -> list[np.ndarray]:
+    """(D,) vectors of cleaned texts, from the cache where possible; the rest encoded in one batch."""
+    if not texts:
+        return []
+    embedder = runtime.embedder_for(version)
+    cache = text_cache()
+    if cache.size <= 0:
+        return list(embedder.encode_texts(texts))
+    found = [cache.get(version.pk, embedder, t) for t in texts]
+    todo = list(dict.fromkeys(t for t, v in zip(texts, found) if v is None))
+    if todo:
+        fresh = dict(zip(todo, embedder.encode_texts(todo)))
+        for text, vec in fresh.items():
+            cache.put(version.pk, embedder, text, vec)
+        found = [fresh[t] if v is None else v for t, v in zip(texts, found)]
+    return found
+
+
 def query_encode(*, version: ModelVersion, terms: Sequence[QueryTerm]) -> Query:
     """Combine terms already passed through query_check into one unit vector of `version`."""
     texts = [t.text for t in terms if t.text is not None]
-    text_vecs = iter(runtime.embedder_for(version).encode_texts(texts)) if texts else iter(())
+    text_vecs = iter(_text_vectors(version, texts))
     total: np.ndarray | None = None
     for term in terms:
         if term.text is not None:

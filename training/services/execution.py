@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import socket
-import subprocess
+# bandit B404: torchrun launch with internal arguments, no shell
+import subprocess  # nosec B404
 import sys
 import time
 import traceback
@@ -32,7 +33,7 @@ from embeddings.models import ModelVersion
 from project.exceptions import ApplicationError
 from training.encoders import get_encoders
 from training.ml.config import TrainConfig
-from training.models import TrainingRun
+from training.models import NO_LEASE, TrainingRun
 from training import datasets
 from training.services import fitting
 from training.services.progress import Heartbeat, LeaseLost, RunRecorder, heartbeat_timeout
@@ -48,7 +49,7 @@ def lease_acquire(run_id: int, *, device: str = "") -> str | None:
     stale = now - timedelta(seconds=heartbeat_timeout())
     with transaction.atomic():
         n = (TrainingRun.objects.filter(pk=run_id, status__in=TrainingRun.ACTIVE_STATUSES, cancel_requested=False)
-             .filter(Q(lease_token="") | Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale))
+             .filter(Q(lease_token=NO_LEASE) | Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale))
              .update(lease_token=token, heartbeat_at=now, status=TrainingRun.Status.RUNNING,
                      attempts=F("attempts") + 1, worker_host=f"{socket.gethostname()} pid {os.getpid()}",
                      device=device))
@@ -92,7 +93,7 @@ def training_run_execute(run_id: int, *, on_progress: Callable[[str, dict], None
         logger.warning("run %s: lease lost while finishing; another execution continues it", run_id)
         return None
     # Released only now, after the heartbeat thread stopped.
-    TrainingRun.objects.filter(pk=run_id, lease_token=token).update(lease_token="")
+    TrainingRun.objects.filter(pk=run_id, lease_token=token).update(lease_token=NO_LEASE)
     return TrainingRun.objects.get(pk=run_id)
 
 
@@ -152,7 +153,8 @@ def _fit_torchrun(run: TrainingRun, token: str, recorder: RunRecorder, nproc: in
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "project.settings")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "training.ddp_entry", str(run.pk), token]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    # bandit B603: list, no shell
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)  # nosec B603
     output = proc.stdout + proc.stderr
     atomic_write_bytes(fitting.run_dir(run.pk) / "torchrun.log", output.encode(), sync_dir=False)  # all of it, for diagnosis
     recorder.reload()
@@ -190,7 +192,7 @@ def _finish_failed(run_id: int, token: str, recorder: RunRecorder, exc: BaseExce
 def _cancel_if_requested(run_id: int) -> None:
     """A run cancelled before any worker leased it ends here, when its task arrives."""
     TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED, cancel_requested=True,
-                               lease_token="").update(status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
+                               lease_token=NO_LEASE).update(status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
 
 
 def _finish(run: TrainingRun, token: str, recorder: RunRecorder, outcome: fitting.FitOutcome) -> None:

@@ -14,7 +14,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from embeddings.models import Collection
 from project.exceptions import ApplicationError, Conflict
 from training import datasets
-from training.models import TrainingRun
+from training.models import NO_LEASE, TrainingRun
 from training.services.configs import train_config_build
 from training.services.progress import heartbeat_timeout
 
@@ -109,7 +109,7 @@ def training_runs_reap(*, now=None) -> dict[str, int]:
                 continue
             stats[_reap_one(run, now)] += 1
     forgotten = now - timedelta(seconds=requeue_after())
-    for run in TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED, lease_token="", cancel_requested=False,
+    for run in TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED, lease_token=NO_LEASE, cancel_requested=False,
                                           heartbeat_at__lt=forgotten):
         TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(heartbeat_at=now)
         _publish(run.pk)
@@ -122,7 +122,7 @@ def training_runs_reap(*, now=None) -> dict[str, int]:
 def _reap_one(run: TrainingRun, now) -> str:
     note = f"{now:%H:%M:%S} heartbeat lost (last {run.heartbeat_at:%H:%M:%S} from {run.worker_host})"
     run.log_tail = f"{run.log_tail}\n{note}".strip()
-    run.lease_token = ""
+    run.lease_token = NO_LEASE
     if run.cancel_requested:
         run.status, run.finished_at = TrainingRun.Status.CANCELLED, now
         outcome = "cancelled"
