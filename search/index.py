@@ -132,9 +132,13 @@ class VectorIndex:
                         recall_k=self._config.recall_k, config=self._config.to_dict())
 
     def ids(self) -> np.ndarray:
-        """Live database keys (unordered)."""
+        """Live database keys, sorted ascending; a read-only array shared until the next write.
+
+        The search service intersects allow-lists with it on every request, so it is built
+        once per index state (the sorted-key lookup that add/remove use), not per call.
+        """
         with self._lock.read():
-            return self._labels[self._alive].copy()
+            return self._sorted_lookup()[0]
 
     # ---- writes ---------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -178,13 +182,24 @@ class VectorIndex:
     def _changed(self) -> None:
         self._lookup, self._alive_bits, self._gpu = None, None, None
 
-    def _positions(self, keys: np.ndarray) -> np.ndarray:
-        """Positions (sorted) of the live vectors whose keys are in `keys`."""
-        if self._lookup is None:
+    def _sorted_lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted live keys (L,), their positions (L,)), both read-only; rebuilt after a write.
+
+        Two concurrent readers may both build it (same result); writers hold the write lock.
+        """
+        lookup = self._lookup
+        if lookup is None:
             live = np.flatnonzero(self._alive)
             order = np.argsort(self._labels[live], kind="stable")
-            self._lookup = (self._labels[live][order], live[order])
-        sorted_keys, sorted_pos = self._lookup
+            keys, pos = self._labels[live][order], live[order]
+            keys.setflags(write=False)
+            pos.setflags(write=False)
+            lookup = self._lookup = (keys, pos)
+        return lookup
+
+    def _positions(self, keys: np.ndarray) -> np.ndarray:
+        """Positions (sorted) of the live vectors whose keys are in `keys`."""
+        sorted_keys, sorted_pos = self._sorted_lookup()
         if len(sorted_keys) == 0 or len(keys) == 0:
             return np.empty(0, dtype=np.int64)
         at = np.clip(np.searchsorted(sorted_keys, keys), 0, len(sorted_keys) - 1)
@@ -192,17 +207,19 @@ class VectorIndex:
 
     # ---- search ---------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, *, offset: int = 0,
-               allow_ids: np.ndarray | None = None) -> list[Hits]:
+               allow_ids: np.ndarray | None = None, deny_ids: np.ndarray | None = None) -> list[Hits]:
         """Ranks [offset, offset + k) for each of the (Q, D) queries, best first.
 
-        `allow_ids` restricts results to those keys; pages are filled from the allowed set
-        (a short page means the allowed set is exhausted, never that the filter ate hits).
+        `allow_ids` restricts results to those keys, `deny_ids` excludes keys (cost grows with
+        the deny-list, not the index: the cheap way to hide a few ids from a large index);
+        pages are filled from the allowed set (a short page means the allowed set is
+        exhausted, never that the filter ate hits).
         """
         if k < 0 or offset < 0:
             raise ValueError("k and offset must be >= 0")
         xq = normalise(queries, self._dim)  # (Q, D)
         with self._lock.read():
-            mask = self._mask(allow_ids)  # (P,) bool or None = every stored vector is allowed
+            mask = self._mask(allow_ids, deny_ids)  # (P,) bool or None = every stored vector is allowed
             n_allowed = len(self._alive) if mask is None else int(mask.sum())
             want = min(offset + k, n_allowed)
             if want == 0:
@@ -213,11 +230,17 @@ class VectorIndex:
                 scores, pos = self._approx(xq, want, mask)
             return [self._hits(s[offset:], p[offset:]) for s, p in zip(scores, pos)]
 
-    def _mask(self, allow_ids: np.ndarray | None) -> np.ndarray | None:
+    def _mask(self, allow_ids: np.ndarray | None, deny_ids: np.ndarray | None = None) -> np.ndarray | None:
         if allow_ids is None:
-            return None if self.tombstones == 0 else self._alive
-        mask = np.zeros(len(self._alive), dtype=bool)
-        mask[self._positions(_as_keys(allow_ids))] = True
+            mask = None if self.tombstones == 0 else self._alive
+        else:
+            mask = np.zeros(len(self._alive), dtype=bool)
+            mask[self._positions(_as_keys(allow_ids))] = True
+        if deny_ids is not None and len(deny_ids):
+            deny = self._positions(_as_keys(deny_ids))
+            if len(deny):
+                mask = np.ones(len(self._alive), dtype=bool) if mask is None else mask.copy()  # never edit _alive
+                mask[deny] = False
         return mask
 
     def _hits(self, scores: np.ndarray, pos: np.ndarray) -> Hits:

@@ -79,8 +79,8 @@ class IndexHolder:
         return old
 
     def search(self, queries: np.ndarray, k: int, *, offset: int = 0,
-               allow_ids: np.ndarray | None = None) -> list[Hits]:
+               allow_ids: np.ndarray | None = None, deny_ids: np.ndarray | None = None) -> list[Hits]:
         index = self.get()
         if index is None:
             raise LookupError("no index loaded")
-        return index.search(queries, k, offset=offset, allow_ids=allow_ids)
+        return index.search(queries, k, offset=offset, allow_ids=allow_ids, deny_ids=deny_ids)

@@ -33,3 +33,23 @@ class SearchIndex(models.Model):
 
     def __str__(self) -> str:
         return f"{self.modality} index of {self.model_version_id} ({self.status})"
+
+
+class RemovedItem(models.Model):
+    """An image or caption deleted while an index of `model_version` may still hold its vector.
+
+    Written by database triggers in the deleting transaction (migration 0002: every ORM, bulk
+    or raw DELETE is seen, at no per-row Python cost), one row per index record of the
+    modality; searches hide these ids at once (exact counts before the removal task ran), and
+    an index write drops the rows of ids its index no longer holds (a deleted id never returns).
+    """
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    modality = models.CharField(max_length=10, choices=SearchIndex.Modality.choices)
+    item_id = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["model_version", "modality"], name="search_removed_version_mod")]
+
+    def __str__(self) -> str:
+        return f"removed {self.modality} {self.item_id} (version {self.model_version_id})"

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 from django.contrib.auth import get_user_model
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, Value
 
 from embeddings import selectors as emb_selectors
 from embeddings.models import Caption, CaptionEmbedding, Collection, Image, ImageEmbedding, ModelVersion
 from embeddings.runtime import ModelUnavailable
 from project.exceptions import ApplicationError
-from search.models import SearchIndex
+from search.models import RemovedItem, SearchIndex
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +161,71 @@ def searchable_images(*, user: Any, filters: SearchFilters) -> QuerySet[Image]:
     if filters.keyword and filters.keyword_mode == "filter":
         qs = qs.filter(Exists(Caption.objects.filter(image=OuterRef("pk"), text__icontains=filters.keyword)))
     return qs
+
+
+def filters_narrow(filters: SearchFilters) -> bool:
+    """Whether the filters restrict the set beyond visibility (a keyword boost does not)."""
+    return bool(filters.collections or filters.split or filters.owner or filters.has_human_caption is not None
+                or (filters.keyword and filters.keyword_mode == "filter"))
+
+
+def _hidden_collections(user: Any) -> QuerySet[Collection]:
+    """Collections this user may NOT see (the collection table is small); none for staff."""
+    visible = emb_selectors.collection_visibility_q(user)
+    if visible == Q():  # staff see every collection
+        return Collection.objects.none()
+    return Collection.objects.exclude(visible)
+
+
+def unsearchable_ids(*, user: Any, version_id: int, modality: str) -> np.ndarray:
+    """Sorted ids a search of this (version, modality) index must never return, read fresh:
+
+    - items of the collections the user may NOT see. The search hides them from the whole
+      index instead of reading every visible id: the cost grows with the hidden items (usually
+      a few private collections), not with the corpus, and it is exact at the moment of the
+      request (a collection turning private, an image moved into a private collection by an
+      admin: both apply to the next search);
+    - items deleted from the database that the index may still hold (`removed_ids`).
+
+    One round trip when nothing is hidden (hidden collection ids and removed ids together),
+    a second one for the items of the hidden collections when there are some.
+    """
+    tagged = _hidden_collections(user).order_by().annotate(tag=Value(0)).values_list("tag", "pk").union(
+        RemovedItem.objects.filter(model_version_id=version_id, modality=modality).order_by()
+        .annotate(tag=Value(1)).values_list("tag", "item_id"), all=True)
+    rows = list(tagged)
+    collections = [pk for tag, pk in rows if tag == 0]
+    ids = [pk for tag, pk in rows if tag == 1]
+    if collections:
+        items = (Image.objects.filter(collection_id__in=collections) if modality == IMAGE
+                 else Caption.objects.filter(image__collection_id__in=collections))
+        ids += list(items.values_list("pk", flat=True))
+    return np.unique(np.asarray(ids, dtype=np.int64))
+
+
+def removed_ids(*, version_id: int, modality: str) -> np.ndarray:
+    """Sorted ids deleted from the database that an index of this version may still hold.
+
+    Filled by database triggers in the deleting transaction (search.models.RemovedItem) and
+    emptied as index writes catch up, so the table is usually empty.
+    """
+    items = RemovedItem.objects.filter(model_version_id=version_id, modality=modality)
+    return np.unique(np.asarray(list(items.values_list("item_id", flat=True)), dtype=np.int64))
+
+
+def removed_forget(*, version_id: int, modality: str, index_ids: np.ndarray) -> int:
+    """Drop the rows of ids that `index_ids` (sorted: the index just saved) no longer holds."""
+    rows = list(RemovedItem.objects.filter(model_version_id=version_id, modality=modality)
+                .values_list("pk", "item_id"))
+    if not rows:
+        return 0
+    pks, items = np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64)
+    at = np.clip(np.searchsorted(index_ids, items), 0, max(len(index_ids) - 1, 0))
+    held = (index_ids[at] == items) if len(index_ids) else np.zeros(len(items), bool)
+    gone = pks[~held].tolist()
+    if gone:
+        RemovedItem.objects.filter(pk__in=gone).delete()
+    return len(gone)
 
 
 def _ids(qs: QuerySet, field: str = "pk") -> np.ndarray:

@@ -97,6 +97,8 @@ def _save_and_publish(record: SearchIndex, index: si.VectorIndex, version: Model
     manifest = index.save(path)
     registry.publish(version.pk, modality, index, registry.file_signature(path))
     _record(record, index, manifest, str(path))
+    # Deleted ids this saved index no longer holds need no hiding any more (they never return).
+    selectors.removed_forget(version_id=version.pk, modality=modality, index_ids=index.ids())
 
 
 def _build(version: ModelVersion, modality: str) -> si.VectorIndex:

@@ -86,30 +86,100 @@ class SearchPage:
         return self.page > 1
 
 
-class _Ranking:
-    """Top-n of one query over an allow-list; with `boosted`, those ids get `boost` added."""
+@dataclass(frozen=True)
+class _Allowed:
+    """The ids one search may return, in one of two shapes:
 
-    def __init__(self, index: si.VectorIndex, vector: np.ndarray, allowed: np.ndarray,
-                 boosted: np.ndarray | None = None, boost: float = 0.0) -> None:
-        self.index, self.vector, self.allowed = index, vector[None, :], allowed  # (1, D)
-        self.boosted, self.boost = boosted, boost
-        self.rest = None if boosted is None else np.setdiff1d(allowed, boosted, assume_unique=True)
+    - `ids` (sorted, unique, all in the index): an explicit allow-list, when a filter narrows
+      the set (collection, split, ...);
+    - `ids is None`: every live id of the index except `deny` (sorted, unique: the ids the
+      user may not see, plus excluded ones; `denied` of them are in the index now). The common
+      unfiltered search then costs nothing per indexed image: no allow-list is read or
+      intersected, and with nothing denied the index searches unmasked. The whole deny-list
+      goes to the index, so an id added to the index after `denied` was counted stays hidden.
+    """
 
-    def _search(self, n: int, allow: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        hits = self.index.search(self.vector, n, allow_ids=allow)[0]
+    index: si.VectorIndex
+    ids: np.ndarray | None
+    deny: np.ndarray
+    denied: int = 0
+
+    @classmethod
+    def build(cls, index: si.VectorIndex, narrowed: np.ndarray | None, hidden: np.ndarray,
+              exclude: Sequence[int] = ()) -> _Allowed:
+        """index ids ∩ `narrowed` (None = no narrowing) minus `hidden` and `exclude` (sorted ids)."""
+        deny = _union(hidden, np.asarray(list(exclude), dtype=np.int64))
+        if narrowed is None:
+            return cls(index, None, deny, len(_sorted_in(deny, index.ids())))
+        ids = _visible_in_index(index, narrowed)
+        if len(deny):
+            ids = np.setdiff1d(ids, deny, assume_unique=True)
+        return cls(index, ids, _EMPTY)
+
+    @property
+    def count(self) -> int:
+        return len(self.ids) if self.ids is not None else max(self.index.count - self.denied, 0)
+
+    def only(self, keep: np.ndarray) -> _Allowed:
+        """The allowed ids that are also in the sorted array `keep` (always the explicit shape)."""
+        if self.ids is not None:
+            return _Allowed(self.index, np.intersect1d(self.ids, keep, assume_unique=True), _EMPTY)
+        inside = _sorted_in(keep, self.index.ids())
+        return _Allowed(self.index, np.setdiff1d(inside, self.deny, assume_unique=True), _EMPTY)
+
+    def minus(self, drop: np.ndarray) -> _Allowed:
+        """The allowed ids that are not in the sorted array `drop` (a subset of the allowed ids)."""
+        if self.ids is not None:
+            return _Allowed(self.index, np.setdiff1d(self.ids, drop, assume_unique=True), _EMPTY)
+        return _Allowed(self.index, None, _union(self.deny, drop), self.denied + len(drop))
+
+    def search(self, vector: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, float64 scores) of ranks [0, n) among the allowed ids; vector (1, D)."""
+        if self.ids is not None and len(self.ids) == self.index.count:
+            hits = self.index.search(vector, n)[0]  # every live vector allowed: no mask at all
+        elif self.ids is not None:
+            hits = self.index.search(vector, n, allow_ids=self.ids)[0]
+        else:
+            hits = self.index.search(vector, n, deny_ids=self.deny if len(self.deny) else None)[0]
         return hits.ids, hits.scores.astype(np.float64)
+
+
+_EMPTY = np.empty(0, np.int64)
+_EMPTY.setflags(write=False)
+
+
+def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if len(b) == 0:
+        return a
+    return np.union1d(a, b) if len(a) else np.unique(b)
+
+
+def _sorted_in(keys: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """The sorted unique `keys` that occur in `sorted_ids` (binary search: O(len(keys) log N))."""
+    if len(keys) == 0 or len(sorted_ids) == 0:
+        return np.empty(0, np.int64)
+    at = np.clip(np.searchsorted(sorted_ids, keys), 0, len(sorted_ids) - 1)
+    return np.unique(keys[sorted_ids[at] == keys])
+
+
+class _Ranking:
+    """Top-n of one query over the allowed ids; with `boosted`, those ids get `boost` added."""
+
+    def __init__(self, vector: np.ndarray, allowed: _Allowed, boosted: _Allowed | None = None,
+                 boost: float = 0.0) -> None:
+        self.vector, self.allowed = vector[None, :], allowed  # (1, D)
+        self.boosted, self.boost = boosted, boost
+        self.rest = None if boosted is None or boosted.ids is None else allowed.minus(boosted.ids)
 
     def top(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, scores, boosted flags) of ranks [0, n)."""
-        if n <= 0 or len(self.allowed) == 0:
+        if n <= 0 or self.allowed.count == 0:
             return np.empty(0, np.int64), np.empty(0), np.empty(0, bool)
-        if self.boosted is None:
-            # Every live vector allowed: let the index skip the allow-list mask.
-            allow = None if len(self.allowed) == self.index.count else self.allowed
-            ids, scores = self._search(n, allow)
+        if self.boosted is None or self.rest is None:
+            ids, scores = self.allowed.search(self.vector, n)
             return ids, scores, np.zeros(len(ids), bool)
-        a_ids, a_scores = self._search(n, self.boosted)
-        b_ids, b_scores = self._search(n, self.rest)
+        a_ids, a_scores = self.boosted.search(self.vector, n) if self.boosted.count else (np.empty(0, np.int64), np.empty(0))
+        b_ids, b_scores = self.rest.search(self.vector, n) if self.rest.count else (np.empty(0, np.int64), np.empty(0))
         ids = np.concatenate([a_ids, b_ids])
         scores = np.concatenate([a_scores + self.boost, b_scores])
         flags = np.concatenate([np.ones(len(a_ids), bool), np.zeros(len(b_ids), bool)])
@@ -119,7 +189,7 @@ class _Ranking:
     def count_at_least(self, threshold: float) -> int:
         n = 64
         while True:
-            _, scores, _ = self.top(min(n, len(self.allowed)))
+            _, scores, _ = self.top(min(n, self.allowed.count))
             if len(scores) < n or scores[-1] < threshold:
                 return int((scores >= threshold).sum())
             n *= 4
@@ -172,30 +242,30 @@ _ALLOWED_LOCK = threading.Lock()
 
 def _visible_in_index(index: si.VectorIndex, visible: np.ndarray) -> np.ndarray:
     """visible ∩ index ids, cached while both the (cached, immutable) visible array and the
-    index's size stay the same; the cache holds references so ids of dead objects are never reused."""
-    key = (id(visible), id(index), index.count)
+    index's ids stay the same; the cache holds references so ids of dead objects are never reused."""
+    index_ids = index.ids()  # sorted, rebuilt (a new object) after every write to the index
+    key = (id(visible), id(index_ids))
     with _ALLOWED_LOCK:
         hit = _ALLOWED_CACHE.get(key)
-    if hit is not None and hit[0] is visible and hit[1] is index:
+    if hit is not None and hit[0] is visible and hit[1] is index_ids:
         return hit[2]
-    allowed = np.intersect1d(visible, index.ids())
+    allowed = np.intersect1d(visible, index_ids, assume_unique=True)
+    allowed.setflags(write=False)
     with _ALLOWED_LOCK:
         if len(_ALLOWED_CACHE) > 64:
             _ALLOWED_CACHE.clear()
-        _ALLOWED_CACHE[key] = (visible, index, allowed)
+        _ALLOWED_CACHE[key] = (visible, index_ids, allowed)
     return allowed
 
 
-def _allowed(index: si.VectorIndex, visible: np.ndarray, exclude: Sequence[int] = ()) -> np.ndarray:
-    """Sorted ids both visible to the user and present in the index."""
-    allowed = _visible_in_index(index, visible)
-    if len(exclude):
-        allowed = np.setdiff1d(allowed, np.asarray(list(exclude), dtype=np.int64), assume_unique=True)
-    return allowed
+def _hidden(req: _Request, modality: str) -> np.ndarray:
+    """Sorted ids this request must never return: items the user may not see, and items deleted
+    from the database that the index still holds (its removal task has not run yet)."""
+    return selectors.unsearchable_ids(user=req.user, version_id=req.version.pk, modality=modality)
 
 
 def _page(ranking: _Ranking, k: int, page: int, cutoff: Cutoff) -> tuple[int, float | None, np.ndarray, np.ndarray, np.ndarray]:
-    count, threshold = len(ranking.allowed), None
+    count, threshold = ranking.allowed.count, None
     if cutoff.active and count:
         best = float(ranking.top(1)[1][0])
         threshold = cutoff.threshold(best)
@@ -213,14 +283,15 @@ def search_images(*, user: Any, terms: Sequence[QueryTerm] = (), query_token: st
     """Images nearest to the query, visible to `user` and passing `filters`; one page."""
     _check_page(k, page)
     req = _prepare(user, terms, query_token, model_version_id, IMAGE)
-    allowed = _allowed(req.index, selectors.searchable_image_ids(user=user, filters=filters), exclude_ids)
-    if len(allowed) == 0:
+    narrowed = selectors.searchable_image_ids(user=user, filters=filters) if selectors.filters_narrow(filters) else None
+    allowed = _Allowed.build(req.index, narrowed, _hidden(req, IMAGE), exclude_ids)
+    if allowed.count == 0:
         return req.empty(page, k)
     query = req.encoded()
     boosted = None
     if filters.keyword and filters.keyword_mode == "boost":
-        boosted = np.intersect1d(selectors.keyword_image_ids(user=user, filters=filters), allowed)
-    ranking = _Ranking(req.index, query.vector, allowed, boosted, filters.keyword_boost)
+        boosted = allowed.only(selectors.keyword_image_ids(user=user, filters=filters))
+    ranking = _Ranking(query.vector, allowed, boosted, filters.keyword_boost)
     count, threshold, ids, scores, flags = _page(ranking, k, page, cutoff)
     by_id = {img.pk: img for img in selectors.images_in_order(user=user, ids=ids.tolist())}
     results = [ImageHit(by_id[i], float(s), bool(f) if boosted is not None else None)
@@ -236,11 +307,13 @@ def search_captions(*, user: Any, terms: Sequence[QueryTerm] = (), query_token: 
     req = _prepare(user, terms, query_token, model_version_id, CAPTION)
     exclude = np.concatenate([selectors.image_caption_ids(image_id=i) for i in exclude_image_ids]) \
         if exclude_image_ids else ()
-    allowed = _allowed(req.index, selectors.searchable_caption_ids(user=user, filters=filters), exclude)
-    if len(allowed) == 0:
+    narrowed = selectors.searchable_caption_ids(user=user, filters=filters) if (
+        selectors.filters_narrow(filters) or filters.keyword) else None  # any keyword filters caption text
+    allowed = _Allowed.build(req.index, narrowed, _hidden(req, CAPTION), exclude)
+    if allowed.count == 0:
         return req.empty(page, k)
     query = req.encoded()
-    count, threshold, ids, scores, _ = _page(_Ranking(req.index, query.vector, allowed), k, page, cutoff)
+    count, threshold, ids, scores, _ = _page(_Ranking(query.vector, allowed), k, page, cutoff)
     by_id = {c.pk: c for c in selectors.captions_in_order(user=user, ids=ids.tolist())}
     results = [CaptionHit(by_id[i], float(s)) for i, s in zip(ids.tolist(), scores) if i in by_id]
     return SearchPage(query.version.pk, count, page, k, results, query.token, threshold)
