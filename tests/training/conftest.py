@@ -53,3 +53,27 @@ def tiny_collection(conse_v0):
     collection = CollectionFactory(owner=UserFactory(), name="tiny")
     make_captioned(collection)
     return collection
+
+
+@pytest.fixture
+def start_worker(purge_broker, settings, fake_encoders):
+    """Start real Celery worker processes (queues default + gpu) on this test's database and broker.
+
+    `start(app="tests.training.worker_app")` also fakes the encoders inside the worker."""
+    from project.celery import app
+    from tests.conftest import WorkerProcess, worker_env
+
+    app.conf.broker_url = settings.CELERY_BROKER_URL
+    started: list = []
+
+    def start(app: str = "project"):
+        env = worker_env(settings, DJANGO_SETTINGS_MODULE="tests.training.worker_settings")
+        worker = WorkerProcess(env, queues="default,gpu")
+        worker.args[worker.args.index("project")] = app
+        worker.start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

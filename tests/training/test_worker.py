@@ -11,7 +11,7 @@ import time
 import pytest
 
 from embeddings.models import ModelVersion
-from tests.conftest import WorkerProcess, wait_for, worker_env
+from tests.conftest import wait_for
 from tests.training.conftest import TINY_EMBEDDING
 from training import services
 from training.models import TrainingRun
@@ -22,26 +22,6 @@ pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transa
 
 def epochs(n: int) -> dict:
     return {**TINY_EMBEDDING, "loop": {**TINY_EMBEDDING["loop"], "epochs": n}}
-
-
-@pytest.fixture
-def start_worker(purge_broker, settings, fake_encoders):
-    from project.celery import app
-
-    app.conf.broker_url = settings.CELERY_BROKER_URL
-    started: list[WorkerProcess] = []
-
-    def start(app: str = "project") -> WorkerProcess:
-        env = worker_env(settings, DJANGO_SETTINGS_MODULE="tests.training.worker_settings")
-        worker = WorkerProcess(env, queues="default,gpu")
-        worker.args[worker.args.index("project")] = app
-        worker.start()
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
 
 
 def watch(run_id: int, until, timeout: float = 120.0) -> list[str]:
