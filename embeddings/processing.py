@@ -50,7 +50,14 @@ def _run_steps(images: list[Image]) -> str:
 
 def images_process(*, image_ids: list[int]) -> dict[str, int]:
     """Run the registered steps; a failing batch is retried image by image so one bad image
-    does not hold back the rest, and its reason is recorded on its row."""
+    does not hold back the rest, and its reason is recorded on its row.
+
+    A batch holding an image whose previous try never finished (still `processing`: the worker
+    died, perhaps because of that very image) is not run as a batch again: each image gets a
+    task of its own, so a poison image that kills workers spends only its own attempts.
+    """
+    if len(image_ids) > 1 and Image.objects.filter(pk__in=image_ids, status=Image.Status.PROCESSING).exists():
+        return _isolate(image_ids)
     images = _claim(image_ids)
     if not images:
         return {"processed": 0, "failed": 0}
@@ -65,6 +72,16 @@ def images_process(*, image_ids: list[int]) -> dict[str, int]:
         return {"processed": len(images) - failed, "failed": failed}
     Image.objects.filter(pk__in=[i.pk for i in images]).update(status=Image.Status.READY, status_reason=note[:2000])
     return {"processed": len(images), "failed": 0}
+
+
+def _isolate(image_ids: list[int]) -> dict[str, int]:
+    from embeddings.services import enqueue_image_processing
+
+    logger.warning("a previous try of a batch of %d images did not finish; one task per image now", len(image_ids))
+    for image_id in image_ids:
+        if not enqueue_image_processing([image_id]):
+            break  # broker down: the images stay pending/processing and the sweeper re-sends them
+    return {"processed": 0, "failed": 0, "isolated": len(image_ids)}
 
 
 def _process_one(image: Image) -> int:

@@ -72,7 +72,10 @@ def test_sigkilled_solo_worker_mid_task_is_redelivered_and_leaves_one_vector_per
     wait_for(lambda: _statuses(ids) == {Image.Status.READY}, timeout=240, interval=0.5)
     assert _vectors_per_image_version(ids) == [1, 1, 1]
     assert set(Image.objects.filter(pk__in=ids).values_list("attempts", flat=True)) == {2}
-    assert [r[1] for r in step_runs(fault_dir)] == [1, 2]  # the second run is the redelivery
+    runs = step_runs(fault_dir)
+    assert runs[0][1] == 1 and sorted(runs[0][2]) == sorted(ids)
+    # The redelivered batch had an unfinished try, so each image got a task of its own.
+    assert sorted((attempts, ids_) for _, attempts, ids_ in runs[1:]) == [(2, [i]) for i in sorted(ids)]
 
 
 def test_sigkilled_pool_child_task_is_requeued_at_once_by_reject_on_worker_lost(fault_worker, fault_dir,
@@ -95,8 +98,10 @@ def test_sigkilled_pool_child_task_is_requeued_at_once_by_reject_on_worker_lost(
 
     wait_for(lambda: _statuses(ids) == {Image.Status.READY}, timeout=120, interval=0.3)
     assert _vectors_per_image_version(ids) == [1, 1, 1]
-    assert [r[1] for r in step_runs(fault_dir)] == [1, 2]
-    assert step_runs(fault_dir)[1][0] != child
+    runs = step_runs(fault_dir)
+    assert runs[0][1] == 1 and sorted(runs[0][2]) == sorted(ids)
+    assert sorted((attempts, ids_) for _, attempts, ids_ in runs[1:]) == [(2, [i]) for i in sorted(ids)]
+    assert all(pid != child for pid, _, _ in runs[1:])
     assert "WorkerLostError" in worker.output()
     assert worker.proc.poll() is None  # the parent lives on
 
@@ -120,6 +125,34 @@ def test_poison_image_that_kills_the_worker_is_tried_at_most_max_attempts_then_f
     assert image.attempts == limit  # the claim that gives up is not counted as an attempt
     time.sleep(3)  # no redelivery loop: nothing more runs, and the broker holds nothing
     assert len(step_runs(fault_dir)) == limit
+    assert live_broker.llen("default") == 0 and _unacked(live_broker) == 0
+    assert worker.proc.poll() is None
+
+
+def test_poison_image_that_kills_the_worker_inside_a_batch_costs_its_batch_mates_one_retry_only(
+        fault_worker, fault_dir, no_active_models, live_broker, settings):
+    """Case 16 inside a batch: the first crash takes the whole batch down (its images stay
+    `processing`); the redelivered batch is split into one task per image, so the good images
+    finish on their second try and only the poison image goes on crashing workers until its
+    attempts run out."""
+    limit = settings.LOUPE_MAX_TASK_ATTEMPTS
+    good = _images(2, start=70)
+    bad = make_image(good[0].collection, seed=80, source_name="poison.jpg")
+    ids = [good[0].pk, bad.pk, good[1].pk]
+    worker = fault_worker(pool="prefork", LOUPE_TEST_POISON="poison", LOUPE_TEST_POISON_MODE="exit",
+                          LOUPE_MAX_TASK_ATTEMPTS=limit)
+    assert enqueue_image_processing(ids)
+    wait_for(lambda: _statuses(ids) == {Image.Status.READY, Image.Status.FAILED}
+             and Image.objects.get(pk=bad.pk).status == Image.Status.FAILED, timeout=240, interval=0.3)
+    assert _statuses([g.pk for g in good]) == {Image.Status.READY}
+    assert set(Image.objects.filter(pk__in=[g.pk for g in good]).values_list("attempts", flat=True)) == {2}
+    bad.refresh_from_db()
+    assert bad.attempts == limit and f"{limit} attempts" in bad.status_reason
+    runs = step_runs(fault_dir)
+    assert sorted(runs[0][2]) == sorted(ids)  # the one batch run
+    assert all(len(r[2]) == 1 for r in runs[1:])  # then single-image tasks only
+    assert len([r for r in runs if bad.pk in r[2]]) == limit
+    time.sleep(3)
     assert live_broker.llen("default") == 0 and _unacked(live_broker) == 0
     assert worker.proc.poll() is None
 
