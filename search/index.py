@@ -302,7 +302,11 @@ class VectorIndex:
             return None
         gpu = self._gpu
         if gpu is None:
-            gpu = faiss.index_cpu_to_all_gpus(self._index)
+            # Several GPUs: shard the vectors over them (faiss IndexShards), so each holds 1/n of
+            # the index and a query fans out to all; one GPU: a plain copy.
+            options = faiss.GpuMultipleClonerOptions()
+            options.shard = True
+            gpu = faiss.index_cpu_to_all_gpus(self._index, co=options)
             if self._type == IVFPQ:
                 faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", self._params["nprobe"])
             self._gpu = gpu  # a benign race: two readers may both build one
