@@ -11,9 +11,13 @@ What it does, in one run (every figure in the report comes from this run):
    Flickr8k train images encoded from their cached logits (var/cache/flickr8k);
 4. builds the index with the project's service (search.services.index_rebuild);
 5. starts gunicorn (2 sync workers, DEBUG=false, 127.0.0.1, throttles raised via env);
-6. for ~200 Flickr8k dev captions as queries, interleaved query by query: HTTP p50/p95 vs the
-   in-process encode_texts + VectorIndex.search of the same query (same version, same index file);
-7. sustained load: C concurrent keep-alive clients for S seconds; searches/s and p95.
+6. per scenario (`--scenarios`), on a fresh server: R rounds of Q queries, interleaved query by
+   query: HTTP p50/p95 vs the in-process encode_texts + VectorIndex.search of the same query
+   (same version, same index file); then sustained load: C concurrent keep-alive clients for
+   S seconds; searches/s and p95. Scenario `distinct`: every request a caption text never sent
+   before (the query-vector cache cannot hit); `repeat`: the same Q dev captions every round
+   and under load (the original protocol). Each worker logs its cache hits at exit
+   (bench/search_e2e_gunicorn.py), and the report gives the measured hit rate.
 
 Usage: .venv/bin/python bench/search_e2e.py --n 100000 --queries 200 --rounds 3 --clients 20 --seconds 30
 """
@@ -64,7 +68,10 @@ def seed_vectors(embedder, n_seeds: int) -> np.ndarray:
     from embeddings.ml.feature_cache import FeatureCache
     manifest = json.loads((CACHE / "manifest.json").read_text())
     cache = FeatureCache(str(CACHE / "image" / "orig"), encoder_identity=manifest["image_encoder_identity"])
-    keys = manifest["splits"]["train"][:n_seeds]
+    present = set(cache.keys())  # the first n_seeds train images the cache holds (all of them once complete)
+    keys = [k for k in manifest["splits"]["train"] if k in present][:n_seeds]
+    if len(keys) < n_seeds:
+        raise SystemExit(f"only {len(keys)} train images in {CACHE}; run bench/cache_flickr8k.py")
     logits = cache.get(keys, fields=["logits"], dtype=np.float32)["logits"]  # (S, 1000)
     return embedder.encode_features({"logits": logits})  # (S, 384) unit rows
 
@@ -125,7 +132,8 @@ class Server:
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.args = [PY, "-m", "gunicorn", "project.wsgi:application", "-b", self.host, "-w", "2",
-                     "--timeout", "120", "--graceful-timeout", "10", "--keep-alive", "30"]
+                     "--timeout", "120", "--graceful-timeout", "10", "--keep-alive", "30",
+                     "-c", str(REPO / "bench" / "search_e2e_gunicorn.py")]  # logs query-cache stats at exit
         self.env, self.log = env, log
 
     def __enter__(self) -> Server:
@@ -153,6 +161,15 @@ class Server:
             self.proc.kill()
             self.proc.wait()
 
+    def cache_stats(self) -> dict | None:
+        """Query-vector cache hits / misses summed over the workers (each logs them at exit)."""
+        lines = [ln for ln in self.log.read_text(errors="replace").splitlines() if ln.startswith("QUERY_CACHE_STATS ")]
+        if not lines:
+            return None
+        stats = [json.loads(ln.split(" ", 1)[1]) for ln in lines]
+        return {"workers": len(stats), "hits": sum(x["hits"] for x in stats), "misses": sum(x["misses"] for x in stats),
+                "size": stats[0]["size"]}
+
 
 def get(conn: http.client.HTTPConnection, path: str) -> tuple[int, bytes, float]:
     t = time.perf_counter()
@@ -167,7 +184,7 @@ def pct(values: list[float], q: float) -> float:
     return v[min(len(v) - 1, int(round(q * (len(v) - 1))))]
 
 
-def side_by_side(host: str, version_id: int, queries: list[str], rounds: int, k: int) -> dict:
+def side_by_side(host: str, version_id: int, warm: list[str], per_round: list[list[str]], k: int) -> dict:
     """Per round: each query over HTTP, then the same query in-process (encode + raw index search)."""
     from embeddings import runtime
     from embeddings.models import ModelVersion
@@ -176,12 +193,12 @@ def side_by_side(host: str, version_id: int, queries: list[str], rounds: int, k:
     embedder = runtime.embedder_for(version)
     index = index_for_search(version=version, modality="image")
     conn = http.client.HTTPConnection(host, timeout=60)
-    for q in queries[:20]:  # warm both workers and this process (models, caches)
+    for q in warm:  # warm both workers and this process (models, caches)
         get(conn, f"/api/v1/search/?k={k}&q=" + urllib.parse.quote_plus(q))
         index.search(embedder.encode_texts([q]), k)
-    per_round = []
+    rounds_out = []
     statuses: dict[int, int] = {}
-    for _ in range(rounds):
+    for queries in per_round:
         http_t, enc_t, idx_t = [], [], []
         for q in queries:
             status, _, dt = get(conn, f"/api/v1/search/?k={k}&q=" + urllib.parse.quote_plus(q))
@@ -195,25 +212,27 @@ def side_by_side(host: str, version_id: int, queries: list[str], rounds: int, k:
             enc_t.append(t2 - t)
             idx_t.append(t3 - t2)
         inproc = [a + b for a, b in zip(enc_t, idx_t)]
-        per_round.append({"http_p50": pct(http_t, .5), "http_p95": pct(http_t, .95), "enc_p50": pct(enc_t, .5),
-                          "idx_p50": pct(idx_t, .5), "inproc_p50": pct(inproc, .5), "inproc_p95": pct(inproc, .95)})
-    med = {key: statistics.median(r[key] for r in per_round) for key in per_round[0]}
-    return {"rounds": per_round, "median": med, "statuses": statuses, "index_type": index.index_type}
+        rounds_out.append({"http_p50": pct(http_t, .5), "http_p95": pct(http_t, .95), "enc_p50": pct(enc_t, .5),
+                           "idx_p50": pct(idx_t, .5), "inproc_p50": pct(inproc, .5), "inproc_p95": pct(inproc, .95)})
+    med = {key: statistics.median(r[key] for r in rounds_out) for key in rounds_out[0]}
+    return {"rounds": rounds_out, "median": med, "statuses": statuses, "index_type": index.index_type}
 
 
 def sustained(host: str, queries: list[str], clients: int, seconds: float, k: int) -> dict:
+    """C clients take the next query of `queries` in turn (wrapping round when it runs out)."""
     lat: list[float] = []
     statuses: dict[int, int] = {}
     errors: list[str] = []
     lock = threading.Lock()
     stop = time.monotonic() + seconds
+    turn = [0]
 
     def client(i: int) -> None:
         conn = http.client.HTTPConnection(host, timeout=120)
-        n = i
         while time.monotonic() < stop:
-            q = queries[n % len(queries)]
-            n += clients
+            with lock:
+                q = queries[turn[0] % len(queries)]
+                turn[0] += 1
             try:
                 status, _, dt = get(conn, f"/api/v1/search/?k={k}&q=" + urllib.parse.quote_plus(q))
             except (OSError, http.client.HTTPException) as exc:
@@ -236,7 +255,7 @@ def sustained(host: str, queries: list[str], clients: int, seconds: float, k: in
     ok = statuses.get(200, 0)
     return {"clients": clients, "seconds": wall, "requests": len(lat), "ok": ok, "per_s": ok / wall,
             "p50": pct(lat, .5) if lat else None, "p95": pct(lat, .95) if lat else None,
-            "statuses": statuses, "errors": len(errors)}
+            "statuses": statuses, "errors": len(errors), "sent": turn[0], "pool": len(queries)}
 
 
 def dev_queries(n: int) -> list[str]:
@@ -246,28 +265,73 @@ def dev_queries(n: int) -> list[str]:
     return [manifest["captions"][f][i % 5][1] for i, f in enumerate(dev[::step][:n])]
 
 
+def distinct_pool() -> list[str]:
+    """Every Flickr8k dev caption, then every train caption, each text once after the service's
+    own cleaning (white space folded), shuffled with a fixed seed: a query never repeats."""
+    from search.services.queries import clean_text
+    manifest = json.loads((CACHE / "manifest.json").read_text())
+    seen: dict[str, None] = {}
+    for split in ("dev", "train"):
+        block = [clean_text(c) for f in manifest["splits"][split] for _, c in manifest["captions"][f]]
+        np.random.default_rng(1).shuffle(block)
+        seen.update(dict.fromkeys(t for t in block if t not in seen))
+    return list(seen)
+
+
+def run_scenario(env: dict[str, str], var: Path, name: str, version_id: int, args) -> dict:
+    """One fresh server: side by side, then sustained load; queries repeating or all distinct."""
+    if name == "repeat":  # the original protocol: the same 200 dev captions every round and under load
+        queries = dev_queries(args.queries)
+        warm, rounds, load_q = queries[:20], [queries] * args.rounds, queries
+    else:  # every request a text never sent before in this run, so the query cache can never hit
+        pool = distinct_pool()
+        used = 20 + args.rounds * args.queries
+        warm = pool[:20]
+        rounds = [pool[20 + r * args.queries:20 + (r + 1) * args.queries] for r in range(args.rounds)]
+        load_q = pool[used:]
+    log = var / f"gunicorn-{name}.log"
+    with Server(env, log) as server:
+        sbs = side_by_side(server.host, version_id, warm, rounds, args.k)
+        print(name, "side by side", sbs["median"], flush=True)
+        load_before = os.getloadavg()
+        load = sustained(server.host, load_q, args.clients, args.seconds, args.k)
+        print(name, "sustained", load, flush=True)
+    return {"name": name, "sbs": sbs, "load": load, "cache": server.cache_stats(), "loadavg": load_before}
+
+
 def ms(x: float | None) -> str:
     return "n/a" if x is None else f"{x * 1000:.1f} ms"
 
 
-def report(args, info: dict, sbs: dict, load: dict, loads: list, cmd: str) -> str:
+SCENARIO_TEXT = {
+    "distinct": "all-distinct queries: every request (warm-up, each round, the load phase) sends a caption text "
+                "never sent before in this run (Flickr8k dev then train captions, deduplicated), so the "
+                "query-vector cache cannot hit: the cost of a search that must encode its text",
+    "repeat": "repeating queries (the original protocol): the same Flickr8k dev captions in every round and, "
+              "in turn, under load; popular queries repeat in a real product, and here the per-worker "
+              "query-vector cache serves most of them",
+}
+
+
+def _cache_line(cache: dict | None) -> str:
+    if cache is None:
+        return "query-vector cache: no stats logged (code without the cache)"
+    total = cache["hits"] + cache["misses"]
+    rate = cache["hits"] / total if total else 0.0
+    return (f"query-vector cache (size {cache['size']} per worker, {cache['workers']} workers): "
+            f"{cache['hits']:,} hits / {total:,} lookups = **hit rate {rate:.1%}** over the whole scenario "
+            "(warm-up, side by side and load)")
+
+
+def scenario_report(args, sc: dict) -> list[str]:
+    sbs, load = sc["sbs"], sc["load"]
     m = sbs["median"]
     ratio = m["http_p50"] / m["inproc_p50"]
-    rows = [f"### N = {args.n:,} images (ConSE v0, d = 384)", "",
-            f"Command: `{cmd}`", "",
-            f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other agents, no GPU; "
-            f"Python {platform.python_version()}; load average before / during / after: "
-            + " / ".join(", ".join(f"{x:.1f}" for x in la) for la in loads) + ".", "",
-            f"Data: {info['count']:,} Image rows bulk-created WITHOUT image files (search responses never read "
-            "the files), one public collection, anonymous requests; vectors are normalised Dirichlet mixtures of "
-            f"2-3 of {info['seeds']} real ConSE v0 vectors of Flickr8k train images (from cached logits) plus "
-            "noise (sigma 0.05 per dim). "
-            f"Index built by `search.services.index_rebuild`: {info['index_type']}, build-time recall@10 "
-            f"{info['recall']}; rows inserted in {info['rows_s']:.0f} s, index built in {info['index_s']:.0f} s.", "",
-            f"Server: gunicorn 2 sync workers, DEBUG=false, 127.0.0.1, PostgreSQL, THROTTLE_* raised to "
-            f"1000000/min. Queries: {args.queries} Flickr8k dev captions, k = {args.k}.", "",
-            f"#### Latency, one client, measured side by side ({args.rounds} rounds; each round sends every "
-            "query over HTTP, then runs it in-process; medians over rounds of the per-round percentiles)", "",
+    rows = [f"#### Scenario `{sc['name']}`: {SCENARIO_TEXT[sc['name']]}", "",
+            f"- {_cache_line(sc['cache'])}", "",
+            f"Latency, one client, measured side by side ({len(sbs['rounds'])} rounds of {args.queries} queries; "
+            "each query over HTTP, then the same query in-process; medians over rounds of the per-round "
+            "percentiles):", "",
             "| round | HTTP p50 | HTTP p95 | in-process p50 (encode + search) | in-process p95 | encode p50 | "
             "index search p50 |", "|---|---|---|---|---|---|---|"]
     for i, r in enumerate(sbs["rounds"], 1):
@@ -276,16 +340,39 @@ def report(args, info: dict, sbs: dict, load: dict, loads: list, cmd: str) -> st
     rows.append(f"| **median** | **{ms(m['http_p50'])}** | **{ms(m['http_p95'])}** | **{ms(m['inproc_p50'])}** | "
                 f"{ms(m['inproc_p95'])} | {ms(m['enc_p50'])} | {ms(m['idx_p50'])} |")
     verdict = "meets" if ratio <= 1.25 else "MISSES"
-    rows += ["", f"HTTP statuses: {sbs['statuses']}.", "",
+    rows += ["", f"HTTP statuses: {sbs['statuses']}. "
              f"**Ratio HTTP p50 / in-process p50 = {ratio:.2f}** (goal <= 1.25: {verdict}); "
              f"p95 ratio {m['http_p95'] / m['inproc_p95']:.2f}.", ""]
     ok = load["per_s"] >= 100 and load["p95"] is not None and load["p95"] <= 0.05
-    rows += [f"#### Sustained: {load['clients']} concurrent keep-alive clients (Python threads in the bench "
-             f"process, same machine) for {load['seconds']:.0f} s", "",
+    wrapped = load["sent"] > load["pool"]
+    rows += [f"Sustained: {load['clients']} concurrent keep-alive clients (Python threads in the bench process, "
+             f"same machine) for {load['seconds']:.0f} s, load average at its start "
+             + ", ".join(f"{x:.1f}" for x in sc["loadavg"]) + ":", "",
              f"- 200 responses: {load['ok']:,} of {load['requests']:,}; statuses {load['statuses']}; "
-             f"connection errors {load['errors']}",
+             f"connection errors {load['errors']}; {load['sent']:,} queries sent from a list of {load['pool']:,}"
+             + (" (the list ran out and wrapped round: some queries repeated)" if wrapped and sc["name"] == "distinct"
+                else ""),
              f"- **{load['per_s']:.1f} searches/s**, p50 {ms(load['p50'])}, **p95 {ms(load['p95'])}** "
              f"(goal >= 100/s and p95 <= 50 ms: {'meets' if ok else 'MISSES'})", ""]
+    return rows
+
+
+def report(args, info: dict, scenarios: list[dict], loads: list, cmd: str) -> str:
+    rows = [f"### N = {args.n:,} images (ConSE v0, d = 384)", "",
+            f"Command: `{cmd}`", "",
+            f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other agents, no GPU; "
+            f"Python {platform.python_version()}; load average (1/5/15 min) before / after: "
+            + " / ".join(", ".join(f"{x:.1f}" for x in la) for la in loads) + ".", "",
+            f"Data: {info['count']:,} Image rows bulk-created WITHOUT image files (search responses never read "
+            "the files), one public collection, anonymous requests; vectors are normalised Dirichlet mixtures of "
+            f"2-3 of {info['seeds']} real ConSE v0 vectors of Flickr8k train images (from cached logits) plus "
+            "noise (sigma 0.05 per dim). "
+            f"Index built by `search.services.index_rebuild`: {info['index_type']}, build-time recall@10 "
+            f"{info['recall']}; rows inserted in {info['rows_s']:.0f} s, index built in {info['index_s']:.0f} s.", "",
+            f"Server: gunicorn 2 sync workers, DEBUG=false, 127.0.0.1, PostgreSQL, THROTTLE_* raised to "
+            f"1000000/min, a fresh server per scenario. k = {args.k}.", ""]
+    for sc in scenarios:
+        rows += scenario_report(args, sc)
     return "\n".join(rows)
 
 
@@ -298,9 +385,13 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--scenarios", default="distinct,repeat", help="comma list of: distinct, repeat")
     ap.add_argument("--db", default="loupe_bench")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "search_e2e.md"))
     args = ap.parse_args()
+    names = [x for x in args.scenarios.split(",") if x]
+    if not names or set(names) - set(SCENARIO_TEXT):
+        ap.error(f"--scenarios: choose from {sorted(SCENARIO_TEXT)}")
     cmd = ".venv/bin/python bench/search_e2e.py " + " ".join(sys.argv[1:])
     var = REPO / "var" / "bench" / "e2e"
     shutil.rmtree(var, ignore_errors=True)
@@ -320,15 +411,9 @@ def main() -> None:
         print("populated", info, flush=True)
         from django.db import connections
         connections.close_all()
-        queries = dev_queries(args.queries)
-        with Server(env, var / "gunicorn.log") as server:
-            sbs = side_by_side(server.host, info["version"], queries, args.rounds, args.k)
-            print("side by side", sbs["median"], flush=True)
-            loads.append(os.getloadavg())
-            load = sustained(server.host, queries, args.clients, args.seconds, args.k)
-            print("sustained", load, flush=True)
+        scenarios = [run_scenario(env, var, name, info["version"], args) for name in names]
         loads.append(os.getloadavg())
-        text = report(args, info, sbs, load, loads, cmd)
+        text = report(args, info, scenarios, loads, cmd)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("a") as f:
