@@ -251,6 +251,8 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY = False
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")  # if set, /metrics needs "Bearer <token>"
 LOUPE_MAX_TASK_ATTEMPTS = env.int("LOUPE_MAX_TASK_ATTEMPTS", default=3)
+# Query text -> vector cache per web process (entries; 0 turns it off). Popular queries repeat.
+SEARCH_QUERY_CACHE_SIZE = env.int("SEARCH_QUERY_CACHE_SIZE", default=4096)
 # Images per re-encoding task when a version is promoted: any free `gpu` worker takes the next chunk.
 LOUPE_PROMOTION_CHUNK = env.int("LOUPE_PROMOTION_CHUNK", default=256)
 
