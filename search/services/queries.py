@@ -258,10 +258,16 @@ def token_loads(token: str) -> tuple[int, np.ndarray]:
     return version_id, _unit(vector)
 
 
-def query_from_token(*, token: str, model_version_id: int | None = None) -> Query:
+def token_checked(*, token: str, model_version_id: int | None = None) -> tuple[int, np.ndarray]:
+    """(version id, unit vector) of a query token; 400 when it names another version than asked."""
     version_id, vector = token_loads(token)
     if model_version_id is not None and model_version_id != version_id:
         raise ApplicationError("The query token belongs to another model version.",
                                fields={"model_version": ["Does not match the query token."]})
+    return version_id, vector
+
+
+def query_from_token(*, token: str, model_version_id: int | None = None) -> Query:
+    version_id, vector = token_checked(token=token, model_version_id=model_version_id)
     version = selectors.version_resolve(model_version_id=version_id)
     return Query(version=version, vector=vector, token=token)

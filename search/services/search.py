@@ -28,7 +28,7 @@ from search import index as si
 from search import selectors
 from search.selectors import CAPTION, IMAGE, SearchFilters
 from search.services.indexes import IndexRebuilding, index_for_search
-from search.services.queries import Query, QueryTerm, query_check, query_encode, query_from_token
+from search.services.queries import Query, QueryTerm, query_check, query_encode, token_checked
 
 MAX_K = 100
 
@@ -204,13 +204,14 @@ def _check_page(k: int, page: int) -> None:
 
 @dataclass
 class _Request:
-    """One request's model version, index and query; the query is encoded only when needed."""
+    """One request's model version, index, hidden ids and query; the query is encoded only when needed."""
 
     user: Any
     version: Any
     index: si.VectorIndex
     terms: list[QueryTerm] | None  # validated terms, or None when a token carries the vector
     query: Query | None
+    hidden: np.ndarray  # sorted ids never to return (see selectors.search_context)
 
     def encoded(self) -> Query:
         if self.query is None:
@@ -226,14 +227,17 @@ class _Request:
 
 def _prepare(user: Any, terms: Sequence[QueryTerm], token: str | None, model_version_id: int | None,
              modality: str) -> _Request:
-    """Take the model version once (from the token, the request, or the active one), then its index."""
+    """Take the model version once (from the token, the request, or the active one) together with
+    the ids this user must not get (one round trip, read fresh), then its index."""
+    vector = None
     if token:
-        query = query_from_token(token=token, model_version_id=model_version_id)
-        version, checked = query.version, None
+        model_version_id, vector = token_checked(token=token, model_version_id=model_version_id)
+    version, hidden = selectors.search_context(user=user, model_version_id=model_version_id, modality=modality)
+    if token:
+        query, checked = Query(version=version, vector=vector, token=token), None
     else:
-        version = selectors.version_resolve(model_version_id=model_version_id)
         query, checked = None, query_check(user=user, terms=terms)
-    return _Request(user, version, index_for_search(version=version, modality=modality), checked, query)
+    return _Request(user, version, index_for_search(version=version, modality=modality), checked, query, hidden)
 
 
 _ALLOWED_CACHE: dict[tuple, tuple[np.ndarray, si.VectorIndex, np.ndarray]] = {}
@@ -258,12 +262,6 @@ def _visible_in_index(index: si.VectorIndex, visible: np.ndarray) -> np.ndarray:
     return allowed
 
 
-def _hidden(req: _Request, modality: str) -> np.ndarray:
-    """Sorted ids this request must never return: items the user may not see, and items deleted
-    from the database that the index still holds (its removal task has not run yet)."""
-    return selectors.unsearchable_ids(user=req.user, version_id=req.version.pk, modality=modality)
-
-
 def _page(ranking: _Ranking, k: int, page: int, cutoff: Cutoff) -> tuple[int, float | None, np.ndarray, np.ndarray, np.ndarray]:
     count, threshold = ranking.allowed.count, None
     if cutoff.active and count:
@@ -284,7 +282,7 @@ def search_images(*, user: Any, terms: Sequence[QueryTerm] = (), query_token: st
     _check_page(k, page)
     req = _prepare(user, terms, query_token, model_version_id, IMAGE)
     narrowed = selectors.searchable_image_ids(user=user, filters=filters) if selectors.filters_narrow(filters) else None
-    allowed = _Allowed.build(req.index, narrowed, _hidden(req, IMAGE), exclude_ids)
+    allowed = _Allowed.build(req.index, narrowed, req.hidden, exclude_ids)
     if allowed.count == 0:
         return req.empty(page, k)
     query = req.encoded()
@@ -309,7 +307,7 @@ def search_captions(*, user: Any, terms: Sequence[QueryTerm] = (), query_token: 
         if exclude_image_ids else ()
     narrowed = selectors.searchable_caption_ids(user=user, filters=filters) if (
         selectors.filters_narrow(filters) or filters.keyword) else None  # any keyword filters caption text
-    allowed = _Allowed.build(req.index, narrowed, _hidden(req, CAPTION), exclude)
+    allowed = _Allowed.build(req.index, narrowed, req.hidden, exclude)
     if allowed.count == 0:
         return req.empty(page, k)
     query = req.encoded()
