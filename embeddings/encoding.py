@@ -79,8 +79,13 @@ def captions_encode(*, captions: Sequence[Caption], version: ModelVersion, notif
     return ids
 
 
-def images_caption(*, image_ids: Sequence[int], version: ModelVersion | None = None, beam_size: int = 3) -> int:
-    """Generate one caption per image with the captioner (source=generated, tagged with it)."""
+def images_caption(*, image_ids: Sequence[int], version: ModelVersion | None = None,
+                   beam_size: int | None = None) -> int:
+    """Generate one caption per image with the captioner (source=generated, tagged with it).
+
+    ``beam_size`` None: the decoding the checkpoint was tuned with (its stored DecodingConfig:
+    beam width, length penalty, no-repeat n-gram), so what is served is what was measured.
+    """
     if version is None:
         version = runtime.active_version(ModelVersion.Kind.CAPTIONER)
         if version is None:
