@@ -162,7 +162,7 @@ def caption_page(request: HttpRequest) -> HttpResponse:
             try:
                 data = d["image"].read(settings.LOUPE_MAX_UPLOAD_BYTES + 1)
                 context["result"] = services.caption_generate(user=request.user, image_bytes=data,
-                                                              beam=d.get("beam") or 3, n=d.get("n") or 3)
+                                                              beam=d.get("beam") or None, n=d.get("n") or 3)
             except ApplicationError as exc:
                 context["error"], status = exc.message, exc.status_code
         else:

@@ -36,12 +36,14 @@ class CaptionGenerateApi(APIView):
 
     class CaptionGenerateJsonInput(serializers.Serializer):
         image_id = serializers.IntegerField(min_value=1)
-        beam = serializers.IntegerField(min_value=1, max_value=MAX_BEAM, default=3)
+        beam = serializers.IntegerField(min_value=1, max_value=MAX_BEAM, required=False,
+                                        help_text="beam width; omitted: the captioner's tuned decoding")
         n = serializers.IntegerField(min_value=1, max_value=MAX_N, default=1)
 
     class CaptionGenerateMultipartInput(serializers.Serializer):
         image = serializers.FileField()
-        beam = serializers.IntegerField(min_value=1, max_value=MAX_BEAM, default=3)
+        beam = serializers.IntegerField(min_value=1, max_value=MAX_BEAM, required=False,
+                                        help_text="beam width; omitted: the captioner's tuned decoding")
         n = serializers.IntegerField(min_value=1, max_value=MAX_N, default=1)
 
     class CaptionGenerateOutput(serializers.Serializer):
@@ -65,7 +67,7 @@ class CaptionGenerateApi(APIView):
         data: dict[str, Any] = checked.validated_data
         result = services.caption_generate(
             user=request.user, image_id=data.get("image_id"),
-            image_bytes=read_upload(data["image"]) if multipart else None, beam=data["beam"], n=data["n"])
+            image_bytes=read_upload(data["image"]) if multipart else None, beam=data.get("beam"), n=data["n"])
         body = {"captions": result.captions, "model_version": result.model_version_id,
                 "image_id": result.image_id, "saved": result.saved is not None}
         return Response(self.CaptionGenerateOutput(body).data)

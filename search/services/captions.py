@@ -39,8 +39,8 @@ class GeneratedCaptions:
     saved: Caption | None = None
 
 
-def _check_options(beam: int, n: int) -> None:
-    if not 1 <= beam <= MAX_BEAM:
+def _check_options(beam: int | None, n: int) -> None:
+    if beam is not None and not 1 <= beam <= MAX_BEAM:
         raise ApplicationError(f"beam must be between 1 and {MAX_BEAM}.", fields={"beam": ["Out of range."]})
     if not 1 <= n <= MAX_N:
         raise ApplicationError(f"n must be between 1 and {MAX_N}.", fields={"n": ["Out of range."]})
@@ -61,9 +61,10 @@ def _encode_for_search(captions: list[Caption]) -> None:
 
 
 def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: bytes | None = None,
-                     beam: int = 3, n: int = 1) -> GeneratedCaptions:
+                     beam: int | None = None, n: int = 1) -> GeneratedCaptions:
     """The n best captions of a stored image or an upload; the best one of a stored image is
-    saved when the user may write to its collection."""
+    saved when the user may write to its collection. `beam` None: the decoding the captioner
+    was tuned with (beam width, length penalty, no-repeat n-gram stored in its checkpoint)."""
     _check_options(beam, n)
     if (image_id is None) == (image_bytes is None):
         raise ApplicationError("Give exactly one of image_id or an image file.", fields={"image": ["Required."]})

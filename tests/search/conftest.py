@@ -83,7 +83,11 @@ class FakeCaption:
 class FakeGenerator:
     needs_spatial = False
 
+    def __init__(self) -> None:
+        self.beam_sizes: list[int | None] = []  # what each call asked for (None: the tuned decoding)
+
     def caption(self, pooled, spatial=None, *, beam_size=None, n=1, **_):
+        self.beam_sizes.append(beam_size)
         out = []
         for row in pooled.numpy():
             colour = ["red", "green", "blue"][int(np.argmax(row[:3]))]
@@ -117,7 +121,9 @@ def fake_version(db, monkeypatch):
 def fake_captioner(db, monkeypatch):
     version = ModelVersion.objects.create(kind=ModelVersion.Kind.CAPTIONER, name="fake-captioner",
                                           family="captioner", status=ModelVersion.Status.ACTIVE)
-    monkeypatch.setattr(runtime, "active_captioner", lambda: (version, FakeGenerator()))
+    generator = FakeGenerator()
+    monkeypatch.setattr(runtime, "active_captioner", lambda: (version, generator))
+    version.generator = generator
     return version
 
 

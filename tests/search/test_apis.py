@@ -223,3 +223,11 @@ def test_schema_documents_every_search_endpoint(api):
                  "/api/v1/images/{id}/labels/", "/api/v1/images/{id}/similar/", "/api/v1/images/{id}/explain/"):
         assert path in paths, path
     assert {"get", "post"} <= set(paths["/api/v1/search/"])
+
+
+def test_caption_api_serves_the_captioners_tuned_decoding_unless_a_beam_is_given(api, world, fake_version,
+                                                                               fake_captioner):
+    image = world[0]
+    assert api.post("/api/v1/captions/", {"image_id": image.pk}, format="json").status_code == 200
+    assert api.post("/api/v1/captions/", {"image_id": image.pk, "beam": 1}, format="json").status_code == 200
+    assert fake_captioner.generator.beam_sizes == [None, 1]  # None: beam, length penalty, no-repeat as tuned

@@ -258,7 +258,7 @@ def switch_caption_chunk(*, switch_id: int, image_ids: Sequence[int]) -> int:
         return 0
     try:
         with transaction.atomic():
-            n = images_caption(image_ids=list(image_ids), version=switch.version, beam_size=3)
+            n = images_caption(image_ids=list(image_ids), version=switch.version)  # its tuned decoding
             done = Caption.objects.filter(image_id__in=image_ids, model_version=switch.version).values("image_id")
             Caption.objects.filter(image_id__in=done, source=Caption.Source.GENERATED).exclude(
                 model_version=switch.version).delete()
