@@ -66,8 +66,8 @@ def start_worker(purge_broker, settings, fake_encoders):
     app.conf.broker_url = settings.CELERY_BROKER_URL
     started: list = []
 
-    def start(app: str = "project"):
-        env = worker_env(settings, DJANGO_SETTINGS_MODULE="tests.training.worker_settings")
+    def start(app: str = "project", **extra_env: str):
+        env = worker_env(settings, DJANGO_SETTINGS_MODULE="tests.training.worker_settings", **extra_env)
         worker = WorkerProcess(env, queues="default,gpu")
         worker.args[worker.args.index("project")] = app
         worker.start()

@@ -38,7 +38,7 @@ def test_retrain_watch_compare_promote_while_searching(page, tiny_collection, st
 
     install_fake_runtime(monkeypatch.setattr)  # the live server (this process) searches with the fakes too
     Collection.objects.filter(pk=tiny_collection.pk).update(is_public=True)
-    start_worker(app="tests.training.worker_app")
+    start_worker(app="tests.training.worker_app", LOUPE_TEST_EPOCH_PAUSE="0.5")  # >= 10 s of visible progress
     UserFactory(username="root", is_staff=True, is_superuser=True)
     old = ModelVersion.objects.get(kind="embedding", status="active")
 
@@ -47,7 +47,7 @@ def test_retrain_watch_compare_promote_while_searching(page, tiny_collection, st
     page.click("text=Retrain embedding")
     page.wait_for_selector("input[name=loop__epochs]")
     page.check(f"input[name=collections][value=\"{tiny_collection.pk}\"]")
-    for name, value in {"loop__epochs": "40", "loop__batch_size": "4", "loop__warmup_steps": "0",
+    for name, value in {"loop__epochs": "20", "loop__batch_size": "4", "loop__warmup_steps": "0",
                         "loop__patience": "0", "model__dim": "16"}.items():
         page.fill(f"input[name={name}]", value)
     page.fill("textarea[name=extra]", "model.hidden=32\nloop.log_every_steps=1")
@@ -65,9 +65,9 @@ def test_retrain_watch_compare_promote_while_searching(page, tiny_collection, st
         assert "failed" not in page.inner_text("#run-live .training-status"), TrainingRun.objects.get(pk=run.pk).error
         seen_points.add(chart_points(page, "chart-loss"))
         page.wait_for_timeout(300)
-    page.wait_for_function("() => Chart.getChart(document.getElementById('chart-dev')).data.labels.length === 40")
-    assert chart_points(page, "chart-loss") == 40
-    assert len({n for n in seen_points if 0 < n < 40}) >= 2, seen_points  # the curves grew in place...
+    page.wait_for_function("() => Chart.getChart(document.getElementById('chart-dev')).data.labels.length === 20")
+    assert chart_points(page, "chart-loss") == 20
+    assert len({n for n in seen_points if 0 < n < 20}) >= 2, seen_points  # the curves grew in place...
     assert page.evaluate("window.__noReload") is True  # ...by htmx swaps, not reloads
     live = page.text_content("#run-live")  # (inner_text would follow the admin CSS upper-casing)
     assert "this run vs the active version" in live and f"Active ({old.name})" in live
