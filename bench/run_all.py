@@ -84,6 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.assemble_only:
         run([b for b in BENCHMARKS if not args.only or b[0] in args.only])
+        subprocess.run([sys.executable, "bench/plots.py"], cwd=ROOT)  # PNGs from the results above
     assemble()
 
 
