@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from django.db.models import Q
 
 from embeddings.ml.atomic import atomic_write_bytes
 from embeddings.models import Caption, Collection, Image
@@ -46,12 +47,45 @@ class Split:
         return out
 
 
+# Images uploaded without a split (split "none": the usual case for a user's own photos) are
+# divided by their content hash, so an image keeps its side for ever and every run of a
+# collection is scored on the same dev images: sha256 starting with 0 or 1 (1 in 8) -> dev,
+# the rest -> train. If that leaves no dev image at all, the unsplit image with the smallest
+# sha256 is dev. Images marked train/dev/test keep their split; test is never trained on.
+_HASHED_DEV = Q(image__sha256__startswith="0") | Q(image__sha256__startswith="1")
+
+
+def _usable(ids: list[int]):
+    return (Caption.objects.filter(image__collection_id__in=ids, source__in=TRAIN_SOURCES)
+            .exclude(image__status=Image.Status.FAILED).exclude(text=""))
+
+
+def _fallback_dev_image(ids: list[int]) -> int | None:
+    """The unsplit image used as dev when no image is dev otherwise (tiny collections)."""
+    usable = _usable(ids)
+    unsplit = usable.filter(image__split=Image.Split.NONE)
+    if usable.filter(Q(image__split=Image.Split.DEV) | (Q(image__split=Image.Split.NONE) & _HASHED_DEV)).exists():
+        return None
+    return unsplit.order_by("image__sha256").values_list("image_id", flat=True).first()
+
+
 def split_query(collections: Iterable[Collection | int], split: str) -> Iterable[tuple[int, int, str]]:
     """(caption id, image id, text) of usable captions of one split, ordered."""
     ids = [c.pk if isinstance(c, Collection) else int(c) for c in collections]
-    return (Caption.objects.filter(image__collection_id__in=ids, image__split=split, source__in=TRAIN_SOURCES)
-            .exclude(image__status=Image.Status.FAILED).exclude(text="")
-            .order_by("image_id", "id").values_list("id", "image_id", "text"))
+    unsplit = Q(image__split=Image.Split.NONE)
+    if split in (Image.Split.TRAIN, Image.Split.DEV):
+        fallback = _fallback_dev_image(ids)
+        if split == Image.Split.TRAIN:
+            where = Q(image__split=split) | (unsplit & ~_HASHED_DEV)
+            if fallback is not None:
+                where &= ~Q(image_id=fallback)
+        else:
+            where = Q(image__split=split) | (unsplit & _HASHED_DEV)
+            if fallback is not None:
+                where |= Q(image_id=fallback)
+    else:
+        where = Q(image__split=split)
+    return _usable(ids).filter(where).order_by("image_id", "id").values_list("id", "image_id", "text")
 
 
 def split_counts(collections: Iterable[Collection | int]) -> dict[str, int]:

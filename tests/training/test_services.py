@@ -40,6 +40,18 @@ def test_collection_without_dev_images_is_rejected(fake_encoders):
         start(collection)
 
 
+def test_a_users_own_unsplit_collection_trains_with_a_hash_chosen_dev_split(fake_encoders, conse_v0):
+    """Uploads have no split; the run divides them by content hash and trains and scores."""
+    collection = CollectionFactory(owner=UserFactory(), name="mine")
+    words = ["dog", "cat", "bird", "horse", "child", "car", "boat", "tree", "ball", "beach", "man", "woman"]
+    for i, word in enumerate(words):
+        make_image(collection, seed=500 + i, caption=f"a {word} outside")
+    run = services.training_run_execute(start(collection).pk)
+    assert run.status == "succeeded", run.log_tail[-2000:]
+    data = run.model_version.metrics["data"]
+    assert data["train_images"] + data["dev_images"] == 12 and data["dev_images"] >= 1
+
+
 def test_second_run_of_a_kind_conflicts_but_the_other_kind_may_start(tiny_collection, fake_encoders):
     start(tiny_collection)
     with pytest.raises(Conflict) as err:
