@@ -101,7 +101,7 @@ def index_md(data: list[dict[str, Any]]) -> str:
             for c in d.get(key, {}).get("curve", []):
                 out.append(f"| {key} | {_params(c)} | {c['recall']:.4f} | {c['qps_batch']:,.0f} |")
         out.append("")
-    out.append(f"Plot: `docs/img/{PLOT.name}`.")
+    out.append(f"Plot: `docs/img/{PLOT.name}`; latency against N: `docs/img/latency_vs_n.png` (bench/plots.py).")
     return "\n".join(out) + "\n"
 
 
