@@ -23,16 +23,12 @@ class SearchIndexAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
-        self._coverage_memo: dict[int, dict] = {}  # one count per version per page, not per row
-        return super().changelist_view(request, extra_context)
-
     @admin.display(description="vector coverage")
     def coverage(self, obj: SearchIndex) -> str:
-        """Items of this modality that have a vector of the record's version (100% after "reindex missing")."""
-        memo = getattr(self, "_coverage_memo", {})
-        report = memo.get(obj.model_version_id) or selectors.coverage(version=obj.model_version)
-        memo[obj.model_version_id] = report
+        """Items of this modality that have a vector of the record's version (100% after "reindex missing").
+
+        Counted afresh for each row (a few COUNT queries; there are two rows per model version)."""
+        report = selectors.coverage(version=obj.model_version)
         key = "images" if obj.modality == "image" else "captions"
         return f"{report[f'{key[:-1]}_coverage']:.1%} ({report[f'{key}_with_vectors']:,} of {report[key]:,} {key})"
 

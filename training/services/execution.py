@@ -31,10 +31,10 @@ from embeddings import runtime
 from embeddings.ml.atomic import atomic_write_bytes
 from embeddings.models import ModelVersion
 from project.exceptions import ApplicationError
+from training import datasets
 from training.encoders import get_encoders
 from training.ml.config import TrainConfig
 from training.models import NO_LEASE, TrainingRun
-from training import datasets
 from training.services import fitting
 from training.services.progress import Heartbeat, LeaseLost, RunRecorder, heartbeat_timeout
 
