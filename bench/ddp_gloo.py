@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -72,7 +73,8 @@ def worker(args: argparse.Namespace) -> None:
     train_s = time.perf_counter() - t0
     if rank == 0:
         dev = task.evaluate(task.model)
-        torch.save({k: v.detach().cpu() for k, v in task.model.state_dict().items()}, args.out / "weights.pt")
+        save_file({k: v.detach().cpu().contiguous() for k, v in task.model.state_dict().items()},
+                  str(args.out / "weights.safetensors"))
         (args.out / "result.json").write_text(json.dumps({"train_s": train_s, "dev": dev, "steps": result.steps}))
     if distributed:
         dist.barrier()
@@ -115,8 +117,8 @@ def main() -> None:
             runs[nproc].append(run_arm(args, nproc, tmp / f"r{r}-n{nproc}"))
             print(f"round {r + 1}, {nproc} process(es): train {runs[nproc][-1]['train_s']:.1f} s, "
                   f"wall {runs[nproc][-1]['wall_s']:.1f} s, dev rsum {runs[nproc][-1]['dev']['rsum']:.2f}", flush=True)
-        one = torch.load(tmp / f"r{r}-n1" / "weights.pt", weights_only=True)
-        two = torch.load(tmp / f"r{r}-n2" / "weights.pt", weights_only=True)
+        one = load_file(str(tmp / f"r{r}-n1" / "weights.safetensors"))
+        two = load_file(str(tmp / f"r{r}-n2" / "weights.safetensors"))
         diffs.append(max(float((one[k] - two[k]).abs().max()) for k in one))
     med = {n: statistics.median(x["train_s"] for x in runs[n]) for n in runs}
     wall = {n: statistics.median(x["wall_s"] for x in runs[n]) for n in runs}
