@@ -199,16 +199,23 @@ def run(args: argparse.Namespace) -> None:
                            "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), no GPU",
                            "loadavg_start": os.getloadavg()}
     RAW.mkdir(parents=True, exist_ok=True)
-    dump = lambda: (RAW / f"index_{args.n}.json").write_text(json.dumps(out, indent=1, default=str))  # noqa: E731
-    out.update(bench_exact(xb, xq, args))
-    dump()  # after each contender, so a run cut short still leaves what it measured
-    print("exact", out["numpy"], out["faiss_flat"], flush=True)
+    path = RAW / f"index_{args.n}.json"
+    if args.only_ivfpq:  # add IVF-PQ to an earlier run at this N (same data: same seed and sizes)
+        earlier = json.loads(path.read_text()) if path.exists() else json.loads(
+            (ROOT / "bench" / "results" / "index_raw.json").read_text())
+        earlier = earlier if isinstance(earlier, dict) else next(r for r in earlier if r["n"] == args.n)
+        out = {**earlier, "ivfpq_argv": sys.argv, "ivfpq_loadavg_start": os.getloadavg()}
+    dump = lambda: path.write_text(json.dumps(out, indent=1, default=str))  # noqa: E731
     base = dict(flat_max=min(50_000, args.n - 1), hnsw_m=args.m, hnsw_ef_construction=args.ef_construction,
                 recall_target=args.target)
-    out["ours_hnsw"] = bench_ours(xb, xq, gt, args, IndexConfig(**base), "ours (HNSW)")
-    print("ours", {k: v for k, v in out["ours_hnsw"].items() if k != "curve"}, flush=True)
-    dump()
-    if not args.skip_hnswlib:
+    if not args.only_ivfpq:
+        out.update(bench_exact(xb, xq, args))
+        dump()  # after each contender, so a run cut short still leaves what it measured
+        print("exact", out["numpy"], out["faiss_flat"], flush=True)
+        out["ours_hnsw"] = bench_ours(xb, xq, gt, args, IndexConfig(**base), "ours (HNSW)")
+        print("ours", {k: v for k, v in out["ours_hnsw"].items() if k != "curve"}, flush=True)
+        dump()
+    if not args.skip_hnswlib and not args.only_ivfpq:
         out["hnswlib"] = bench_hnswlib(xb, xq, gt, args)
         print("hnswlib", {k: v for k, v in out["hnswlib"].items() if k != "curve"}, flush=True)
         dump()
@@ -218,8 +225,9 @@ def run(args: argparse.Namespace) -> None:
         out[name] = bench_ours(xb, xq, gt, args, cfg, name)
         print(name, {k: v for k, v in out[name].items() if k != "curve"}, flush=True)
         dump()
-    out["loadavg_end"] = os.getloadavg()
-    out["wall_s"] = time.perf_counter() - t
+    prefix = "ivfpq_" if args.only_ivfpq else ""  # keep the earlier run's own wall time and load
+    out[prefix + "loadavg_end"] = os.getloadavg()
+    out[prefix + "wall_s"] = time.perf_counter() - t
     out["complete"] = True
     dump()
     print(f"wrote {RAW / f'index_{args.n}.json'}")
@@ -243,6 +251,8 @@ def main() -> None:
     r.add_argument("--train-max", type=int, default=100_000)
     r.add_argument("--curve-points", type=int, default=12)
     r.add_argument("--skip-hnswlib", action="store_true")
+    r.add_argument("--only-ivfpq", action="store_true",
+                   help="measure only the IVF-PQ contenders and add them to the earlier run at this N")
     r.add_argument("--seed-vectors", default=None, help="(N, D) .npy of real vectors to mix")
     r.add_argument("--seed", type=int, default=0)
     sub.add_parser("report")

@@ -74,7 +74,13 @@ def index_md(data: list[dict[str, Any]]) -> str:
             " **Partial run: stopped before every contender was measured (session time); rows below are all it measured.**")
         out += [f"### N = {d['n']:,} (d = {d['dim']}, runs = {d['runs']})", "",
                 (f"Wall time {d['wall_s']:,.0f} s." if "wall_s" in d else "Wall time not recorded.") + f"{load}{partial}", "",
-                f"Command: `.venv/bin/python {' '.join(d['argv'])}`", ""] + _table(d) + [""]
+                f"Command: `.venv/bin/python {' '.join(d['argv'])}`", ""]
+        if "ivfpq_argv" in d:  # IVF-PQ rows added by a later --only-ivfpq run on the same data
+            out += [f"The IVF-PQ rows come from a later run on the same data (same seed and sizes): "
+                    f"`.venv/bin/python {' '.join(d['ivfpq_argv'])}`; wall {d['ivfpq_wall_s']:,.0f} s, load average "
+                    f"{d['ivfpq_loadavg_start'][0]:.1f} / {d['ivfpq_loadavg_end'][0]:.1f}, "
+                    "timings from the --runs it was given.", ""]
+        out += _table(d) + [""]
         ours, other = d.get("ours_hnsw"), d.get("hnswlib")
         if ours and other:
             out.append(f"Operating points: ours {_params(ours)} (chosen by build_index's own tuning on "
