@@ -180,24 +180,6 @@ def _hidden_collections(user: Any) -> QuerySet[Collection]:
     return Collection.objects.exclude(visible)
 
 
-def unsearchable_ids(*, user: Any, version_id: int, modality: str) -> np.ndarray:
-    """Sorted ids a search of this (version, modality) index must never return, read fresh:
-
-    - items of the collections the user may NOT see. The search hides them from the whole
-      index instead of reading every visible id: the cost grows with the hidden items (usually
-      a few private collections), not with the corpus, and it is exact at the moment of the
-      request (a collection turning private, an image moved into a private collection by an
-      admin: both apply to the next search);
-    - items deleted from the database that the index may still hold (`removed_ids`).
-
-    One round trip (the search itself reads these with its model version: `search_context`).
-    """
-    ids = _hidden_items(user, modality).order_by().values_list("pk", flat=True).union(
-        RemovedItem.objects.filter(model_version_id=version_id, modality=modality).order_by()
-        .values_list("item_id", flat=True), all=True)
-    return np.unique(np.asarray(list(ids), dtype=np.int64))
-
-
 # --- the per-request read: model version + deny-list in one round trip ------------------------
 _VERSION_STAMP_FIELDS = ("status", "kind", "family", "name", "directory", "dim", "config", "encoders", "files",
                          "created_at", "promoted_at", "parent_id")
@@ -241,8 +223,13 @@ def _hidden_items(user: Any, modality: str) -> QuerySet:
 def search_context(*, user: Any, model_version_id: int | None, modality: str) -> tuple[ModelVersion, np.ndarray]:
     """(embedding version, sorted ids a search of its `modality` index must never return), read
     fresh in ONE round trip: the requested (or active) version's id and a stamp of its row, the
-    ids deleted but maybe still indexed (`removed_ids`), and the items of the collections the
-    user may not see (`unsearchable_ids`, same rules). The version object is kept per process
+    ids deleted from the database that the index may still hold (logged by database triggers
+    in the deleting transaction, search.models.RemovedItem; emptied as index writes catch up),
+    and the items of the collections the user may NOT see. Hiding those from the whole index
+    instead of reading every visible id makes the cost grow with the hidden items (usually a
+    few private collections), not with the corpus, and it is exact at the moment of the
+    request (a collection turning private, an image moved into a private collection by an
+    admin: both apply to the next search). The version object is kept per process
     and reused while the stamp of its row is unchanged (promotion, retirement or any edit of the
     row is seen by the next request, in every process); a miss costs one more query.
 
@@ -318,16 +305,6 @@ def _version_cached(pk: int, stamp: str) -> ModelVersion:
                 _VERSIONS.clear()
             _VERSIONS[pk] = hit
     return copy.copy(hit[1])  # callers get their own object; the kept one is never mutated
-
-
-def removed_ids(*, version_id: int, modality: str) -> np.ndarray:
-    """Sorted ids deleted from the database that an index of this version may still hold.
-
-    Filled by database triggers in the deleting transaction (search.models.RemovedItem) and
-    emptied as index writes catch up, so the table is usually empty.
-    """
-    items = RemovedItem.objects.filter(model_version_id=version_id, modality=modality)
-    return np.unique(np.asarray(list(items.values_list("item_id", flat=True)), dtype=np.int64))
 
 
 def removed_forget(*, version_id: int, modality: str, index_ids: np.ndarray) -> int:

@@ -91,7 +91,7 @@ def test_staff_see_every_collection_without_a_hidden_list(fake_version, collecti
     _images(CollectionFactory(owner=other_user, name="closed"), fake_version, 3, seed=4)
     _images(collection, fake_version, 2, seed=5)
     index_rebuild(version=fake_version, modality="image")
-    assert len(selectors.unsearchable_ids(user=staff, version_id=fake_version.pk, modality="image")) == 0
+    assert len(selectors.search_context(user=staff, model_version_id=fake_version.pk, modality="image")[1]) == 0
     assert _red(staff).count == 5
 
 
@@ -113,8 +113,8 @@ def test_deleting_images_logs_them_per_index_and_an_index_write_forgets_them(fak
     images = _images(collection, fake_version, 5, seed=8)
     index_rebuild(version=fake_version, modality="image")
     Image.objects.filter(pk__in=[images[0].pk, images[1].pk]).delete()  # one bulk statement
-    assert sorted(selectors.removed_ids(version_id=fake_version.pk, modality="image").tolist()) == \
-        sorted([images[0].pk, images[1].pk])
+    assert sorted(RemovedItem.objects.filter(model_version=fake_version, modality="image")
+                  .values_list("item_id", flat=True)) == sorted([images[0].pk, images[1].pk])
     page = _red(collection.owner)
     assert page.count == 3 and _ids(page) == {i.pk for i in images[2:]}
     index_apply(version_id=fake_version.pk, modality="image", ids=[images[0].pk, images[1].pk])
@@ -122,14 +122,14 @@ def test_deleting_images_logs_them_per_index_and_an_index_write_forgets_them(fak
     assert _red(collection.owner).count == 3
 
 
-def test_unsearchable_ids_join_hidden_items_and_deleted_ids_in_one_call(fake_version, collection, other_user):
+def test_search_context_joins_hidden_items_and_deleted_ids_in_one_read(fake_version, collection, other_user):
     secret = _images(CollectionFactory(owner=other_user, name="secret"), fake_version, 2, seed=13)
     mine = _images(collection, fake_version, 3, seed=14)
     index_rebuild(version=fake_version, modality="image")
     Image.objects.filter(pk=mine[0].pk).delete()
-    got = selectors.unsearchable_ids(user=collection.owner, version_id=fake_version.pk, modality="image")
+    got = selectors.search_context(user=collection.owner, model_version_id=fake_version.pk, modality="image")[1]
     assert got.tolist() == sorted([mine[0].pk] + [i.pk for i in secret])
-    theirs = selectors.unsearchable_ids(user=other_user, version_id=fake_version.pk, modality="image")
+    theirs = selectors.search_context(user=other_user, model_version_id=fake_version.pk, modality="image")[1]
     assert theirs.tolist() == sorted([mine[0].pk] + [i.pk for i in mine[1:]])
 
 
