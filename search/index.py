@@ -71,6 +71,7 @@ class VectorIndex:
         self._dim, self._model_version_id, self._modality = dim, str(model_version_id), modality
         self._labels = labels.astype(np.int64, copy=False)  # (P,) database keys
         self._alive = alive.astype(bool, copy=False)  # (P,) False = tombstone
+        self._n_live = int(self._alive.sum())  # kept by _changed: an O(N) sum per query cost ~40 us at 100k
         self._recall, self._config = recall, config
         self._lock = RWLock()
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # sorted live keys, positions
@@ -86,7 +87,7 @@ class VectorIndex:
     @property
     def count(self) -> int:
         """Live vectors."""
-        return int(self._alive.sum())
+        return self._n_live
 
     @property
     def index_type(self) -> str:
@@ -115,7 +116,7 @@ class VectorIndex:
 
     @property
     def tombstones(self) -> int:
-        return int(len(self._alive) - self._alive.sum())
+        return len(self._alive) - self._n_live
 
     @property
     def needs_rebuild(self) -> bool:
@@ -180,7 +181,9 @@ class VectorIndex:
             self._alive[pos] = False
 
     def _changed(self) -> None:
+        """After every write to `_alive` / `_labels` (under the write lock)."""
         self._lookup, self._alive_bits, self._gpu = None, None, None
+        self._n_live = int(self._alive.sum())
 
     def _sorted_lookup(self) -> tuple[np.ndarray, np.ndarray]:
         """(sorted live keys (L,), their positions (L,)), both read-only; rebuilt after a write.
@@ -220,7 +223,7 @@ class VectorIndex:
         xq = normalise(queries, self._dim)  # (Q, D)
         with self._lock.read():
             mask = self._mask(allow_ids, deny_ids)  # (P,) bool or None = every stored vector is allowed
-            n_allowed = len(self._alive) if mask is None else int(mask.sum())
+            n_allowed = self._allowed_count(mask)
             want = min(offset + k, n_allowed)
             if want == 0:
                 return [_empty_hits() for _ in range(len(xq))]
@@ -287,8 +290,14 @@ class VectorIndex:
 
     def _initial_scale(self, want: int, mask: np.ndarray | None) -> float:
         """Widen the tuned search for pages deeper than the tuned k and for selective filters."""
-        allowed = len(self._alive) if mask is None else int(mask.sum())
+        allowed = self._allowed_count(mask)
         return max(1.0, want / self._config.recall_k) * len(self._alive) / max(allowed, 1)
+
+    def _allowed_count(self, mask: np.ndarray | None) -> int:
+        """Vectors `mask` lets through (None = all stored ones, only used without tombstones)."""
+        if mask is None:
+            return len(self._alive)
+        return self._n_live if mask is self._alive else int(mask.sum())
 
     def _alive_bitmap(self) -> np.ndarray:
         if self._alive_bits is None:

@@ -37,7 +37,8 @@ class RWLock:
         finally:
             with self._cond:
                 self._readers -= 1
-                self._cond.notify_all()
+                if self._readers == 0 and self._waiting_writers:  # only a writer waits on readers
+                    self._cond.notify_all()
 
     @contextmanager
     def write(self) -> Iterator[None]:

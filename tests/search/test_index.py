@@ -390,3 +390,41 @@ def test_explicit_tuning_queries_are_used_and_recall_recorded():
     measured = recall_at_k(np.array(ids_of(hits)), brute(xq, xb, keys, 10)[0], 10)
     assert index.recall is not None and abs(measured - index.recall) < 1e-9
     assert index.recall >= 0.99 or index.params["efSearch"] == 2048
+
+
+def test_tuning_bisects_to_the_smallest_passing_ef_between_grid_points():
+    xb, keys = clustered(1500, seed=32), keys_for(1500)
+    xq = clustered(80, seed=33)
+    config = IndexConfig(flat_max=100, recall_target=0.99)
+    index = build_index(xb, keys, model_version_id=MODEL, modality="image", config=config, tune_queries=xq)
+    ef = index.params["efSearch"]
+    truth = brute(xq, xb, keys, 10)[0]
+
+    def recall_at(e: int) -> float:
+        params = faiss.SearchParametersHNSW(efSearch=e)
+        pos = index._index.search(normalise(xq), 10, params=params)[1]
+        return recall_at_k(index._labels[pos], truth, 10)
+
+    assert recall_at(ef) >= 0.99  # the chosen value reaches the target ...
+    if ef > 16:  # ... and one less does not (the coarse grid alone would stop at 24, 32, 48, ...)
+        assert recall_at(ef - 1) < 0.99
+
+
+def test_bisect_finds_the_smallest_passing_value_of_a_monotone_recall():
+    from search.index_build import _bisect
+
+    calls = []
+
+    def measure(c):
+        calls.append(c["efSearch"])
+        return min(1.0, c["efSearch"] / 40)
+
+    params, r = _bisect(HNSW, {"M": 32, "efSearch": 48}, 1.0, [{"M": 32, "efSearch": 32}], measure, 0.95)
+    assert params == {"M": 32, "efSearch": 38} and r == 38 / 40
+    assert len(calls) <= 4  # log2(48 - 32) measurements
+    # no failing grid point below (the first grid value already passed): nothing to narrow
+    assert _bisect(HNSW, {"efSearch": 16}, 0.97, [], measure, 0.95) == ({"efSearch": 16}, 0.97)
+    # IVF-PQ narrows nprobe only against failures with the same k_factor
+    ivf, _ = _bisect(IVFPQ, {"nprobe": 16, "k_factor": 2}, 1.0,
+                     [{"nprobe": 8, "k_factor": 4}], lambda c: 1.0, 0.95)
+    assert ivf == {"nprobe": 16, "k_factor": 2}
