@@ -30,7 +30,7 @@ from torch import nn
 
 from embeddings.ml.image_encoder import file_sha256
 
-__all__ = ["TextEncoder", "default_model_path", "mean_pool", "pad_states"]
+__all__ = ["TextEncoder", "bert_inference", "default_model_path", "mean_pool", "pad_states"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,50 @@ def pad_states(states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
         out[i, : s.shape[0]] = s
         mask[i, : s.shape[0]] = 1
     return out, mask
+
+
+def bert_inference(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Last hidden states (B, T, D) of an eval-mode BertModel, computed with plain functional ops.
+
+    The same arithmetic as ``model(...).last_hidden_state`` for BERT with absolute positions,
+    exact GELU and no dropout (max abs difference ~1e-5 on real captions, tested), on the
+    model's own parameters, so fine-tuned weights are always current. What it skips is the
+    per-call plumbing of the transformers modules (output capture, mask builders, wrappers):
+    a one-query encode went from 10.4 to 8.5 ms on one CPU thread (docs/benchmarks.md).
+    Padded keys are masked out of attention; rows of padding positions are not meaningful
+    (mean pooling ignores them), as in the reference.
+    """
+    cfg = model.config
+    if getattr(cfg, "position_embedding_type", "absolute") != "absolute" or cfg.hidden_act != "gelu":
+        return model(input_ids=input_ids, attention_mask=attention_mask,
+                     token_type_ids=token_type_ids).last_hidden_state
+    emb = model.embeddings
+    b, t = input_ids.shape
+    d, heads = cfg.hidden_size, cfg.num_attention_heads
+    x = F.embedding(input_ids, emb.word_embeddings.weight) + emb.position_embeddings.weight[:t]
+    types = emb.token_type_embeddings.weight
+    x = x + (types[0] if token_type_ids is None else F.embedding(token_type_ids, types))
+    x = F.layer_norm(x, (d,), emb.LayerNorm.weight, emb.LayerNorm.bias, emb.LayerNorm.eps)
+    mask = None if bool(attention_mask.all()) else attention_mask[:, None, None, :].bool()  # (B, 1, 1, T)
+
+    def split(y: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, H, T, D/H)
+        return y.view(b, t, heads, d // heads).transpose(1, 2)
+
+    for layer in model.encoder.layer:
+        att = layer.attention.self
+        q = split(F.linear(x, att.query.weight, att.query.bias))
+        k = split(F.linear(x, att.key.weight, att.key.bias))
+        v = split(F.linear(x, att.value.weight, att.value.bias))
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, t, d)
+        out = layer.attention.output
+        x = F.layer_norm(x + F.linear(a, out.dense.weight, out.dense.bias), (d,), out.LayerNorm.weight,
+                         out.LayerNorm.bias, out.LayerNorm.eps)
+        h = F.gelu(F.linear(x, layer.intermediate.dense.weight, layer.intermediate.dense.bias))
+        out = layer.output
+        x = F.layer_norm(x + F.linear(h, out.dense.weight, out.dense.bias), (d,), out.LayerNorm.weight,
+                         out.LayerNorm.bias, out.LayerNorm.eps)
+    return x
 
 
 class TextEncoder(nn.Module):
@@ -121,7 +165,11 @@ class TextEncoder(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], normalize: bool = True) -> torch.Tensor:
         """Tokenised batch -> sentence vectors (B, 384); differentiable."""
-        hidden = self.model(**batch).last_hidden_state  # (B, T, 384)
+        if self.training or torch.is_grad_enabled():
+            hidden = self.model(**batch).last_hidden_state  # (B, T, 384)
+        else:  # inference: same weights and ops without the transformers module plumbing
+            hidden = bert_inference(self.model, batch["input_ids"], batch["attention_mask"],
+                                    batch.get("token_type_ids"))
         pooled = mean_pool(hidden, batch["attention_mask"])  # (B, 384)
         return F.normalize(pooled, dim=-1) if normalize else pooled
 

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from embeddings.ml.text_encoder import TextEncoder, default_model_path, mean_pool, pad_states
+from embeddings.ml.text_encoder import TextEncoder, bert_inference, default_model_path, mean_pool, pad_states
 
 TEXTS = [
     "A dog runs through the snow .",
@@ -33,6 +33,24 @@ def test_matches_sentence_transformers_encode(encoder):
     got = encoder.encode(TEXTS, batch_size=2)
     assert got.shape == (len(TEXTS), 384)
     assert torch.allclose(got, expected.cpu().float(), atol=1e-4)
+
+
+def test_inference_path_equals_the_transformers_forward(encoder):
+    """encode() runs bert_inference (no grad); it must give the module's own hidden states."""
+    batch = encoder.tokenize(TEXTS)  # padded: the mask matters
+    with torch.no_grad():
+        ref = encoder.model(**batch).last_hidden_state
+        got = bert_inference(encoder.model, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        one = encoder.tokenize(TEXTS[:1])  # unpadded: no mask at all
+        ref1 = encoder.model(**one).last_hidden_state
+        got1 = bert_inference(encoder.model, one["input_ids"], one["attention_mask"])
+    valid = batch["attention_mask"].bool()
+    assert (got - ref)[valid].abs().max() < 1e-4 and (got1 - ref1).abs().max() < 1e-4
+    pooled = torch.nn.functional.normalize(mean_pool(ref, batch["attention_mask"]), dim=-1)
+    assert torch.allclose(encoder.encode(TEXTS, batch_size=len(TEXTS)), pooled, atol=1e-5)
+    # with gradients on (training), forward goes through the transformers module itself
+    with torch.enable_grad():
+        assert encoder(batch).requires_grad is any(p.requires_grad for p in encoder.parameters())
 
 
 def test_vectors_are_unit_length_unless_asked_otherwise(encoder):
