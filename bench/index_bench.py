@@ -151,7 +151,10 @@ def curve_candidates(typ: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(params, nprobe=p) for p in probes]  # k_factor stays at its tuned value
 
 
-def bench_hnswlib(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+def bench_hnswlib(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, args: argparse.Namespace,
+                  match: float | None = None) -> dict[str, Any]:
+    """hnswlib with our M / efConstruction; ef = the smallest integer whose recall on the bench
+    queries reaches `match` (our index's recall on the same queries) or, without it, --target."""
     import hnswlib
 
     idx = hnswlib.Index(space="ip", dim=xb.shape[1])
@@ -159,22 +162,36 @@ def bench_hnswlib(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, args: argparse
     t = time.perf_counter()
     idx.add_items(xb, np.arange(len(xb)), num_threads=args.threads)
     build_s = time.perf_counter() - t
-    curve, tuned = [], None
-    for ef in EF_GRID:
+    goal = args.target if match is None else match
+    curve, tuned, below = [], None, K - 1
+
+    def recall_at(ef: int) -> float:
         idx.set_ef(ef)
-        r = recall(idx.knn_query(xq, k=K, num_threads=args.threads)[0], gt)
+        return recall(idx.knn_query(xq, k=K, num_threads=args.threads)[0], gt)
+
+    for ef in EF_GRID:
+        r = recall_at(ef)
         point = {"params": {"ef": ef}, "recall": r,
                  "qps_batch": len(xq) / median_time(lambda: idx.knn_query(xq, k=K, num_threads=args.threads), args.runs)}
         curve.append(point)
-        if tuned is None and r >= args.target:
+        if tuned is None and r >= goal:
             tuned = ef
+        elif tuned is None:
+            below = ef
         if r >= 0.999 or (tuned is not None and ef >= 4 * tuned):
             break
+    while tuned is not None and tuned - below > 1:  # the smallest integer ef reaching the goal
+        mid = (below + tuned) // 2
+        if recall_at(mid) >= goal:
+            tuned = mid
+        else:
+            below = mid
     idx.set_ef(tuned or EF_GRID[-1])
     res = qps(lambda q: idx.knn_query(q, k=K, num_threads=args.threads),
               lambda q: idx.knn_query(q, k=K, num_threads=1), xq, args.runs, args.threads, lambda n: None)
     r = recall(idx.knn_query(xq, k=K, num_threads=args.threads)[0], gt)
     res.update(kind="hnswlib", params={"M": args.m, "ef_construction": args.ef_construction, "ef": tuned},
+               matched_to=goal,
                build_s=build_s, recall=r, curve=curve, version=_version("hnswlib"),
                bytes_per_vector=file_bytes(idx.save_index, "h.idx") / len(xb))
     return res
@@ -216,7 +233,7 @@ def run(args: argparse.Namespace) -> None:
         print("ours", {k: v for k, v in out["ours_hnsw"].items() if k != "curve"}, flush=True)
         dump()
     if not args.skip_hnswlib and not args.only_ivfpq:
-        out["hnswlib"] = bench_hnswlib(xb, xq, gt, args)
+        out["hnswlib"] = bench_hnswlib(xb, xq, gt, args, match=out.get("ours_hnsw", {}).get("recall"))
         print("hnswlib", {k: v for k, v in out["hnswlib"].items() if k != "curve"}, flush=True)
         dump()
     for name, budget in (("ours_ivfpq_sq8", 700), ("ours_ivfpq", 100))[: args.ivfpq]:

@@ -51,7 +51,6 @@ def main() -> None:
     manifest = json.loads((args.cache / "manifest.json").read_text())
     img_ident, txt_ident = manifest["image_encoder_identity"], manifest["text_encoder_identity"]
     src_img = FeatureCache(args.cache / "image" / "orig", encoder_identity=img_ident)
-    src_txt = FeatureCache(args.cache / "text" / "sentence", encoder_identity=txt_ident)
 
     images = dict(Image.objects.filter(collection__name=args.collection).values_list("source_name", "pk"))
     dst_img = FeatureCache(Path(settings.FEATURE_DIR) / hashlib.sha256(img_ident.encode()).hexdigest()[:16],
@@ -63,6 +62,10 @@ def main() -> None:
         dst_img.add([str(pk) for _, pk in part], feats)
     print(f"image features: {len(todo)} seeded, {len(images) - len(todo)} already present or not in the cache")
 
+    if not (args.cache / "text" / "sentence").is_dir():  # cache built with --skip-text: the captioner needs none
+        print("caption vectors: none seeded (no text/sentence in the bench cache; the embedding needs them)")
+        return
+    src_txt = FeatureCache(args.cache / "text" / "sentence", encoder_identity=txt_ident)
     dst_txt = FeatureCache(Path(settings.FEATURE_DIR) / f"text-{hashlib.sha256(txt_ident.encode()).hexdigest()[:16]}",
                            encoder_identity=txt_ident, fields={"vector": (384,)})
     key_of = {(f, " ".join(text.split())): key for f, caps in manifest["captions"].items() for key, text in caps}
