@@ -128,12 +128,16 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, threads: int = 0) -> None:
+        """threads = 0: 2 sync workers (one request at a time each); > 0: 2 gthread workers with
+        that many request threads each (concurrent text encodes are batched, SEARCH_ENCODE_BATCH)."""
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.args = [PY, "-m", "gunicorn", "project.wsgi:application", "-b", self.host, "-w", "2",
                      "--timeout", "120", "--graceful-timeout", "10", "--keep-alive", "30",
                      "-c", str(REPO / "bench" / "search_e2e_gunicorn.py")]  # logs query-cache stats at exit
+        if threads:
+            self.args += ["--worker-class", "gthread", "--threads", str(threads)]
         self.env, self.log = env, log
 
     def __enter__(self) -> Server:
@@ -278,8 +282,11 @@ def distinct_pool() -> list[str]:
     return list(seen)
 
 
-def run_scenario(env: dict[str, str], var: Path, name: str, version_id: int, args) -> dict:
-    """One fresh server: side by side, then sustained load; queries repeating or all distinct."""
+def run_scenario(env: dict[str, str], var: Path, spec: str, version_id: int, args) -> dict:
+    """One fresh server: side by side, then sustained load; queries repeating or all distinct.
+    `spec` is a scenario name, optionally with the server kind: "distinct", "distinct:gthread8"."""
+    name, _, worker = spec.partition(":")
+    worker = worker or "sync"
     if name == "repeat":  # the original protocol: the same 200 dev captions every round and under load
         queries = dev_queries(args.queries)
         warm, rounds, load_q = queries[:20], [queries] * args.rounds, queries
@@ -289,14 +296,16 @@ def run_scenario(env: dict[str, str], var: Path, name: str, version_id: int, arg
         warm = pool[:20]
         rounds = [pool[20 + r * args.queries:20 + (r + 1) * args.queries] for r in range(args.rounds)]
         load_q = pool[used:]
-    log = var / f"gunicorn-{name}.log"
-    with Server(env, log) as server:
+    threads = int(worker.removeprefix("gthread")) if worker.startswith("gthread") else 0
+    log = var / f"gunicorn-{name}-{worker}.log"
+    with Server(env, log, threads) as server:
         sbs = side_by_side(server.host, version_id, warm, rounds, args.k)
         print(name, "side by side", sbs["median"], flush=True)
         load_before = os.getloadavg()
         load = sustained(server.host, load_q, args.clients, args.seconds, args.k)
         print(name, "sustained", load, flush=True)
-    return {"name": name, "sbs": sbs, "load": load, "cache": server.cache_stats(), "loadavg": load_before}
+    return {"name": name, "worker": worker, "sbs": sbs, "load": load, "cache": server.cache_stats(),
+            "loadavg": load_before}
 
 
 def ms(x: float | None) -> str:
@@ -327,7 +336,10 @@ def scenario_report(args, sc: dict) -> list[str]:
     sbs, load = sc["sbs"], sc["load"]
     m = sbs["median"]
     ratio = m["http_p50"] / m["inproc_p50"]
-    rows = [f"#### Scenario `{sc['name']}`: {SCENARIO_TEXT[sc['name']]}", "",
+    worker = sc.get("worker", "sync")
+    server = ("2 sync workers" if worker == "sync" else
+              f"2 gthread workers x {worker.removeprefix('gthread')} threads, concurrent encodes batched")
+    rows = [f"#### Scenario `{sc['name']}`, server: {server}: {SCENARIO_TEXT[sc['name']]}", "",
             f"- {_cache_line(sc['cache'])}", "",
             f"Latency, one client, measured side by side ({len(sbs['rounds'])} rounds of {args.queries} queries; "
             "each query over HTTP, then the same query in-process; medians over rounds of the per-round "
@@ -369,7 +381,8 @@ def report(args, info: dict, scenarios: list[dict], loads: list, cmd: str) -> st
             "noise (sigma 0.05 per dim). "
             f"Index built by `search.services.index_rebuild`: {info['index_type']}, build-time recall@10 "
             f"{info['recall']}; rows inserted in {info['rows_s']:.0f} s, index built in {info['index_s']:.0f} s.", "",
-            f"Server: gunicorn 2 sync workers, DEBUG=false, 127.0.0.1, PostgreSQL, THROTTLE_* raised to "
+            f"Server: gunicorn, 2 workers (sync, or gthread where the scenario says), DEBUG=false, 127.0.0.1, "
+            "PostgreSQL, THROTTLE_* raised to "
             f"1000000/min, a fresh server per scenario. k = {args.k}.", ""]
     for sc in scenarios:
         rows += scenario_report(args, sc)
@@ -385,12 +398,16 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=30)
-    ap.add_argument("--scenarios", default="distinct,repeat", help="comma list of: distinct, repeat")
+    ap.add_argument("--scenarios", default="distinct,repeat",
+                    help="comma list of: distinct, repeat; each optionally :sync (default) or :gthreadN "
+                         "(2 gthread workers with N threads each), e.g. distinct,distinct:gthread8")
     ap.add_argument("--db", default="loupe_bench")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "search_e2e.md"))
     args = ap.parse_args()
     names = [x for x in args.scenarios.split(",") if x]
-    if not names or set(names) - set(SCENARIO_TEXT):
+    bad = [x for x in names if x.partition(":")[0] not in SCENARIO_TEXT
+           or x.partition(":")[2] not in ("", "sync") and not x.partition(":")[2].removeprefix("gthread").isdigit()]
+    if not names or bad:
         ap.error(f"--scenarios: choose from {sorted(SCENARIO_TEXT)}")
     cmd = ".venv/bin/python bench/search_e2e.py " + " ".join(sys.argv[1:])
     var = REPO / "var" / "bench" / "e2e"

@@ -24,6 +24,7 @@ from django.core import signing
 from PIL import Image as PILImage
 
 from embeddings import encoding, runtime
+from embeddings.ml.batching import MicroBatcher
 from embeddings.models import ModelVersion
 from embeddings.services import sanitize_bytes
 from project.exceptions import ApplicationError
@@ -197,6 +198,26 @@ def text_cache() -> TextVectorCache:
         return _text_cache
 
 
+_batchers: dict[int, tuple[Any, MicroBatcher]] = {}  # version id -> (embedder, its batcher)
+_batchers_lock = threading.Lock()
+
+
+def _encode(version: ModelVersion, embedder: Any, texts: list[str]) -> np.ndarray:
+    """embedder.encode_texts(texts), batched with the other request threads of this process that
+    encode at the same time (settings.SEARCH_ENCODE_BATCH texts at most; <= 1 turns it off).
+    With one request at a time (sync workers) it runs alone, as before."""
+    size = int(getattr(settings, "SEARCH_ENCODE_BATCH", 16))
+    if size <= 1:
+        return embedder.encode_texts(texts)
+    with _batchers_lock:
+        held = _batchers.get(version.pk)
+        if held is None or held[0] is not embedder or held[1].max_batch != size:
+            if held is not None:
+                held[1].close()  # model reloaded or setting changed: its thread drains and exits
+            held = _batchers[version.pk] = (embedder, MicroBatcher(embedder.encode_texts, max_batch=size))
+    return held[1](texts)
+
+
 def _text_vectors(version: ModelVersion, texts: list[str]) -> list[np.ndarray]:
     """(D,) vectors of cleaned texts, from the cache where possible; the rest encoded in one batch."""
     if not texts:
@@ -204,11 +225,11 @@ def _text_vectors(version: ModelVersion, texts: list[str]) -> list[np.ndarray]:
     embedder = runtime.embedder_for(version)
     cache = text_cache()
     if cache.size <= 0:
-        return list(embedder.encode_texts(texts))
+        return list(_encode(version, embedder, texts))
     found = [cache.get(version.pk, embedder, t) for t in texts]
     todo = list(dict.fromkeys(t for t, v in zip(texts, found) if v is None))
     if todo:
-        fresh = dict(zip(todo, embedder.encode_texts(todo)))
+        fresh = dict(zip(todo, _encode(version, embedder, todo)))
         for text, vec in fresh.items():
             cache.put(version.pk, embedder, text, vec)
         found = [fresh[t] if v is None else v for t, v in zip(texts, found)]

@@ -219,3 +219,63 @@ def test_cache_is_a_bounded_lru_and_size_zero_turns_it_off(fake_version, setting
     q._text_vectors(fake_version, ["a"])
     q._text_vectors(fake_version, ["a"])
     assert emb.calls == [["a"], ["a"]]
+
+
+# --- encode batching across request threads ------------------------------------------------------
+class GatedEmbedder(CountingEmbedder):
+    """Holds its first encode until released, so the other threads' queries queue behind it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.gate, self.started = threading.Event(), threading.Event()
+
+    def encode_texts(self, texts):
+        if not self.calls:
+            self.started.set()
+            self.gate.wait(10)
+        return super().encode_texts(texts)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_searches_encode_in_one_batch_and_get_their_own_results(fake_version, collection, monkeypatch,
+                                                                          settings):
+    import threading
+    import time
+
+    from django.db import connection
+
+    settings.SEARCH_ENCODE_BATCH = 16
+    emb = GatedEmbedder()
+    monkeypatch.setattr(runtime, "embedder_for", lambda v: emb)
+    _images(collection, fake_version, 30, seed=14)
+    index_rebuild(version=fake_version, modality="image")
+    texts = ["red", "green dog", "blue sky", "red car", "green", "blue"]
+    user = collection.owner
+    got: dict[str, list[int]] = {}
+
+    def search(text):
+        try:
+            got[text] = [h.image.pk for h in search_images(user=user, terms=[QueryTerm(text=text)], k=5).results]
+        finally:
+            connection.close()  # each thread has its own database connection
+
+    first = threading.Thread(target=search, args=(texts[0],))
+    first.start()
+    assert emb.started.wait(10)
+    rest = [threading.Thread(target=search, args=(t,)) for t in texts[1:]]
+    for t in rest:
+        t.start()
+    batcher = q._batchers[fake_version.pk][1]
+    deadline = time.monotonic() + 10
+    while len(batcher._queue) < len(rest) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    emb.gate.set()
+    for t in [first, *rest]:
+        t.join(10)
+    assert sorted(map(sorted, emb.calls)) == sorted([[texts[0]], sorted(texts[1:])])  # 6 searches, 2 encodes
+    settings.SEARCH_ENCODE_BATCH = 0  # the same searches one by one, unbatched
+    q.text_cache().clear()
+    for text in texts:
+        assert got[text] == [h.image.pk for h in search_images(user=user, terms=[QueryTerm(text=text)], k=5).results]
