@@ -253,6 +253,9 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")  # if set, /metrics needs "
 LOUPE_MAX_TASK_ATTEMPTS = env.int("LOUPE_MAX_TASK_ATTEMPTS", default=3)
 # Query text -> vector cache per web process (entries; 0 turns it off). Popular queries repeat.
 SEARCH_QUERY_CACHE_SIZE = env.int("SEARCH_QUERY_CACHE_SIZE", default=4096)
+# Query texts encoded at once when request threads of one web process search together
+# (gthread workers; embeddings/ml/batching.py). <= 1 turns the batching off.
+SEARCH_ENCODE_BATCH = env.int("SEARCH_ENCODE_BATCH", default=16)
 # Images per re-encoding task when a version is promoted: any free `gpu` worker takes the next chunk.
 LOUPE_PROMOTION_CHUNK = env.int("LOUPE_PROMOTION_CHUNK", default=256)
 

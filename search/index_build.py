@@ -139,10 +139,15 @@ def ground_truth(xq: np.ndarray, xb: np.ndarray, k: int) -> np.ndarray:
     return gt
 
 
+def recalls_per_query(found: np.ndarray, truth: np.ndarray, k: int) -> np.ndarray:
+    """|found[:k] & truth[:k]| / k per query (Q,); found (Q, >=k), truth (Q, >=k)."""
+    return np.array([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth)])
+
+
 def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
     """Mean |found[:k] & truth[:k]| / k over queries; found (Q, >=k), truth (Q, >=k)."""
-    hits = [len(set(f[:k].tolist()) & set(t[:k].tolist())) for f, t in zip(found, truth)]
-    return float(np.mean(hits)) / k if hits else 1.0
+    per_query = recalls_per_query(found, truth, k)
+    return float(per_query.mean()) if len(per_query) else 1.0
 
 
 def held_out(n: int, config: IndexConfig) -> np.ndarray:
@@ -168,18 +173,22 @@ def tune(index: faiss.Index, index_type: str, params: dict[str, Any], xb: np.nda
         return params, 1.0
     truth = ground_truth(queries, xb, k)  # (Q, k)
 
-    def measure(candidate: dict[str, Any]) -> float:
+    def measure(candidate: dict[str, Any]) -> tuple[bool, float]:
+        """(reaches the target with the configured confidence, mean recall)."""
         _, found = index.search(queries, k, params=search_params(index_type, candidate, k, None))
-        return recall_at_k(found, truth, k)
+        per_query = recalls_per_query(found, truth, k)
+        mean = float(per_query.mean())
+        spread = float(per_query.std(ddof=1)) / np.sqrt(len(per_query)) if len(per_query) > 1 else 0.0
+        return mean - config.recall_confidence_z * spread >= config.recall_target - 1e-12, mean
 
     best: tuple[dict[str, Any], float] | None = None
     failed: list[dict[str, Any]] = []
     for candidate in _candidates(index_type, params):
-        r = measure(candidate)
+        ok, r = measure(candidate)
         if best is None or r > best[1]:
             best = (candidate, r)
-        if r >= config.recall_target:
-            candidate, r = _bisect(index_type, candidate, r, failed, measure, config.recall_target)
+        if ok:
+            candidate, r = _bisect(index_type, candidate, r, failed, measure)
             logger.info("tuned %s to %s: recall@%d=%.4f", index_type, candidate, k, r)
             return candidate, r
         failed.append(candidate)
@@ -190,7 +199,7 @@ def tune(index: faiss.Index, index_type: str, params: dict[str, Any], xb: np.nda
 
 
 def _bisect(index_type: str, passed: dict[str, Any], recall: float, failed: list[dict[str, Any]],
-            measure: Callable[[dict[str, Any]], float], target: float) -> tuple[dict[str, Any], float]:
+            measure: Callable[[dict[str, Any]], tuple[bool, float]]) -> tuple[dict[str, Any], float]:
     """Narrow the coarse grid's first passing efSearch / nprobe down toward the last failing one.
 
     The grid doubles (or grows by half) per step, so its first passing value can cost up to
@@ -207,8 +216,8 @@ def _bisect(index_type: str, passed: dict[str, Any], recall: float, failed: list
     lo, hi = max(c[key] for c in same), passed[key]  # lo fails, hi passes
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        r = measure(dict(passed, **{key: mid}))
-        if r >= target:
+        ok, r = measure(dict(passed, **{key: mid}))
+        if ok:
             hi, recall = mid, r
         else:
             lo = mid

@@ -393,6 +393,8 @@ def test_explicit_tuning_queries_are_used_and_recall_recorded():
 
 
 def test_tuning_bisects_to_the_smallest_passing_ef_between_grid_points():
+    from search.index_build import recalls_per_query
+
     xb, keys = clustered(1500, seed=32), keys_for(1500)
     xq = clustered(80, seed=33)
     config = IndexConfig(flat_max=100, recall_target=0.99)
@@ -400,14 +402,26 @@ def test_tuning_bisects_to_the_smallest_passing_ef_between_grid_points():
     ef = index.params["efSearch"]
     truth = brute(xq, xb, keys, 10)[0]
 
-    def recall_at(e: int) -> float:
+    def lower_bound(e: int) -> float:  # the rule tune() applies: mean - z * standard error >= target
         params = faiss.SearchParametersHNSW(efSearch=e)
         pos = index._index.search(normalise(xq), 10, params=params)[1]
-        return recall_at_k(index._labels[pos], truth, 10)
+        r = recalls_per_query(index._labels[pos], truth, 10)
+        return r.mean() - config.recall_confidence_z * r.std(ddof=1) / np.sqrt(len(r))
 
-    assert recall_at(ef) >= 0.99  # the chosen value reaches the target ...
+    assert lower_bound(ef) >= 0.99 - 1e-12  # the chosen value reaches the target ...
     if ef > 16:  # ... and one less does not (the coarse grid alone would stop at 24, 32, 48, ...)
-        assert recall_at(ef - 1) < 0.99
+        assert lower_bound(ef - 1) < 0.99
+
+
+def test_tuning_asks_for_confidence_not_just_a_mean_at_the_target():
+    xb, keys = clustered(3000, seed=34), keys_for(3000)
+    xq = clustered(200, seed=35)
+    plain = build_index(xb, keys, model_version_id=MODEL, modality="image", tune_queries=xq,
+                        config=IndexConfig(flat_max=100, recall_target=0.995, recall_confidence_z=0.0))
+    sure = build_index(xb, keys, model_version_id=MODEL, modality="image", tune_queries=xq,
+                       config=IndexConfig(flat_max=100, recall_target=0.995))
+    # a mean just at the target is not enough: the bound needs a wider search (here 16 -> 17)
+    assert sure.params["efSearch"] > plain.params["efSearch"] and sure.recall > plain.recall >= 0.995
 
 
 def test_bisect_finds_the_smallest_passing_value_of_a_monotone_recall():
@@ -417,14 +431,15 @@ def test_bisect_finds_the_smallest_passing_value_of_a_monotone_recall():
 
     def measure(c):
         calls.append(c["efSearch"])
-        return min(1.0, c["efSearch"] / 40)
+        r = min(1.0, c["efSearch"] / 40)
+        return r >= 0.95, r
 
-    params, r = _bisect(HNSW, {"M": 32, "efSearch": 48}, 1.0, [{"M": 32, "efSearch": 32}], measure, 0.95)
+    params, r = _bisect(HNSW, {"M": 32, "efSearch": 48}, 1.0, [{"M": 32, "efSearch": 32}], measure)
     assert params == {"M": 32, "efSearch": 38} and r == 38 / 40
     assert len(calls) <= 4  # log2(48 - 32) measurements
     # no failing grid point below (the first grid value already passed): nothing to narrow
-    assert _bisect(HNSW, {"efSearch": 16}, 0.97, [], measure, 0.95) == ({"efSearch": 16}, 0.97)
+    assert _bisect(HNSW, {"efSearch": 16}, 0.97, [], measure) == ({"efSearch": 16}, 0.97)
     # IVF-PQ narrows nprobe only against failures with the same k_factor
     ivf, _ = _bisect(IVFPQ, {"nprobe": 16, "k_factor": 2}, 1.0,
-                     [{"nprobe": 8, "k_factor": 4}], lambda c: 1.0, 0.95)
+                     [{"nprobe": 8, "k_factor": 4}], lambda c: (True, 1.0))
     assert ivf == {"nprobe": 16, "k_factor": 2}
