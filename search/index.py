@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,13 @@ def normalise(vectors: np.ndarray, dim: int | None = None) -> np.ndarray:
     x = np.asarray(vectors, dtype=np.float32)
     if x.ndim == 1:
         x = x[None, :]
+    if x.shape[0] == 1 and x.ndim == 2 and (dim is None or x.shape[1] == dim):  # one query: the web path
+        sq = float(np.dot(x[0], x[0]))
+        if not math.isfinite(sq):
+            raise ValueError("vectors contain NaN or inf (or overflow float32)")
+        if sq == 0:
+            raise ValueError("cannot normalise a zero vector")
+        return np.ascontiguousarray(x / math.sqrt(sq))  # always a new array
     if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
         raise ValueError(f"expected vectors of shape (N, {dim}), got {np.shape(vectors)}")
     sq = np.einsum("nd,nd->n", x, x)  # (N,) squared norms; NaN / inf anywhere shows up here
@@ -247,8 +255,10 @@ class VectorIndex:
         return mask
 
     def _hits(self, scores: np.ndarray, pos: np.ndarray) -> Hits:
-        keep = pos >= 0  # faiss pads short result lists with -1
-        return Hits(ids=self._labels[pos[keep]].copy(), scores=scores[keep].astype(np.float32))
+        if len(pos) and pos[-1] >= 0:  # full list (faiss pads short ones with -1 at the end)
+            return Hits(ids=self._labels[pos], scores=np.array(scores, dtype=np.float32))
+        keep = pos >= 0
+        return Hits(ids=self._labels[pos[keep]], scores=scores[keep].astype(np.float32))
 
     def _exact_subset(self, xq: np.ndarray, mask: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
         """Brute force over the allowed vectors (exact for Flat/HNSW, PQ/SQ8 codes for IVF-PQ)."""
