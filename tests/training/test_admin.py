@@ -32,7 +32,7 @@ def test_changelists_offer_retrain_buttons(admin_client, conse_v0):
 def test_retrain_form_shows_defaults_and_starts_a_run(admin_client, tiny_collection, fake_encoders):
     url = reverse("admin:training_trainingrun_retrain")
     html = admin_client.get(url + "?kind=embedding").content.decode()
-    assert 'name="loop__epochs"' in html and 'value="30"' in html and 'name="model__dim"' in html
+    assert 'name="loop__epochs"' in html and 'value="15"' in html and 'name="model__dim"' in html
     assert 'name="loop__early_stop_metric"' not in html
     cap = admin_client.get(url + "?kind=captioner").content.decode()
     assert 'name="model__decoder"' in cap and 'value="8"' in cap  # captioner default epochs

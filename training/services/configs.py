@@ -13,7 +13,11 @@ KINDS = ("embedding", "captioner")
 # Loop defaults that differ per kind (the generic LoopConfig defaults suit the embedding heads;
 # the captioner early-stops on CIDEr-D and learns with smaller batches, as in bench/).
 KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "embedding": {},
+    # The recipe of the shipped embedding (models/MODEL_CARD.md; tuned on Flickr8k dev with
+    # bench/train_embedding_flickr8k.py), so the admin's Retrain button trains what ships.
+    "embedding": {"loop": {"epochs": 15, "weight_decay": 0.2, "patience": 5},
+                  "model": {"hidden": 1024, "dropout": 0.4, "init_temperature": 0.03},
+                  "task": {"positives": "log_sum"}},
     "captioner": {"loop": {"early_stop_metric": "cider_d", "epochs": 8, "batch_size": 64, "lr": 2e-3,
                            "patience": 3}},
 }
