@@ -90,8 +90,10 @@ def index_md(data: list[dict[str, Any]]) -> str:
         out += _table(d) + [""]
         ours, other = d.get("ours_hnsw"), d.get("hnswlib")
         if ours and other:
+            rule = ("; since 2026-11-25 (late): grid, then bisection, and the 95% lower bound of the mean must "
+                    "reach the target" if "matched_to" in other else "; coarse grid, mean at the target")
             out.append(f"Operating points: ours {_params(ours)} (chosen by build_index's own tuning on "
-                       f"{ours.get('tune_queries', 500)} vectors held out of the graph) gives recall "
+                       f"{ours.get('tune_queries', 500)} vectors held out of the graph{rule}) gives recall "
                        f"{ours['recall']:.4f} on the bench queries; hnswlib ef={other['params']['ef']} "
                        f"({_match_rule(other)}) gives {other['recall']:.4f}. "
                        f"QPS ratio ours/hnswlib: batch {ours['qps_batch'] / other['qps_batch']:.2f}x, "
