@@ -205,15 +205,13 @@ _batchers_lock = threading.Lock()
 def _encode(version: ModelVersion, embedder: Any, texts: list[str]) -> np.ndarray:
     """embedder.encode_texts(texts), batched with the other request threads of this process that
     encode at the same time (settings.SEARCH_ENCODE_BATCH texts at most; <= 1 turns it off).
-    With one request at a time (sync workers) it runs alone, as before."""
+    With one request at a time (sync workers) it runs alone in the request's thread, as before."""
     size = int(getattr(settings, "SEARCH_ENCODE_BATCH", 16))
     if size <= 1:
         return embedder.encode_texts(texts)
     with _batchers_lock:
         held = _batchers.get(version.pk)
-        if held is None or held[0] is not embedder or held[1].max_batch != size:
-            if held is not None:
-                held[1].close()  # model reloaded or setting changed: its thread drains and exits
+        if held is None or held[0] is not embedder or held[1].max_batch != size:  # model reloaded, setting changed
             held = _batchers[version.pk] = (embedder, MicroBatcher(embedder.encode_texts, max_batch=size))
     return held[1](texts)
 
