@@ -79,7 +79,7 @@ class VectorIndex:
         self._dim, self._model_version_id, self._modality = dim, str(model_version_id), modality
         self._labels = labels.astype(np.int64, copy=False)  # (P,) database keys
         self._alive = alive.astype(bool, copy=False)  # (P,) False = tombstone
-        self._n_live = int(self._alive.sum())  # kept by _changed: an O(N) sum per query cost ~40 us at 100k
+        self._n_live = int(self._alive.sum())  # kept by _changed: summing per query cost ~30 us at 100k, ~300 us at 1M
         self._recall, self._config = recall, config
         self._lock = RWLock()
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # sorted live keys, positions

@@ -113,7 +113,10 @@ class MicroBatcher:
             rows = np.asarray(self._fn(texts))
             if len(rows) != len(texts):
                 raise ValueError(f"encoder returned {len(rows)} rows for {len(texts)} texts")
-        except Exception:
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+                return
             for call in batch:  # each call alone, so one bad input fails only its caller
                 try:
                     call.result = np.asarray(self._fn(call.texts))
