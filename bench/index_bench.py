@@ -115,7 +115,7 @@ def bench_exact(xb: np.ndarray, xq: np.ndarray, args: argparse.Namespace) -> dic
 
 
 def bench_ours(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, args: argparse.Namespace,
-               config: IndexConfig, label: str) -> dict[str, Any]:
+               config: IndexConfig, label: str, keep: list | None = None) -> dict[str, Any]:
     ids = np.arange(len(xb), dtype=np.int64)
     t = time.perf_counter()
     index = build_index(xb, ids, model_version_id="bench", modality="image", config=config)
@@ -140,6 +140,8 @@ def bench_ours(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, args: argparse.Na
         if r >= 0.999:
             break
     res["curve"] = curve
+    if keep is not None:
+        keep.append(index)
     del index, raw
     return res
 
@@ -152,7 +154,7 @@ def curve_candidates(typ: str, params: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def bench_hnswlib(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, args: argparse.Namespace,
-                  match: float | None = None) -> dict[str, Any]:
+                  match: float | None = None, keep: list | None = None) -> dict[str, Any]:
     """hnswlib with our M / efConstruction; ef = the smallest integer whose recall on the bench
     queries reaches `match` (our index's recall on the same queries) or, without it, --target."""
     import hnswlib
@@ -194,7 +196,54 @@ def bench_hnswlib(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, args: argparse
                matched_to=goal,
                build_s=build_s, recall=r, curve=curve, version=_version("hnswlib"),
                bytes_per_vector=file_bytes(idx.save_index, "h.idx") / len(xb))
+    if keep is not None:
+        keep.append(idx)
     return res
+
+
+def side_by_side(ours: Any, other: Any, xq: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    """Both indexes at their matched operating points, timed in alternation: each of --side-rounds
+    rounds times ours (search/index.py, what the service calls), the raw faiss call under it
+    (same parameters) and hnswlib, one query per call on one thread, then in one batch on
+    --threads threads. The ratios are taken per round (same moment, same machine load), then
+    their median: on a shared machine a separate run per contender compares two loads."""
+    raw = ours._index
+    params = ib.search_params(ours.index_type, ours.params, K, None)
+    one = xq[: args.singles]
+    contenders = {
+        "ours": (lambda q: ours.search(q, K), lambda: ours.search(xq, K)),
+        "raw_faiss": (lambda q: raw.search(q, K, params=params), lambda: raw.search(xq, K, params=params)),
+        "hnswlib": (lambda q: other.knn_query(q, k=K, num_threads=1),
+                    lambda: other.knn_query(xq, k=K, num_threads=args.threads)),
+    }
+    single: dict[str, list[float]] = {name: [] for name in contenders}
+    batch: dict[str, list[float]] = {name: [] for name in contenders}
+    for name, (fs, fb) in contenders.items():  # warm caches once
+        fs(one[0][None, :])
+    for _ in range(args.side_rounds):
+        for name, (fs, fb) in contenders.items():
+            faiss.omp_set_num_threads(1)
+            t = time.perf_counter()
+            for q in one:
+                fs(q[None, :])
+            single[name].append(len(one) / (time.perf_counter() - t))
+            faiss.omp_set_num_threads(args.threads)
+            t = time.perf_counter()
+            fb()
+            batch[name].append(len(xq) / (time.perf_counter() - t))
+
+    def ratio(series: dict[str, list[float]], a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(series[a], series[b]))
+
+    return {"rounds": args.side_rounds, "singles": len(one),
+            "qps_single_1core": {k: statistics.median(v) for k, v in single.items()},
+            "qps_batch": {k: statistics.median(v) for k, v in batch.items()},
+            "ratio_single": {"ours/hnswlib": ratio(single, "ours", "hnswlib"),
+                             "raw_faiss/hnswlib": ratio(single, "raw_faiss", "hnswlib"),
+                             "ours/raw_faiss": ratio(single, "ours", "raw_faiss")},
+            "ratio_batch": {"ours/hnswlib": ratio(batch, "ours", "hnswlib"),
+                            "raw_faiss/hnswlib": ratio(batch, "raw_faiss", "hnswlib"),
+                            "ours/raw_faiss": ratio(batch, "ours", "raw_faiss")}}
 
 
 def _version(pkg: str) -> str:
@@ -225,17 +274,23 @@ def run(args: argparse.Namespace) -> None:
     dump = lambda: path.write_text(json.dumps(out, indent=1, default=str))  # noqa: E731
     base = dict(flat_max=min(50_000, args.n - 1), hnsw_m=args.m, hnsw_ef_construction=args.ef_construction,
                 recall_target=args.target)
+    kept: list[Any] = []
     if not args.only_ivfpq:
         out.update(bench_exact(xb, xq, args))
         dump()  # after each contender, so a run cut short still leaves what it measured
-        print("exact", out["numpy"], out["faiss_flat"], flush=True)
-        out["ours_hnsw"] = bench_ours(xb, xq, gt, args, IndexConfig(**base), "ours (HNSW)")
+        print("exact", out["numpy_exact"], out["faiss_flat"], flush=True)
+        out["ours_hnsw"] = bench_ours(xb, xq, gt, args, IndexConfig(**base), "ours (HNSW)", keep=kept)
         print("ours", {k: v for k, v in out["ours_hnsw"].items() if k != "curve"}, flush=True)
         dump()
     if not args.skip_hnswlib and not args.only_ivfpq:
-        out["hnswlib"] = bench_hnswlib(xb, xq, gt, args, match=out.get("ours_hnsw", {}).get("recall"))
+        out["hnswlib"] = bench_hnswlib(xb, xq, gt, args, match=out.get("ours_hnsw", {}).get("recall"), keep=kept)
         print("hnswlib", {k: v for k, v in out["hnswlib"].items() if k != "curve"}, flush=True)
         dump()
+        if args.side_rounds > 0:
+            out["side_by_side"] = side_by_side(kept[0], kept[1], xq, args)
+            print("side by side", out["side_by_side"], flush=True)
+            dump()
+    kept.clear()  # free both indexes before the IVF-PQ builds
     for name, budget in (("ours_ivfpq_sq8", 700), ("ours_ivfpq", 100))[: args.ivfpq]:
         cfg = IndexConfig(**base, memory_budget_bytes=budget * args.n, ivf_nlist=args.nlist,
                           ivf_train_max=args.train_max)
@@ -268,6 +323,9 @@ def main() -> None:
     r.add_argument("--train-max", type=int, default=100_000)
     r.add_argument("--curve-points", type=int, default=12)
     r.add_argument("--skip-hnswlib", action="store_true")
+    r.add_argument("--side-rounds", type=int, default=7,
+                   help="rounds of the interleaved ours / raw faiss / hnswlib timing (0 = skip)")
+    r.add_argument("--singles", type=int, default=200, help="single-query calls per contender per round")
     r.add_argument("--only-ivfpq", action="store_true",
                    help="measure only the IVF-PQ contenders and add them to the earlier run at this N")
     r.add_argument("--seed-vectors", default=None, help="(N, D) .npy of real vectors to mix")

@@ -38,6 +38,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--patience", type=int, default=0, help="early-stop patience (0 = run every epoch)")
+    p.add_argument("--defaults", action="store_true",
+                   help="train the Retrain form's defaults unchanged (what the admin button runs); "
+                        "--epochs / --patience are then ignored")
     p.add_argument("--mode", choices=["worker", "inprocess"], default="worker",
                    help="worker: a real Celery worker runs the job; inprocess: training_run_execute here")
     p.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "retraining.md")
@@ -105,7 +108,11 @@ def main() -> None:
 
     torch.set_num_threads(2)
     collection = Collection.objects.get(name=args.collection)
-    overrides = {"loop": {"epochs": args.epochs, "patience": args.patience}}
+    overrides = {} if args.defaults else {"loop": {"epochs": args.epochs, "patience": args.patience}}
+    if args.defaults:
+        from training.services.configs import default_config
+        loop = default_config("embedding").loop
+        args.epochs, args.patience = loop.epochs, loop.patience
     log = Path(os.environ.get("LOUPE_VAR_DIR", REPO / "var")) / "bench-worker.log"
     worker = start_worker(log) if args.mode == "worker" else None
     rows = []
@@ -128,7 +135,8 @@ def main() -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs, no GPU; "
         f"torch {torch.__version__}, 2 threads.", "",
         f"Data: collection {args.collection!r}, embedding heads, at most {args.epochs} epoch(s) per run "
-        f"(patience {args.patience}), cached features.", "",
+        f"(patience {args.patience}), cached features"
+        + (" (the Retrain form's defaults, unchanged)." if args.defaults else "."), "",
         "| round | job wall (start -> succeeded) | job samples/s | bare samples/s | ratio |",
         "| --- | --- | --- | --- | --- |",
         *[f"| {i + 1} | {w:.1f} s | {j:.0f} | {b:.0f} | {j / b:.3f} |" for i, (w, j, b) in enumerate(rows)],

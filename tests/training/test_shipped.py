@@ -74,3 +74,16 @@ def test_install_with_images_promotes_the_shipped_embedding_in_the_background(sh
     switch = ModelSwitch.objects.get(kind="embedding")
     assert switch.version.name == "embedding-default" and switch.status == "queued"
     assert ModelVersion.objects.get(kind="embedding", status="active") == conse_v0
+
+
+@pytest.mark.parametrize("kind", ["embedding", "captioner"])
+def test_retrain_defaults_are_the_recipe_of_the_shipped_model(kind):
+    """The admin's Retrain form (and `manage.py train` without --set) trains what ships: the
+    default config equals the training config stored in the shipped checkpoint, key by key."""
+    from django.conf import settings
+
+    from training.services.configs import default_config
+
+    name = {"embedding": "embedding-flickr8k", "captioner": "captioner-flickr8k"}[kind]
+    shipped = json.loads((settings.BASE_DIR / "models" / name / "checkpoint.json").read_text())
+    assert default_config(kind).to_dict() == shipped["meta"]["train_config"]
