@@ -3,7 +3,7 @@
 No Django here: the search service passes vectors, ids, paths and a model version id.
 
 - `build_index(vectors, ids, ...)` picks Flat / HNSW / IVF-PQ by size and memory budget and
-  tunes efSearch / nprobe to the recall target (search/index_build.py).
+  tunes efSearch / nprobe (and the re-rank depth) to the recall target (search/index_build.py).
 - `VectorIndex.add` upserts, `remove` deletes, `search` returns ranks [offset, offset + k)
   per query with an optional id allow-list, pages stay full, -1 padding never escapes.
 - Removal: Flat compacts in place. faiss HNSW has no remove_ids, so HNSW (and IVF-PQ, for one
@@ -128,9 +128,13 @@ class VectorIndex:
 
     @property
     def needs_rebuild(self) -> bool:
-        """Too many tombstones, or the size now calls for another index type."""
+        """Too many tombstones, the size now calls for another index type, or an IVF index has
+        outgrown the size its lists were trained and tuned for."""
         stored = max(len(self._alive), 1)
         if self.tombstones / stored > self._config.max_tombstone_ratio:
+            return True
+        trained = self._params.get("trained_n")
+        if self._type == IVFPQ and trained and self.count > self._config.ivf_growth_max * trained:
             return True
         return ib.choose_index_type(self.count, self._dim, self._config) != self._type
 
@@ -278,7 +282,8 @@ class VectorIndex:
         while True:
             params = self._search_params(want, sel, scale)
             scores, pos = self._index.search(xq, want, params=params)  # (Q, want)
-            full = bool((pos[:, -1] >= 0).all())
+            # faiss pads a short list with -1 at its end; one query (the web path) needs no reduction
+            full = bool(pos[0, -1] >= 0) if len(pos) == 1 else bool((pos[:, -1] >= 0).all())
             if full or not ib.can_scale(self._type, self._params, scale, len(self._alive)):
                 break
             scale *= 2  # a short list: widen efSearch / nprobe until the page is full

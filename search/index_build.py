@@ -1,7 +1,9 @@
 """Choosing, creating and tuning the FAISS index behind search/index.py (pure: no Django).
 
-autofaiss-style: exact Flat while small, HNSW above `flat_max`, IVF-PQ when a memory budget
-rules HNSW out. Search parameters (efSearch, nprobe, k_factor) are tuned at build time to the
+autofaiss-style: exact Flat while small, then HNSW up to `hnsw_max` (by default none: see
+IndexConfig.hnsw_max for the measured reason), then IVF-PQ: 4-bit fast-scan codes re-ranked
+exactly against the float32 vectors, or compressed codes (SQ8-refined, or bare) when a memory
+budget asks for them. Search parameters (efSearch, nprobe, k_factor) are tuned at build time to the
 cheapest setting whose recall@k against exact search meets the target on held-out queries:
 a coarse grid first, then a bisection between its last failing and first passing value, and
 "meets" means the one-sided 95% lower bound of the mean (mean - 1.645 x standard error of the
@@ -25,27 +27,37 @@ logger = logging.getLogger(__name__)
 
 HNSW_EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 REFINE_K_FACTORS = (2, 4, 8)
+EXACT_K_FACTORS = (2, 4, 8, 16)  # 4-bit codes rank coarser than 8-bit ones: re-rank a deeper list
+# IVF shapes by `refine`: exact float32 re-rank over 4-bit fast-scan codes, SQ8 refine over 8-bit
+# codes, or bare 8-bit codes. Old manifests stored refine as a bool (True = SQ8).
+REFINE_EXACT, REFINE_SQ8, REFINE_NONE = "flat", "sq8", ""
+# Coarse quantizer of the re-ranked shape: an HNSW graph over the centroids, searched this wide
+# (at least 2 x nprobe): 4,096 centroids scanned exactly cost ~2M multiply-adds a query.
+QUANTIZER_EF_MIN = 64
 _BOOKKEEPING = 9  # bytes per vector kept by the wrapper: int64 label + alive flag
 
 
-def bytes_per_vector(index_type: str, dim: int, config: IndexConfig, pq_m: int = 0, refine: bool = False) -> float:
+def bytes_per_vector(index_type: str, dim: int, config: IndexConfig, pq_m: int = 0, refine: str | bool = "") -> float:
     """Estimated RAM per vector (wrapper bookkeeping included)."""
     if index_type == FLAT:
         return 4 * dim + _BOOKKEEPING
     if index_type == HNSW:
         # level 0 keeps 2*M int32 links; upper levels add ~1/M of that again.
         return 4 * dim + 2 * config.hnsw_m * 4 * (1 + 1 / config.hnsw_m) + 8 + _BOOKKEEPING
-    # IVF lists keep the code and an int64 id; the SQ8 refine keeps one byte per dimension;
-    # without refine a direct map (int64) lets filtered searches reconstruct codes.
+    # IVF lists keep the code and an int64 id; the exact re-rank keeps the float32 vector
+    # (codes are 4-bit), the SQ8 refine one byte per dimension; without refine a direct map
+    # (int64) lets filtered searches reconstruct codes.
+    if refine == REFINE_EXACT:
+        return pq_m / 2 + 8 + 4 * dim + _BOOKKEEPING
     return pq_m + 8 + (dim if refine else 8) + _BOOKKEEPING
 
 
 def choose_index_type(n: int, dim: int, config: IndexConfig) -> str:
-    """Flat up to flat_max; HNSW above it unless the memory budget forces IVF-PQ."""
+    """Flat up to flat_max; HNSW up to hnsw_max unless the memory budget forces IVF-PQ; IVF-PQ above."""
     if n <= config.flat_max:
         return FLAT
     budget = config.memory_budget_bytes
-    if budget is not None and n * bytes_per_vector(HNSW, dim, config) > budget:
+    if n > config.hnsw_max or (budget is not None and n * bytes_per_vector(HNSW, dim, config) > budget):
         return IVFPQ
     return HNSW
 
@@ -55,8 +67,11 @@ def ivfpq_shape(n: int, dim: int, config: IndexConfig) -> dict[str, Any]:
     nlist = config.ivf_nlist or int(min(65536, max(16, round(4 * math.sqrt(max(n, 1))))))
     nlist = max(1, min(nlist, max(1, n // 39)))  # faiss wants >= 39 training points per list
     budget = config.memory_budget_bytes or float("inf")
+    exact_m = dim // 2 if dim % 2 == 0 and dim >= 4 else 0  # 2 dims per 4-bit code; fast-scan wants an even count
+    if exact_m and n * bytes_per_vector(IVFPQ, dim, config, exact_m, REFINE_EXACT) <= budget:
+        return {"nlist": nlist, "pq_m": exact_m, "refine": REFINE_EXACT}
     candidates = [m for m in (dim // 4, dim // 8, dim // 16, dim // 32) if m >= 1 and dim % m == 0]
-    for refine in (True, False):
+    for refine in (REFINE_SQ8, REFINE_NONE):
         for m in candidates:
             if n * bytes_per_vector(IVFPQ, dim, config, m, refine) <= budget:
                 return {"nlist": nlist, "pq_m": m, "refine": refine}
@@ -76,12 +91,17 @@ def new_index(index_type: str, dim: int, n: int, config: IndexConfig) -> tuple[f
     if index_type == IVFPQ:
         shape = ivfpq_shape(n, dim, config)
         # index_factory gives objects that own their parts (no Python/C++ double ownership).
+        if shape["refine"] == REFINE_EXACT:
+            # 4-bit codes scanned with SIMD lookups ("fs"), the candidates re-scored exactly
+            # against the float32 vectors (RFlat), lists found through an HNSW graph of the centroids.
+            index = faiss.index_factory(dim, f"IVF{shape['nlist']}_HNSW32,PQ{shape['pq_m']}x4fs,RFlat", ip)
+            return index, dict(shape, quantizer="hnsw", trained_n=n, nprobe=1, k_factor=1)
         spec = f"IVF{shape['nlist']},PQ{shape['pq_m']}" + (",Refine(SQ8)" if shape["refine"] else "")
         index = faiss.index_factory(dim, spec, ip)
         # Polysemous training (on by default) anneals code orderings for Hamming filtering,
         # which we never use; it costs tens of seconds even on a few thousand vectors.
         faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
-        return index, dict(shape, nprobe=1, k_factor=1)
+        return index, dict(shape, trained_n=n, nprobe=1, k_factor=1)
     raise ValueError(f"unknown index type {index_type!r}")
 
 
@@ -118,6 +138,10 @@ def search_params(index_type: str, params: dict[str, Any], k: int, sel: Any, sca
         return p
     nprobe = min(params["nlist"], math.ceil(params["nprobe"] * scale))
     ivf = faiss.SearchParametersIVF(nprobe=nprobe, max_codes=0)
+    if params.get("quantizer") == "hnsw":
+        coarse = faiss.SearchParametersHNSW(efSearch=max(QUANTIZER_EF_MIN, 2 * nprobe))
+        ivf.quantizer_params = coarse
+        ivf.__dict__["_coarse"] = coarse  # the C++ side keeps only a pointer
     if sel is not None:
         ivf.sel = sel
     if not params.get("refine"):
@@ -233,5 +257,6 @@ def _candidates(index_type: str, params: dict[str, Any]) -> list[dict[str, Any]]
     if index_type == HNSW:
         return [dict(params, efSearch=ef) for ef in HNSW_EF_GRID]
     probes = [2**i for i in range(int(math.log2(params["nlist"])) + 1)] + [params["nlist"]]
-    factors = REFINE_K_FACTORS if params.get("refine") else (1,)
+    refine = params.get("refine")
+    factors = EXACT_K_FACTORS if refine == REFINE_EXACT else REFINE_K_FACTORS if refine else (1,)
     return [dict(params, nprobe=p, k_factor=f) for p in sorted(set(probes)) for f in factors]

@@ -18,7 +18,10 @@ FORMAT_VERSION = 1
 
 FLAT = "flat"  # IndexFlatIP: exact, removal compacts in place
 HNSW = "hnsw"  # IndexHNSWFlat: graph, removal by tombstone (faiss HNSW has no remove_ids)
-IVFPQ = "ivfpq"  # IndexIVFPQ (optionally refined by SQ8 codes): compressed, tombstones too
+# IVF over product-quantised codes, tombstones too. Three shapes (index_build.ivfpq_shape): 4-bit
+# fast-scan codes re-ranked exactly against the float32 vectors (the default above hnsw_max), or
+# 8-bit codes refined by SQ8 codes, or bare codes, when a memory budget asks for compression.
+IVFPQ = "ivfpq"
 INDEX_TYPES = (FLAT, HNSW, IVFPQ)
 
 
@@ -40,6 +43,14 @@ class IndexConfig:
 
     # Exact search up to this many vectors: a 50k x 512 float32 scan is ~100 MB and a few ms.
     flat_max: int = 50_000
+    # HNSW for flat_max < n <= hnsw_max, IVF with exact re-ranking above it. Measured on
+    # 100k and 1M (bench/index_bench.py, docs/benchmarks.md): at the same recall@10 the
+    # re-ranked IVF (4-bit fast-scan codes, exact float32 re-rank) answered 1.2-1.4x more
+    # one-at-a-time queries than hnswlib and 2-2.5x more batched ones, where faiss HNSW managed
+    # 0.8-0.95x, and it builds ~4x faster with a little less memory. So by default HNSW is not
+    # chosen (hnsw_max = flat_max); raise hnsw_max for a training-free graph, e.g. a collection
+    # expected to grow far beyond the size it was built at.
+    hnsw_max: int = 50_000
     # HNSW graph degree (faiss stores 2*M links on level 0); 32 suits d=512 embeddings.
     hnsw_m: int = 32
     # Candidate list while building the graph; higher = better graph, slower build.
@@ -53,6 +64,9 @@ class IndexConfig:
     # recalls on the tuning sample (z = 1.645: one-sided 95%), not just for their mean: a mean
     # exactly at the target over 500 queries gave 0.945 on another 1,000 queries. 0 = mean only.
     recall_confidence_z: float = 1.645
+    # An IVF index asks for a rebuild once it holds this many times the vectors its lists were
+    # trained for (its nlist and tuned nprobe were chosen for that size).
+    ivf_growth_max: float = 4.0
     # Held-out queries used for tuning (sampled from the vectors when none are given).
     tune_queries: int = 500
     # IVF lists; None = about 4*sqrt(n), clamped to [16, 65536].
@@ -69,8 +83,10 @@ class IndexConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.flat_max < 0:
-            raise ValueError("flat_max must be >= 0")
+        if self.flat_max < 0 or self.hnsw_max < 0:
+            raise ValueError("flat_max and hnsw_max must be >= 0")
+        if self.ivf_growth_max <= 1:
+            raise ValueError("ivf_growth_max must be > 1")
         if self.hnsw_m < 4 or self.hnsw_ef_construction < 8:
             raise ValueError("hnsw_m must be >= 4 and hnsw_ef_construction >= 8")
         if not 0.0 < self.recall_target <= 1.0:

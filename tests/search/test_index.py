@@ -13,7 +13,7 @@ import pytest
 from search import index_file
 from search.index import (FLAT, HNSW, IVFPQ, IndexConfig, IndexCorrupt, IndexHolder, IndexMismatch,
                           VectorIndex, build_index, load, normalise, read_manifest)
-from search.index_build import choose_index_type, recall_at_k
+from search.index_build import choose_index_type, ivfpq_shape, recall_at_k
 
 DIM = 32
 MODEL = "7"
@@ -46,13 +46,21 @@ def brute(xq: np.ndarray, xb: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.
     return keys[order], np.take_along_axis(scores, order, axis=1)
 
 
+# The re-ranked IVF shape (4-bit fast-scan codes, exact float32 re-rank): the default above
+# hnsw_max. IVFPQ alone here means the compressed shape a memory budget asks for.
+IVF_EXACT = "ivfpq-exact"
+TYPE_OF = {IVF_EXACT: IVFPQ}
+
+
 def build(n: int, kind: str, seed: int = 0, **cfg) -> tuple[VectorIndex, np.ndarray, np.ndarray]:
     xb, keys = clustered(n, seed), keys_for(n)
     base = {FLAT: {}, HNSW: {"flat_max": 100}, IVFPQ: {"flat_max": 100, "memory_budget_bytes": n * 100,
-                                                      "ivf_nlist": 16}}[kind]
+                                                      "ivf_nlist": 16},
+            IVF_EXACT: {"flat_max": 100, "hnsw_max": 100, "ivf_nlist": 16}}[kind]
     config = IndexConfig(**{"tune_queries": 100, **base, **cfg})
     index = build_index(xb, keys, model_version_id=MODEL, modality="image", config=config)
-    assert index.index_type == kind
+    assert index.index_type == TYPE_OF.get(kind, kind)
+    assert (index.params.get("refine") == "flat") == (kind == IVF_EXACT)
     return index, xb, keys
 
 
@@ -70,6 +78,11 @@ def ivfpq() -> tuple[VectorIndex, np.ndarray, np.ndarray]:
     return build(3000, IVFPQ)
 
 
+@pytest.fixture(scope="module")
+def ivf_exact() -> tuple[VectorIndex, np.ndarray, np.ndarray]:
+    return build(3000, IVF_EXACT)
+
+
 def test_flat_search_equals_brute_force():
     index, xb, keys = build(500, FLAT)
     xq = clustered(20, seed=9)
@@ -79,9 +92,9 @@ def test_flat_search_equals_brute_force():
     np.testing.assert_allclose([h.scores for h in hits], want_scores, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", [HNSW, IVFPQ])
-def test_approximate_index_reaches_recall_target_against_brute_force(kind, hnsw, ivfpq):
-    index, xb, keys = hnsw if kind == HNSW else ivfpq
+@pytest.mark.parametrize("kind", [HNSW, IVFPQ, IVF_EXACT])
+def test_approximate_index_reaches_recall_target_against_brute_force(kind, hnsw, ivfpq, ivf_exact):
+    index, xb, keys = {HNSW: hnsw, IVFPQ: ivfpq, IVF_EXACT: ivf_exact}[kind]
     xq = clustered(200, seed=11)  # fresh queries, not the tuning sample
     want_ids, _ = brute(xq, xb, keys, 10)
     hits = index.search(xq, 10)
@@ -92,18 +105,45 @@ def test_approximate_index_reaches_recall_target_against_brute_force(kind, hnsw,
         np.testing.assert_allclose(h.scores, [row @ exact[i] for i in h.ids.tolist()], atol=0.02)
 
 
+def test_reranked_ivf_scores_are_exact_and_it_is_the_default_above_hnsw_max(ivf_exact):
+    index, xb, keys = ivf_exact
+    xq = clustered(50, seed=12)
+    exact = {k: v for k, v in zip(keys.tolist(), xb)}
+    for row, h in zip(xq, index.search(xq, 10)):  # re-ranked against the float32 vectors
+        np.testing.assert_allclose(h.scores, [row @ exact[i] for i in h.ids.tolist()], rtol=1e-5, atol=1e-5)
+        assert np.all(np.diff(h.scores) <= 1e-6)
+    assert index.params["quantizer"] == "hnsw" and index.params["trained_n"] == 3000
+    default = IndexConfig()
+    assert choose_index_type(default.flat_max + 1, 512, default) == IVFPQ
+    assert ivfpq_shape(1_000_000, 512, default)["refine"] == "flat"
+
 def test_index_type_follows_size_and_memory_budget():
-    cfg = IndexConfig(flat_max=1000)
+    cfg = IndexConfig(flat_max=1000, hnsw_max=5000)
     assert choose_index_type(1000, 512, cfg) == FLAT
     assert choose_index_type(1001, 512, cfg) == HNSW
-    tight = IndexConfig(flat_max=1000, memory_budget_bytes=1_000_000 * 1000)
+    assert choose_index_type(5000, 512, cfg) == HNSW
+    assert choose_index_type(5001, 512, cfg) == IVFPQ
+    tight = IndexConfig(flat_max=1000, hnsw_max=10**7, memory_budget_bytes=1_000_000 * 1000)
     assert choose_index_type(1_000_000, 512, tight) == IVFPQ
-    assert choose_index_type(1_000_000, 512, IndexConfig(memory_budget_bytes=10**12)) == HNSW
+    assert ivfpq_shape(1_000_000, 512, tight)["refine"] == "sq8"  # 2 KB of float32 per vector do not fit
+    assert choose_index_type(1_000_000, 512, IndexConfig(hnsw_max=10**7, memory_budget_bytes=10**12)) == HNSW
+    assert choose_index_type(1_000_000, 512, IndexConfig(memory_budget_bytes=10**12)) == IVFPQ
+    assert ivfpq_shape(1_000_000, 512, IndexConfig(memory_budget_bytes=10**12))["refine"] == "flat"
 
 
-@pytest.mark.parametrize("kind", [FLAT, HNSW, IVFPQ])
-def test_search_drops_padding_ids(kind, hnsw, ivfpq):
-    index = {FLAT: build(50, FLAT)[0], HNSW: hnsw[0], IVFPQ: ivfpq[0]}[kind]
+def test_ivf_asks_for_a_rebuild_once_it_outgrows_its_training(ivf_exact):
+    _, xb, keys = ivf_exact
+    index, _, _ = build(400, IVF_EXACT, ivf_growth_max=2.0)
+    assert not index.needs_rebuild
+    index.add(keys[400:800] + 1, xb[400:800])  # 800 = 2x the 400 it was trained on
+    assert not index.needs_rebuild
+    index.add(keys[800:801] + 1, xb[800:801])
+    assert index.needs_rebuild
+
+
+@pytest.mark.parametrize("kind", [FLAT, HNSW, IVFPQ, IVF_EXACT])
+def test_search_drops_padding_ids(kind, hnsw, ivfpq, ivf_exact):
+    index = {FLAT: build(50, FLAT)[0], HNSW: hnsw[0], IVFPQ: ivfpq[0], IVF_EXACT: ivf_exact[0]}[kind]
     hits = index.search(clustered(3, seed=5), index.count + 25)
     for h in hits:
         assert len(h) == index.count and -1 not in h.ids.tolist()
@@ -157,10 +197,10 @@ def test_add_with_an_existing_id_replaces_its_vector(hnsw):
     assert keys[0] not in index.search(xb[0], 5)[0].ids.tolist()
 
 
-@pytest.mark.parametrize("kind", [FLAT, HNSW, IVFPQ])
+@pytest.mark.parametrize("kind", [FLAT, HNSW, IVFPQ, IVF_EXACT])
 @pytest.mark.parametrize("exact_filter_max", [0, 20_000])  # selector path, exact-subset path
-def test_filtered_search_keeps_pages_full(kind, exact_filter_max, hnsw, ivfpq):
-    index, xb, keys = {FLAT: build(3000, FLAT), HNSW: hnsw, IVFPQ: ivfpq}[kind]
+def test_filtered_search_keeps_pages_full(kind, exact_filter_max, hnsw, ivfpq, ivf_exact):
+    index, xb, keys = {FLAT: build(3000, FLAT), HNSW: hnsw, IVFPQ: ivfpq, IVF_EXACT: ivf_exact}[kind]
     index._config = IndexConfig(**{**index.config.to_dict(), "exact_filter_max": exact_filter_max})
     xq = clustered(30, seed=21)
     for allowed in (keys[::50], keys[::3]):  # 60 keys, 1000 keys
@@ -195,7 +235,7 @@ def test_deep_pages_are_full_and_agree_with_one_large_search(kind, hnsw):
             assert recall_at_k(whole[q].ids[None, :], exact[q][None, :], 1200) >= 0.95
 
 
-@pytest.mark.parametrize("kind", [FLAT, HNSW, IVFPQ])
+@pytest.mark.parametrize("kind", [FLAT, HNSW, IVFPQ, IVF_EXACT])
 def test_save_load_round_trip(kind, tmp_path):
     index, xb, keys = build(1200, kind)
     index.remove(keys[:7])
@@ -205,7 +245,7 @@ def test_save_load_round_trip(kind, tmp_path):
     xq = clustered(10, seed=4)
     assert ids_of(loaded.search(xq, 12)) == ids_of(index.search(xq, 12))
     m = read_manifest(path)
-    assert (m.count, m.index_type, m.dim, m.modality, m.model_version_id) == (1193, kind, DIM, "image", MODEL)
+    assert (m.count, m.index_type, m.dim, m.modality, m.model_version_id) == (1193, TYPE_OF.get(kind, kind), DIM, "image", MODEL)
     assert m.recall == index.recall and m.params == index.params and m.sha256 == written.sha256
     assert loaded.tombstones == index.tombstones and not list(tmp_path.glob("*.part"))
 

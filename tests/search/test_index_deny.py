@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from search.index import FLAT, HNSW, IVFPQ
-from tests.search.test_index import brute, build, clustered
+from tests.search.test_index import IVF_EXACT, brute, build, clustered
 
 
-@pytest.mark.parametrize("kind", [FLAT, HNSW, IVFPQ])
+@pytest.mark.parametrize("kind", [FLAT, HNSW, IVFPQ, IVF_EXACT])
 def test_deny_list_hides_exactly_those_keys_and_pages_stay_full(kind):
     index, xb, keys = build(600, kind)
     rng = np.random.default_rng(5)
