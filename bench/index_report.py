@@ -40,7 +40,7 @@ def _params(r: dict[str, Any]) -> str:
 
 def _match_rule(other: dict) -> str:
     if "matched_to" in other:  # runs from 2026-11-25 (late) on: matched to our recall, integer ef
-        return (f"same M and efConstruction as ours; the smallest integer ef whose recall on the bench "
+        return (f"same M and efConstruction as our HNSW tier; the smallest integer ef whose recall on the bench "
                 f"queries reaches ours, {other['matched_to']:.4f}")
     return "the smallest grid ef reaching 0.95 on the bench queries themselves"
 
@@ -77,7 +77,7 @@ def index_md(data: list[dict[str, Any]]) -> str:
         if "loadavg_start" in d:
             end = d.get("loadavg_end", [float("nan")])[0]
             load = (f" Load average (1 min) at start / end: {d['loadavg_start'][0]:.1f} / {end:.1f} "
-                    f"on {d['machine'].split(',')[1].strip().split()[0]} cores: other agents' jobs shared the CPU.")
+                    f"on {d['machine'].split(',')[1].strip().split()[0]} cores (any other work on the machine shared the CPU).")
         partial = "" if d.get("complete") else (
             " **Partial run: stopped before every contender was measured (session time); rows below are all it measured.**")
         out += [f"### N = {d['n']:,} (d = {d['dim']}, runs = {d['runs']})", "",
@@ -94,7 +94,7 @@ def index_md(data: list[dict[str, Any]]) -> str:
             rule = ("; since 2026-11-25 (late): grid, then bisection, and the 95% lower bound of the mean must "
                     "reach the target" if "matched_to" in other else "; coarse grid, mean at the target")
             out.append(f"Operating points: ours ({ours.get('index_type', 'hnsw')}) {_params(ours)} (chosen by build_index's own tuning on "
-                       f"{ours.get('tune_queries', 500)} vectors held out of the graph{rule}) gives recall "
+                       f"{ours.get('tune_queries', 500)} vectors held out of the index{rule}) gives recall "
                        f"{ours['recall']:.4f} on the bench queries; hnswlib ef={other['params']['ef']} "
                        f"({_match_rule(other)}) gives {other['recall']:.4f}. "
                        f"QPS ratio ours/hnswlib: batch {ours['qps_batch'] / other['qps_batch']:.2f}x, "
