@@ -294,3 +294,17 @@ def test_other_users_private_collection_is_excluded_from_the_index_allow_list(fa
     index_rebuild(version=fake_version, modality="image")
     page = search_images(user=collection.owner, terms=[QueryTerm(text="red")], k=10)
     assert set(_ids_of(page)) == {i.pk for i in mine} and page.count == 3
+
+
+def test_index_config_comes_from_settings_and_unknown_keys_are_an_error(fake_version, collection, settings):
+    from search.services.indexes import index_config
+
+    _images_with_vectors(collection, fake_version, 30)
+    settings.SEARCH_INDEX_CONFIG = {"flat_max": 10, "hnsw_max": 1000}
+    assert (index_config().flat_max, index_config().hnsw_max) == (10, 1000)
+    assert index_rebuild(version=fake_version, modality="image").index_type == "hnsw"  # 30 > flat_max
+    settings.SEARCH_INDEX_CONFIG = {"flat_max": 10, "hnsw_max": 10, "ivf_nlist": 2}
+    assert index_rebuild(version=fake_version, modality="image").index_type == "ivfpq"
+    settings.SEARCH_INDEX_CONFIG = {"hnsw_maximum": 5}
+    with pytest.raises(ValueError, match="unknown IndexConfig keys"):
+        index_config()
