@@ -45,11 +45,12 @@ class IndexConfig:
     flat_max: int = 50_000
     # HNSW for flat_max < n <= hnsw_max, IVF with exact re-ranking above it. Measured on
     # 100k and 1M (bench/index_bench.py, docs/benchmarks.md): at the same recall@10 the
-    # re-ranked IVF (4-bit fast-scan codes, exact float32 re-rank) answered 1.2-1.4x more
-    # one-at-a-time queries than hnswlib and 2-2.5x more batched ones, where faiss HNSW managed
-    # 0.8-0.95x, and it builds ~4x faster with a little less memory. So by default HNSW is not
-    # chosen (hnsw_max = flat_max); raise hnsw_max for a training-free graph, e.g. a collection
-    # expected to grow far beyond the size it was built at.
+    # re-ranked IVF (4-bit fast-scan codes, exact float32 re-rank) answered 1.12x (100k) and
+    # 1.46x (1M) the one-at-a-time queries of hnswlib and 1.6x / 2.5x its batched ones, where
+    # faiss HNSW managed 0.8-0.85x single-query; it built 1M vectors in 64 s vs 118 s and takes a
+    # little less memory. So by default HNSW is not chosen (hnsw_max = flat_max); raise hnsw_max
+    # for a training-free graph, e.g. a collection expected to grow far beyond the size it was
+    # built at (an IVF index asks for a rebuild past ivf_growth_max x its training size).
     hnsw_max: int = 50_000
     # HNSW graph degree (faiss stores 2*M links on level 0); 32 suits d=512 embeddings.
     hnsw_m: int = 32
