@@ -32,6 +32,24 @@ def test_unknown_config_key_is_rejected_with_400(tiny_collection, fake_encoders)
     assert not TrainingRun.objects.exists()
 
 
+def test_default_batch_size_shrinks_to_a_small_collection_but_a_chosen_one_is_refused(tiny_collection,
+                                                                                      fake_encoders):
+    from training.datasets import split_counts
+
+    n_train = split_counts([tiny_collection])["train"]
+    assert 0 < n_train < 256  # the embedding default batch size
+    run = start(tiny_collection, config={"loop": {"epochs": 1}})  # batch size left at its default
+    assert run.config["loop"]["batch_size"] == n_train
+    run.delete()
+    for chosen in ({"config": {"loop": {"epochs": 1, "batch_size": 256}}},
+                   {"config": None, "config_sets": ["loop.batch_size=256"]},
+                   {"config": ["loop.batch_size = 256"]}):
+        with pytest.raises(ApplicationError, match="lower the batch size") as err:
+            start(tiny_collection, **chosen)
+        assert err.value.status_code == 400
+    assert not TrainingRun.objects.exists()
+
+
 def test_collection_without_dev_images_is_rejected(fake_encoders):
     collection = CollectionFactory(owner=UserFactory(), name="nodev")
     for i in range(4):
