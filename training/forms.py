@@ -45,12 +45,8 @@ class RetrainForm(forms.Form):
         return [self[name] for name in self.config_names]
 
     def overrides(self) -> dict[str, dict[str, Any]]:
-        """The settings the admin changed from their shown defaults (the rest are the defaults),
-        so the service can tell a chosen batch size from one left at its default."""
         out: dict[str, dict[str, Any]] = {}
         for key in self.config_names:
-            if key not in self.changed_data:
-                continue
             section, name = key.split("__", 1)
             out.setdefault(section, {})[name] = self.cleaned_data[key]
         return out

@@ -87,15 +87,3 @@ def test_cancel_button_and_version_actions(admin_client, tiny_collection, fake_e
     assert b"Roll back" not in conse_page  # nothing before ConSE v0
     assert ModelVersion.objects.get(kind="embedding", status="active") == conse_v0
 
-
-def test_retrain_form_passes_on_only_the_settings_the_admin_changed(tiny_collection):
-    """Unchanged fields stay defaults, so the service can adapt a default batch size to a small
-    collection while a batch size the admin typed is honoured (or refused with a clear error)."""
-    from training.forms import RetrainForm
-
-    shown = RetrainForm(kind="embedding")
-    data = {name: shown[name].initial for name in shown.config_names}
-    data.update({"collections": [tiny_collection.pk], "loop__epochs": 3})
-    form = RetrainForm(data, kind="embedding")
-    assert form.is_valid(), form.errors
-    assert form.overrides() == {"loop": {"epochs": 3}}

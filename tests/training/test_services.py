@@ -38,12 +38,14 @@ def test_default_batch_size_shrinks_to_a_small_collection_but_a_chosen_one_is_re
 
     n_train = split_counts([tiny_collection])["train"]
     assert 0 < n_train < 256  # the embedding default batch size
-    run = start(tiny_collection, config={"loop": {"epochs": 1}})  # batch size left at its default
-    assert run.config["loop"]["batch_size"] == n_train
-    run.delete()
-    for chosen in ({"config": {"loop": {"epochs": 1, "batch_size": 256}}},
-                   {"config": None, "config_sets": ["loop.batch_size=256"]},
-                   {"config": ["loop.batch_size = 256"]}):
+    # left out, or sent at its default value (the admin form sends every field): shrunk
+    for default in ({"loop": {"epochs": 1}}, {"loop": {"epochs": 1, "batch_size": 256}}):
+        run = start(tiny_collection, config=default)
+        assert run.config["loop"]["batch_size"] == n_train
+        run.delete()
+    for chosen in ({"config": {"loop": {"epochs": 1, "batch_size": 300}}},
+                   {"config": None, "config_sets": ["loop.batch_size=300"]},
+                   {"config": ["batch_size = 300"]}):
         with pytest.raises(ApplicationError, match="lower the batch size") as err:
             start(tiny_collection, **chosen)
         assert err.value.status_code == 400

@@ -16,7 +16,7 @@ from embeddings.models import Collection
 from project.exceptions import ApplicationError, Conflict
 from training import datasets
 from training.models import NO_LEASE, TrainingRun
-from training.services.configs import train_config_build
+from training.services.configs import default_config, train_config_build
 from training.services.progress import heartbeat_timeout
 
 logger = logging.getLogger(__name__)
@@ -64,13 +64,13 @@ def training_run_start(*, kind: str, collections: Sequence[Collection], config_o
                 f"The chosen collections have no {split} images with human or imported captions.",
                 fields={"collections": [f"No captioned {split} images."]})
     if kind == "embedding" and counts["train"] < config.loop.batch_size:
-        if _given(config_overrides, config_sets, "loop", "batch_size"):
+        if config.loop.batch_size != default_config(kind).loop.batch_size:  # the caller chose it
             raise ApplicationError(
                 f"Only {counts['train']} captioned train images: lower the batch size (now {config.loop.batch_size}).",
                 fields={"config": ["batch_size exceeds the number of train images."]})
-        # The default suits Flickr8k-sized collections; a small one (the demo after `make run`)
-        # trains with every image in one batch instead of being refused. The run's stored config
-        # says what was used.
+        # The default value suits Flickr8k-sized collections; a small one (the demo after
+        # `make run`) trains with every image in one batch instead of being refused. The run's
+        # stored config says what was used.
         logger.info("batch size %d lowered to the %d captioned train images", config.loop.batch_size, counts["train"])
         config = dataclasses.replace(config, loop=dataclasses.replace(config.loop, batch_size=counts["train"]))
     try:
@@ -85,17 +85,6 @@ def training_run_start(*, kind: str, collections: Sequence[Collection], config_o
         raise Conflict(f"A {kind} training run is already running.", code="already_running") from exc
     logger.info("training run %s (%s) queued on %s", run.pk, kind, [c.name for c in collections])
     return run
-
-
-def _given(overrides: Mapping[str, Any] | Sequence[str] | None, sets: Sequence[str], section: str, name: str) -> bool:
-    """Whether the caller set `section.name` (in a nested mapping or as a key=value line)."""
-    if isinstance(overrides, Mapping):
-        if name in (overrides.get(section) or {}):
-            return True
-        lines: list[str] = list(sets)
-    else:
-        lines = [*(overrides or ()), *sets]
-    return any(str(line).split("=", 1)[0].strip() == f"{section}.{name}" for line in lines)
 
 
 def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
