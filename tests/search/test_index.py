@@ -117,6 +117,7 @@ def test_reranked_ivf_scores_are_exact_and_it_is_the_default_above_hnsw_max(ivf_
     assert choose_index_type(default.flat_max + 1, 512, default) == IVFPQ
     assert ivfpq_shape(1_000_000, 512, default)["refine"] == "flat"
 
+
 def test_index_type_follows_size_and_memory_budget():
     cfg = IndexConfig(flat_max=1000, hnsw_max=5000)
     assert choose_index_type(1000, 512, cfg) == FLAT
