@@ -224,13 +224,20 @@ def test_deep_pages_are_full_and_agree_with_one_large_search(kind, hnsw):
     xq = clustered(3, seed=8)
     whole = index.search(xq, 1200)
     pages = [index.search(xq, 100, offset=o) for o in range(0, 1200, 100)]
-    exact = brute(xq, xb, keys, 1200)[0]
+    exact, exact_scores = brute(xq, xb, keys, 1200)
     for q in range(3):
         joined = np.concatenate([p[q].ids for p in pages])
         assert len(whole[q]) == 1200 and all(len(p[q]) == 100 for p in pages)
         assert np.all(np.diff(whole[q].scores) <= 1e-6)  # best first
-        if kind == FLAT:  # exact: pages are slices of the one ranking
-            assert joined.tolist() == whole[q].ids.tolist() == exact[q].tolist()
+        if kind == FLAT:  # exact: pages are slices of the one ranking, and that ranking is numpy's
+            assert joined.tolist() == whole[q].ids.tolist()
+            # up to the order of near-ties (|gap| < 1e-5): FAISS's float32 kernels round differently
+            # from numpy's per CPU, so rank by rank the scores agree, and each id's own exact score
+            # is the score at its rank
+            true = (normalise(xq[q:q + 1]) @ normalise(xb[np.searchsorted(keys, whole[q].ids)]).T)[0]
+            np.testing.assert_allclose(whole[q].scores, exact_scores[q], atol=1e-5)
+            np.testing.assert_allclose(true, exact_scores[q], atol=1e-5)
+            assert len(set(whole[q].ids.tolist()) ^ set(exact[q].tolist())) <= 2  # at most a tie at rank 1200
         else:  # approximate: each page is computed on its own, so only near-agreement
             assert len(set(joined.tolist()) & set(whole[q].ids.tolist())) >= 0.95 * 1200
             assert recall_at_k(whole[q].ids[None, :], exact[q][None, :], 1200) >= 0.95
