@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from django.contrib.auth import get_user_model
@@ -392,17 +392,29 @@ def _attnames(model: type) -> list[str]:
 _HYDRATION_SQL: dict[tuple, tuple[str, str, tuple, tuple, tuple]] = {}
 
 
+class CaptionBrief(NamedTuple):
+    """What a search result shows of a caption (no model object: a page holds ~100 of them)."""
+
+    id: int
+    text: str
+    source: str
+
+
+_BRIEF_FIELDS = ("id", "text", "source")
+
+
 def _hydration_query(user: Any, n: int) -> tuple[str, str, tuple, tuple, tuple]:
-    """(db alias, SQL, params, id slots, the ORM's value converters by column) of images_in_order's query for `n` ids, compiled once per
-    (who, n): building this 30-column join through the ORM cost more than the round trip. The
-    query is compiled with sentinel ids -1..-n; `slots` are (param position, index in ids)."""
+    """(db alias, SQL, params, id slots, the ORM's value converters by column) of images_in_order's
+    query for `n` ids, compiled once per (who, n): building this join through the ORM cost more
+    than the round trip. The query is compiled with sentinel ids -1..-n; `slots` are
+    (param position, index in ids)."""
     key = (_who(user), n)
     with _VERSIONS_LOCK:
         hit = _HYDRATION_SQL.get(key)
     if hit is not None:
         return hit
-    image_f, coll_f, cap_f = _attnames(Image), _attnames(Collection), _attnames(Caption)
-    columns = image_f + [f"collection__{f}" for f in coll_f] + [f"captions__{f}" for f in cap_f]
+    image_f, coll_f = _attnames(Image), _attnames(Collection)
+    columns = image_f + [f"collection__{f}" for f in coll_f] + [f"captions__{f}" for f in _BRIEF_FIELDS]
     sentinels = [-(j + 1) for j in range(n)]  # never a visibility param (True / a user pk)
     qs = emb_selectors.visible_image_ids(user=user).filter(pk__in=sentinels).order_by().values_list(*columns)
     compiler = qs.query.get_compiler(qs.db)
@@ -431,15 +443,17 @@ def _converted(row: list, converters: tuple, connection: Any) -> list:
     return row
 
 
-def images_in_order(*, user: Any, ids: Sequence[int]) -> list[Image]:
-    """Visible images for `ids`, in that order, with their collection and their captions (by id)
-    loaded: ONE query (images LEFT JOIN captions, collection joined), one row per caption; vanished
-    or no longer visible ids are dropped. `image.captions.all()` and `image.collection` then need
-    no query (the captions are stored as a done prefetch, the way prefetch_related stores them)."""
+def images_in_order(*, user: Any, ids: Sequence[int]) -> list[tuple[Image, list[CaptionBrief]]]:
+    """Visible images for `ids`, in that order, each with its collection loaded and its captions
+    as CaptionBriefs (by id): ONE query (images LEFT JOIN captions, collection joined), one row
+    per caption; vanished or no longer visible ids are dropped. `image.collection` needs no
+    query. The captions are plain tuples, not Caption objects with a prefetch cache: a page of
+    20 images holds ~100 captions, and building their model objects and related managers cost
+    more than the query (bench/results/search_e2e.md)."""
     ids = list(dict.fromkeys(int(i) for i in ids))
     if not ids:
         return []
-    image_f, coll_f, cap_f = _attnames(Image), _attnames(Collection), _attnames(Caption)
+    image_f, coll_f = _attnames(Image), _attnames(Collection)
     ni, nc = len(image_f), len(coll_f)
     db, sql, template, slots, converters = _hydration_query(user, len(ids))
     params = list(template)
@@ -451,29 +465,24 @@ def images_in_order(*, user: Any, ids: Sequence[int]) -> list[Image]:
         rows = cursor.fetchall()
     if converters:  # what values_list would do: database values -> Python (dates, JSON, booleans)
         rows = [_converted(list(row), converters, connection) for row in rows]
-    images: dict[int, Image] = {}
-    captions: dict[int, list[Caption]] = {}
+    found: dict[int, tuple[Image, list[CaptionBrief]]] = {}
     collections: dict[int, Collection] = {}
+    set_collection = Image.collection.field.set_cached_value
     for row in rows:
         pk = row[0]
-        img = images.get(pk)
-        if img is None:
-            img = images[pk] = Image.from_db(db, image_f, row[:ni])
+        hit = found.get(pk)
+        if hit is None:
+            img = Image.from_db(db, image_f, row[:ni])
             coll = collections.get(row[ni])
             if coll is None:
                 coll = collections[row[ni]] = Collection.from_db(db, coll_f, row[ni:ni + nc])
-            Image.collection.field.set_cached_value(img, coll)
-            captions[pk] = []
+            set_collection(img, coll)
+            hit = found[pk] = (img, [])
         if row[ni + nc] is not None:  # an image without captions gives one row of NULLs
-            cap = Caption.from_db(db, cap_f, row[ni + nc:])
-            Caption.image.field.set_cached_value(cap, img)
-            captions[pk].append(cap)
-    for pk, img in images.items():
-        done = img.captions.all()  # an unevaluated queryset: no query
-        done._result_cache = sorted(captions[pk], key=lambda c: c.pk)
-        done._prefetch_done = True
-        img._prefetched_objects_cache = {Image.captions.rel.get_accessor_name(): done}
-    return [images[i] for i in ids if i in images]
+            hit[1].append(CaptionBrief(*row[ni + nc:]))
+    for _, captions in found.values():
+        captions.sort()  # by id
+    return [found[i] for i in ids if i in found]
 
 
 def captions_in_order(*, user: Any, ids: Sequence[int]) -> list[Caption]:

@@ -185,15 +185,28 @@ class CaptionSearchOutput(SearchOutput):
     results = CaptionResult(many=True)
 
 
-def _url(request: Request, f: Any) -> str | None:
-    return request.build_absolute_uri(f.url) if f else None
+class _Urls:
+    """Absolute URLs of stored files for one response: the origin is worked out once, not per
+    file (request.build_absolute_uri re-parsed it for each of a page's 40 URLs)."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.origin = request.build_absolute_uri("/")[:-1]  # scheme://host[:port]
+
+    def __call__(self, f: Any) -> str | None:
+        if not f:
+            return None
+        url = f.url
+        if url.startswith("/") and not url.startswith("//"):
+            return self.origin + url
+        return self.request.build_absolute_uri(url)  # already absolute (e.g. a CDN storage)
 
 
-def image_result(request: Request, hit: ImageHit) -> dict[str, Any]:
+def image_result(urls: _Urls, hit: ImageHit) -> dict[str, Any]:
     img = hit.image
-    return {"image_id": img.pk, "score": hit.score, "thumbnail_url": _url(request, img.thumbnail),
-            "image_url": _url(request, img.file), "collection": img.collection.name,
-            "captions": [{"id": c.pk, "text": c.text, "source": c.source} for c in img.captions.all()],
+    return {"image_id": img.pk, "score": hit.score, "thumbnail_url": urls(img.thumbnail),
+            "image_url": urls(img.file), "collection": img.collection.name,
+            "captions": [{"id": c.id, "text": c.text, "source": c.source} for c in hit.captions],
             "keyword_match": hit.keyword_match}
 
 
@@ -203,6 +216,7 @@ def caption_result(hit: CaptionHit) -> dict[str, Any]:
 
 
 def page_body(request: Request, page: SearchPage, links: tuple[str | None, str | None]) -> dict[str, Any]:
-    results = [image_result(request, h) if isinstance(h, ImageHit) else caption_result(h) for h in page.results]
+    urls = _Urls(request)
+    results = [image_result(urls, h) if isinstance(h, ImageHit) else caption_result(h) for h in page.results]
     return {"count": page.count, "next": links[0], "previous": links[1], "results": results,
             "model_version": page.model_version_id, "query": page.query_token, "threshold": page.threshold}

@@ -26,7 +26,7 @@ from embeddings.models import Caption, Image
 from project.exceptions import ApplicationError
 from search import index as si
 from search import selectors
-from search.selectors import CAPTION, IMAGE, SearchFilters
+from search.selectors import CAPTION, IMAGE, CaptionBrief, SearchFilters
 from search.services.indexes import IndexRebuilding, index_for_search
 from search.services.queries import Query, QueryTerm, query_check, query_encode, token_checked
 
@@ -56,9 +56,10 @@ class Cutoff:
 
 @dataclass(frozen=True)
 class ImageHit:
-    image: Image
+    image: Image  # with its collection loaded
     score: float
     keyword_match: bool | None = None
+    captions: Sequence[CaptionBrief] = ()  # the image's captions (id, text, source), by id
 
 
 @dataclass(frozen=True)
@@ -291,8 +292,8 @@ def search_images(*, user: Any, terms: Sequence[QueryTerm] = (), query_token: st
         boosted = allowed.only(selectors.keyword_image_ids(user=user, filters=filters))
     ranking = _Ranking(query.vector, allowed, boosted, filters.keyword_boost)
     count, threshold, ids, scores, flags = _page(ranking, k, page, cutoff)
-    by_id = {img.pk: img for img in selectors.images_in_order(user=user, ids=ids.tolist())}
-    results = [ImageHit(by_id[i], float(s), bool(f) if boosted is not None else None)
+    by_id = {img.pk: (img, caps) for img, caps in selectors.images_in_order(user=user, ids=ids.tolist())}
+    results = [ImageHit(by_id[i][0], float(s), bool(f) if boosted is not None else None, by_id[i][1])
                for i, s, f in zip(ids.tolist(), scores, flags) if i in by_id]
     return SearchPage(query.version.pk, count, page, k, results, query.token, threshold)
 
