@@ -62,6 +62,26 @@ def test_text_query_by_get_shows_ranked_tiles_with_scores(browser, world):
     assert_csp_clean(html)
 
 
+def test_tiles_take_their_alt_text_from_the_first_caption_without_a_query_per_tile(browser, world, collection, fake_version):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    bare = ingest(collection, colour_jpeg((240, 30, 30)))  # no caption: the fallback alt text
+    encoding.images_encode(image_ids=[bare.pk], version=fake_version)
+    index_rebuild(version=fake_version, modality="image")
+    browser.get("/search/results/", {"q": "red"}, **HX)  # warm: session, version row
+    with CaptureQueriesContext(connection) as ctx:
+        html = browser.get("/search/results/", {"q": "red"}, **HX).content.decode()
+    # session, user, version + deny-list, then ONE hydration query for all 4 tiles and their captions
+    assert len(ctx.captured_queries) == 4, [q["sql"][:80] for q in ctx.captured_queries]
+    alts = dict(re.findall(r'<a href="/images/(\d+)/[^"]*">\s*<img [^>]*alt="([^"]*)"', html))
+    assert alts == {str(world[0].pk): "a red car", str(world[1].pk): "a green tree",
+                    str(world[2].pk): "a blue sea", str(bare.pk): "image"}
+    Caption.objects.create(image=bare, text="a late caption", source=Caption.Source.HUMAN)
+    html = browser.get("/search/results/", {"q": "red"}, **HX).content.decode()
+    assert 'alt="a late caption"' in html  # read fresh
+
+
 def test_htmx_post_returns_the_results_partial_and_a_shareable_url(browser, world):
     resp = browser.post("/search/results/", {"q": "blue", "k": "24"}, **HX)
     html = resp.content.decode()
