@@ -10,7 +10,8 @@ What it does, in one run (every figure in the report comes from this run):
    mixture of 2-3 real ConSE image vectors plus noise; the real seeds are ConSE vectors of
    Flickr8k train images encoded from their cached logits (var/cache/flickr8k);
 4. builds the index with the project's service (search.services.index_rebuild);
-5. starts gunicorn (2 sync workers, DEBUG=false, 127.0.0.1, throttles raised via env);
+5. starts gunicorn (2 sync workers, DEBUG=false, 127.0.0.1, throttles raised via env and counted
+   in Redis, the deployment's cache: CACHE_URL, default redis://127.0.0.1:6379/12);
 6. per scenario (`--scenarios`), on a fresh server: R rounds of Q queries, interleaved query by
    query: HTTP p50/p95 vs the in-process encode_texts + VectorIndex.search of the same query
    (same version, same index file); then sustained load: C concurrent keep-alive clients for
@@ -59,6 +60,8 @@ def bench_env(db: str, var: Path) -> dict[str, str]:
         "ALLOWED_HOSTS": "127.0.0.1", "THROTTLE_SEARCH": "1000000/min", "THROTTLE_ANON": "1000000/min",
         "THROTTLE_USER": "1000000/min", "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
         "OMP_NUM_THREADS": "1",  # one thread per gunicorn worker: 2 workers on 2 cores
+        # the deployment's cache (deploy/loupe.env.example): throttle counters live in Redis
+        "CACHE_URL": os.environ.get("CACHE_URL", "redis://127.0.0.1:6379/12"),
     })
     return env
 
@@ -383,7 +386,8 @@ def report(args, info: dict, scenarios: list[dict], loads: list, cmd: str) -> st
             f"{info['recall']:.4f}; rows inserted in {info['rows_s']:.0f} s, index built in {info['index_s']:.0f} s.", "",
             f"Server: gunicorn, 2 workers (sync, or gthread where the scenario says), DEBUG=false, 127.0.0.1, "
             "PostgreSQL, THROTTLE_* raised to "
-            f"1000000/min, a fresh server per scenario. k = {args.k}.", ""]
+            f"1000000/min and counted in the cache at {os.environ.get('CACHE_URL', 'locmem')}, a fresh server per "
+            f"scenario. k = {args.k}.", ""]
     for sc in scenarios:
         rows += scenario_report(args, sc)
     return "\n".join(rows)
