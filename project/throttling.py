@@ -7,8 +7,8 @@ of up to 1,200 floats per client, and with Redis (the deployment's cache) the se
 list at once also lose one of the two writes, so a burst across workers was under-counted.
 
 Here a client has one integer counter per fixed window of the rate's duration, incremented
-atomically (one Redis round trip: INCR; the window's first request also sets the expiry), and a request is judged on
-the sliding-window estimate
+atomically (one Redis round trip: INCR; the window's first request also sets the expiry), and
+a request is judged on the sliding-window estimate
 
     estimate = current + previous * (1 - elapsed / duration)
 
