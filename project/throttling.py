@@ -107,7 +107,7 @@ class SlidingWindowThrottle(throttling.SimpleRateThrottle):
         self.previous = _finished.get(cache, f"{self.key}:w{window - 1}")
         if self.current + self.previous * (1.0 - self.elapsed) <= self.num_requests:
             return True
-        cache.decr(current_key) if self.current > 1 else cache.delete(current_key)
+        cache.decr(current_key)  # (not delete at 1: a request counted meanwhile would be lost)
         self.current -= 1
         return False
 

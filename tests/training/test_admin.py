@@ -86,4 +86,3 @@ def test_cancel_button_and_version_actions(admin_client, tiny_collection, fake_e
     conse_page = admin_client.get(reverse("admin:embeddings_modelversion_change", args=[conse_v0.pk])).content
     assert b"Roll back" not in conse_page  # nothing before ConSE v0
     assert ModelVersion.objects.get(kind="embedding", status="active") == conse_v0
-
