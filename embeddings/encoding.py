@@ -64,12 +64,25 @@ def images_encode(*, image_ids: Sequence[int], version: ModelVersion | None = No
 
 
 def captions_encode(*, captions: Sequence[Caption], version: ModelVersion, notify: bool = True) -> list[int]:
+    """Store vectors of these captions' texts for `version`; the ids whose vectors were stored.
+
+    Text and vector never disagree: the vectors are encoded outside any transaction (it is the
+    slow part), then written under a lock of the caption rows, and only for captions whose
+    committed text is still the text that was encoded. An edit that committed meanwhile wins,
+    and that edit's own encode writes its vector; a caption deleted meanwhile is skipped.
+    """
     if not captions:
         return []
-    vecs = runtime.embedder_for(version).encode_texts([c.text for c in captions])
-    rows = [CaptionEmbedding(caption_id=c.pk, model_version=version, vector=b) for c, b in zip(captions, _as_bytes(vecs))]
-    ids = [c.pk for c in captions]
+    texts = {c.pk: c.text for c in captions}
+    vecs = runtime.embedder_for(version).encode_texts(list(texts.values()))
+    encoded = dict(zip(texts, _as_bytes(vecs)))
     with transaction.atomic():
+        committed = dict(Caption.objects.select_for_update().filter(pk__in=list(texts)).order_by("pk")
+                         .values_list("pk", "text"))
+        ids = [pk for pk, text in texts.items() if committed.get(pk) == text]
+        if len(ids) < len(texts):
+            logger.info("caption vectors of %d edited or deleted caption(s) discarded as stale", len(texts) - len(ids))
+        rows = [CaptionEmbedding(caption_id=pk, model_version=version, vector=encoded[pk]) for pk in ids]
         CaptionEmbedding.objects.bulk_create(
             rows, update_conflicts=True, unique_fields=["caption", "model_version"], update_fields=["vector"]
         )
