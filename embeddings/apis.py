@@ -55,7 +55,7 @@ class CollectionOutput(serializers.ModelSerializer):
 
 
 class ImageFilter(django_filters.FilterSet):
-    collection = django_filters.CharFilter(field_name="collection__name")
+    collection = django_filters.CharFilter(method="in_collection", max_length=100)
     split = django_filters.ChoiceFilter(choices=Image.Split.choices)
     has_caption = django_filters.BooleanFilter(field_name="has_human_caption")
     status = django_filters.ChoiceFilter(choices=Image.Status.choices)
@@ -63,6 +63,10 @@ class ImageFilter(django_filters.FilterSet):
     class Meta:
         model = Image
         fields = ["collection", "split", "has_caption", "status"]
+
+    def in_collection(self, queryset: QuerySet[Image], name: str, value: str) -> QuerySet[Image]:
+        """The collection the name resolves to for this user (their own before a public one)."""
+        return queryset.filter(selectors.collection_named_q(user=self.request.user, names=[value]))
 
 
 class ImageListCreateApi(generics.ListAPIView):

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from embeddings import selectors, words
-from embeddings.models import Collection
+from embeddings.models import Collection, WordVectorsRun
 
 
 def _collection(request: Request, name: str) -> Collection:
@@ -77,19 +77,41 @@ class WordsAnalogyApi(_WordsQueryApi):
         return super().get(request)
 
 
+class WordsRunOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    collection = serializers.CharField(source="collection.name")
+    status = serializers.ChoiceField(choices=WordVectorsRun.Status.choices)
+    reason = serializers.CharField()
+    vocabulary = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
 class WordsTrainApi(APIView):
+    """POST: learn a collection's word vectors (400 with the reason when it has too few
+    captions; nothing is queued). GET: how the collection's latest request went."""
+
     class InputSerializer(serializers.Serializer):
         class Meta:
             ref_name = "WordsTrain"  # unique schema component names (drf_spectacular.W001)
 
         collection = serializers.CharField(max_length=100)
 
-    @extend_schema(request=InputSerializer, responses={202: None})
+    @extend_schema(parameters=[InputSerializer], responses=WordsRunOutput)
+    def get(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.query_params)
+        data.is_valid(raise_exception=True)
+        run = words.word2vec_last_run(collection=_collection(request, data.validated_data["collection"]))
+        if run is None:
+            raise NotFound("Word vectors were never requested for this collection.")
+        return Response(WordsRunOutput(run).data)
+
+    @extend_schema(request=InputSerializer, responses={202: WordsRunOutput})
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         collection = _collection(request, data.validated_data["collection"])
         if not selectors.collection_can_write(user=request.user, collection=collection):
             raise PermissionDenied("Only the collection's owner can train its word vectors.")
-        words.word2vec_enqueue(collection=collection)
-        return Response({"status": "queued"}, status=status.HTTP_202_ACCEPTED)
+        run = words.word2vec_enqueue(collection=collection, user=request.user)
+        return Response(WordsRunOutput(run).data, status=status.HTTP_202_ACCEPTED)

@@ -8,7 +8,13 @@ from django.db.models import Q
 
 
 class Collection(models.Model):
-    name = models.CharField(max_length=100, unique=True)
+    """Names are unique per owner, so a name taken by someone else's private collection can be
+    used again and its existence is never revealed. Public names are unique among public
+    collections (and owner-less ones, made by import_dataset, among themselves), so a name
+    resolves to one collection for every user: their own first, then the public one
+    (`selectors.collection_get_visible`)."""
+
+    name = models.CharField(max_length=100)
     description = models.TextField(blank=True)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -18,7 +24,14 @@ class Collection(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["name"]
+        ordering = ["name", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="collection_name_unique_per_owner"),
+            models.UniqueConstraint(fields=["name"], condition=Q(owner__isnull=True),
+                                    name="collection_name_unique_without_owner"),
+            models.UniqueConstraint(fields=["name"], condition=Q(is_public=True),
+                                    name="collection_name_unique_among_public"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -165,3 +178,27 @@ class CaptionEmbedding(_VectorMixin):
         constraints = [
             models.UniqueConstraint(fields=["caption", "model_version"], name="one_vector_per_caption_version"),
         ]
+
+
+class WordVectorsRun(models.Model):
+    """One request to learn a collection's word vectors, so the page that asked can say how it
+    went (a task that fails in the worker is otherwise never seen by the user)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="word_vector_runs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    reason = models.TextField(blank=True, help_text="why it failed, or what it learned")
+    vocabulary = models.PositiveIntegerField(default=0)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+

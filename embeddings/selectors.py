@@ -1,9 +1,10 @@
 """Reads: what a user may see. Every list, detail and search goes through these filters."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
 
 from embeddings.models import Caption, Collection, Image, ModelVersion
 
@@ -26,8 +27,27 @@ def collection_list(*, user: Any) -> QuerySet[Collection]:
     return Collection.objects.filter(collection_visibility_q(user))
 
 
+def _named_visible(user: Any, name: str) -> QuerySet[Collection]:
+    """The visible collections of that name, the one it resolves to first: the user's own,
+    then the public one (public names are unique), then (staff only) others' by age."""
+    whens = [When(is_public=True, then=Value(1))]
+    if user is not None and user.is_authenticated:
+        whens.insert(0, When(owner=user, then=Value(0)))
+    rank = Case(*whens, default=Value(2))
+    return collection_list(user=user).filter(name=name).annotate(_rank=rank).order_by("_rank", "pk")
+
+
 def collection_get_visible(*, user: Any, name: str) -> Collection | None:
-    return collection_list(user=user).filter(name=name).first()
+    return _named_visible(user, name).first()
+
+
+def collection_named_q(*, user: Any, names: Sequence[str], prefix: str = "") -> Q:
+    """Images (`prefix` leads to an image) in the collections these names resolve to for the
+    user, as `collection_get_visible` resolves them: subqueries, no query of its own."""
+    q = Q(pk__in=[])
+    for name in names:
+        q |= Q(**{f"{prefix}collection_id": Subquery(_named_visible(user, name).values("pk")[:1])})
+    return q
 
 
 def collection_can_write(*, user: Any, collection: Collection) -> bool:

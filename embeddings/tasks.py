@@ -19,9 +19,8 @@ def sweep_pending() -> int:
 
 
 @shared_task(name="embeddings.tasks.train_word2vec")
-def train_word2vec(collection_id: int) -> int:
-    """Learn the collection's word vectors for the word explorer."""
+def train_word2vec(collection_id: int, run_id: int | None = None) -> int:
+    """Learn the collection's word vectors for the word explorer (the outcome goes on the run)."""
     from embeddings import words
-    from embeddings.models import Collection
 
-    return words.word2vec_train(collection=Collection.objects.get(pk=collection_id))
+    return words.word2vec_run(collection_id=collection_id, run_id=run_id)

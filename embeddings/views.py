@@ -21,7 +21,7 @@ def gallery(request: HttpRequest) -> HttpResponse:
     images = selectors.image_list(user=request.user).prefetch_related("captions")
     current = request.GET.get("collection", "")
     if current:
-        images = images.filter(collection__name=current)
+        images = images.filter(selectors.collection_named_q(user=request.user, names=[current]))
     page = Paginator(images, 48).get_page(request.GET.get("page"))
     collections = selectors.collection_list(user=request.user)
     return render(request, "embeddings/gallery.html", {"page": page, "collections": collections, "current": current})
@@ -74,8 +74,9 @@ def words_page(request: HttpRequest) -> HttpResponse:
     chosen = next((c for c in collections if c.name == current), None)
     ready = bool(chosen and words.word2vec_path(chosen).exists())
     can_train = bool(chosen and selectors.collection_can_write(user=request.user, collection=chosen))
+    last_run = words.word2vec_last_run(collection=chosen) if chosen else None
     return render(request, "embeddings/words.html", {"collections": collections, "current": current,
-                                                     "ready": ready, "can_train": can_train})
+                                                     "ready": ready, "can_train": can_train, "last_run": last_run})
 
 
 @require_GET

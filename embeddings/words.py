@@ -7,19 +7,25 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
 from embeddings.ml.word2vec import UnknownWord, Word2Vec, Word2VecConfig, train_word2vec
 from embeddings.ml.word2vec_io import load_word2vec, save_word2vec
-from embeddings.models import Caption, Collection
-from project.exceptions import ApplicationError, NotFound
+from embeddings.models import Caption, Collection, WordVectorsRun
+from project.exceptions import ApplicationError, Conflict, NotFound
 
 logger = logging.getLogger(__name__)
 _cache: dict[tuple[int, float], Word2Vec] = {}
 _lock = threading.Lock()
 MIN_CAPTIONS = 20
+RUN_STALE_AFTER = timedelta(hours=1)  # a queued run older than this was lost (worker died): no longer blocks
+_OPEN = (WordVectorsRun.Status.QUEUED, WordVectorsRun.Status.RUNNING)
 
 
 class UnknownWordError(ApplicationError):
@@ -30,13 +36,22 @@ def word2vec_path(collection: Collection) -> Path:
     return Path(settings.MODEL_DIR) / "word2vec" / f"collection-{collection.pk}.safetensors"
 
 
+def _training_texts(collection: Collection) -> list[str]:
+    return list(Caption.objects.filter(image__collection=collection)
+                .exclude(source=Caption.Source.GENERATED).values_list("text", flat=True))
+
+
+def _check_enough(collection: Collection, n_texts: int) -> None:
+    if n_texts < MIN_CAPTIONS:
+        raise ApplicationError(f"Need at least {MIN_CAPTIONS} human or imported captions to learn word vectors; "
+                               f"{collection.name!r} has {n_texts}.", code="too_few_captions",
+                               fields={"collection": [f"Has {n_texts} captions; at least {MIN_CAPTIONS} needed."]})
+
+
 def word2vec_train(*, collection: Collection, config: Word2VecConfig | None = None) -> int:
     """Train on the collection's human and imported captions; return the vocabulary size."""
-    texts = list(Caption.objects.filter(image__collection=collection)
-                 .exclude(source=Caption.Source.GENERATED).values_list("text", flat=True))
-    if len(texts) < MIN_CAPTIONS:
-        raise ApplicationError(f"Need at least {MIN_CAPTIONS} captions to learn word vectors; "
-                               f"{collection.name!r} has {len(texts)}.")
+    texts = _training_texts(collection)
+    _check_enough(collection, len(texts))
     cfg = config or Word2VecConfig(min_count=2 if len(texts) < 2000 else 5)
     model = train_word2vec(texts, cfg)
     path = word2vec_path(collection)
@@ -44,6 +59,45 @@ def word2vec_train(*, collection: Collection, config: Word2VecConfig | None = No
     save_word2vec(model, path)
     logger.info("word2vec for %s: %d words from %d captions", collection.name, len(model), len(texts))
     return len(model)
+
+
+def word2vec_enqueue(*, collection: Collection, user: Any = None) -> WordVectorsRun:
+    """Check there is enough to learn from (400 with the reason, nothing queued), record the
+    request and queue the training after commit. One request at a time per collection (409)."""
+    n_texts = Caption.objects.filter(image__collection=collection).exclude(source=Caption.Source.GENERATED).count()
+    _check_enough(collection, n_texts)
+    from embeddings.tasks import train_word2vec as task
+
+    with transaction.atomic():
+        Collection.objects.select_for_update().filter(pk=collection.pk).first()  # one request at a time
+        busy = WordVectorsRun.objects.filter(collection=collection, status__in=_OPEN,
+                                             created_at__gte=timezone.now() - RUN_STALE_AFTER).exists()
+        if busy:
+            raise Conflict(f"Word vectors for {collection.name!r} are already being learned.", code="already_running")
+        run = WordVectorsRun.objects.create(collection=collection,
+                                            requested_by=user if getattr(user, "is_authenticated", False) else None)
+        transaction.on_commit(lambda: task.delay(collection.pk, run.pk))
+    return run
+
+
+def word2vec_run(*, collection_id: int, run_id: int | None = None) -> int:
+    """The task's body: train, and record how it went on the run the page is watching."""
+    collection = Collection.objects.get(pk=collection_id)
+    runs = WordVectorsRun.objects.filter(pk=run_id) if run_id is not None else WordVectorsRun.objects.none()
+    runs.update(status=WordVectorsRun.Status.RUNNING)
+    try:
+        size = word2vec_train(collection=collection)
+    except Exception as exc:
+        reason = exc.message if isinstance(exc, ApplicationError) else f"{type(exc).__name__}: {exc}"
+        runs.update(status=WordVectorsRun.Status.FAILED, reason=reason[:2000], finished_at=timezone.now())
+        raise
+    runs.update(status=WordVectorsRun.Status.SUCCEEDED, vocabulary=size, finished_at=timezone.now(),
+                reason=f"Learned {size} words.")
+    return size
+
+
+def word2vec_last_run(*, collection: Collection) -> WordVectorsRun | None:
+    return WordVectorsRun.objects.filter(collection=collection).first()
 
 
 def word2vec_get(*, collection: Collection) -> Word2Vec:
@@ -76,11 +130,3 @@ def words_analogy(*, collection: Collection, a: str, b: str, c: str, k: int = 10
         return model.analogy(_clean(a), _clean(b), _clean(c), k)
     except UnknownWord as exc:
         raise UnknownWordError(str(exc), fields={"word": [str(exc)]}) from exc
-
-
-def word2vec_enqueue(*, collection: Collection) -> None:
-    from django.db import transaction
-
-    from embeddings.tasks import train_word2vec
-
-    transaction.on_commit(lambda: train_word2vec.delay(collection.pk))

@@ -152,7 +152,7 @@ def searchable_images(*, user: Any, filters: SearchFilters) -> QuerySet[Image]:
         unknown = _unknown_collections(user, filters.collections)
         if unknown:  # a private collection and a missing one look the same
             raise ApplicationError(f"No such collection: {unknown[0]}.", fields={"collection": ["No such collection."]})
-        qs = qs.filter(collection__name__in=filters.collections)
+        qs = qs.filter(emb_selectors.collection_named_q(user=user, names=filters.collections))
     if filters.split:
         qs = qs.filter(split=filters.split)
     if filters.owner:

@@ -1,9 +1,13 @@
 """Word explorer: word2vec learned from a collection's captions, served by page and API."""
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from embeddings import words
 from embeddings.ml.word2vec import Word2VecConfig
-from embeddings.models import Caption
+from embeddings.models import Caption, WordVectorsRun
+from project.exceptions import ApplicationError
 from tests.factories import CollectionFactory, make_image
 
 pytestmark = pytest.mark.django_db
@@ -60,11 +64,77 @@ def test_untrained_collection_is_404_and_too_few_captions_is_400(api, collection
         words.word2vec_train(collection=collection)
 
 
+def _captioned(collection, n: int) -> None:
+    image = make_image(collection, seed=2)
+    Caption.objects.bulk_create([Caption(image=image, text=f"a dog and a cat number {i}", source="human")
+                                 for i in range(n)])
+
+
 def test_train_endpoint_needs_the_owner(api, anon_api, collection, django_capture_on_commit_callbacks):
+    _captioned(collection, words.MIN_CAPTIONS)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        assert api.post("/api/v1/words/train/", {"collection": "mine"}, format="json").status_code == 202
+        resp = api.post("/api/v1/words/train/", {"collection": "mine"}, format="json")
+    assert resp.status_code == 202 and resp.json()["status"] == "queued"
     assert len(callbacks) == 1
     assert anon_api.post("/api/v1/words/train/", {"collection": "mine"}, format="json").status_code in (401, 403)
+
+
+def test_train_request_with_too_few_captions_is_400_with_the_reason_and_queues_nothing(
+        api, collection, django_capture_on_commit_callbacks):
+    """Issue 19, finding 10: it answered 202, then failed in the worker unseen."""
+    _captioned(collection, 3)
+    Caption.objects.create(image=collection.images.first(), text="generated ones do not count", source="generated")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        resp = api.post("/api/v1/words/train/", {"collection": "mine"}, format="json")
+    assert resp.status_code == 400, resp.content
+    error = resp.json()["error"]
+    assert error["code"] == "too_few_captions" and "at least 20" in error["message"] and "has 3" in error["message"]
+    assert callbacks == [] and not WordVectorsRun.objects.exists()
+
+
+def test_a_second_request_while_one_is_queued_is_409_and_a_lost_one_stops_blocking(api, collection):
+    _captioned(collection, words.MIN_CAPTIONS)
+    assert api.post("/api/v1/words/train/", {"collection": "mine"}, format="json").status_code == 202
+    again = api.post("/api/v1/words/train/", {"collection": "mine"}, format="json")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_running"
+    WordVectorsRun.objects.update(created_at=timezone.now() - words.RUN_STALE_AFTER - timedelta(seconds=1))
+    assert api.post("/api/v1/words/train/", {"collection": "mine"}, format="json").status_code == 202
+
+
+def test_a_training_that_fails_in_the_worker_is_shown_by_the_api_and_the_page_that_started_it(
+        api, client, user, collection, django_capture_on_commit_callbacks):
+    _captioned(collection, words.MIN_CAPTIONS)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        run_id = api.post("/api/v1/words/train/", {"collection": "mine"}, format="json").json()["id"]
+    assert api.get("/api/v1/words/train/", {"collection": "mine"}).json()["status"] == "queued"
+    client.force_login(user)
+    assert b'data-watch="1"' in client.get("/words/?collection=mine").content  # the page watches it
+    Caption.objects.filter(pk__in=list(Caption.objects.filter(image__collection=collection).values_list("pk", flat=True)[:5])).delete()  # deleted before the worker ran
+    from embeddings.tasks import train_word2vec
+
+    with pytest.raises(ApplicationError):
+        train_word2vec.apply(args=(collection.pk, run_id)).get()
+    body = api.get("/api/v1/words/train/", {"collection": "mine"}).json()
+    assert body["id"] == run_id and body["status"] == "failed" and "at least 20" in body["reason"]
+    assert body["finished_at"] and len(callbacks) == 1
+    page = client.get("/words/?collection=mine").content.decode()
+    assert "failed" in page and "at least 20" in page and 'data-watch' not in page
+
+
+def test_a_training_that_succeeds_records_its_vocabulary(api, collection, django_capture_on_commit_callbacks):
+    _captioned(collection, 40)
+    with django_capture_on_commit_callbacks(execute=False):
+        resp = api.post("/api/v1/words/train/", {"collection": "mine"}, format="json")
+    from embeddings.tasks import train_word2vec
+
+    train_word2vec.apply(args=(collection.pk, resp.json()["id"])).get()  # what the worker runs
+    body = api.get("/api/v1/words/train/", {"collection": "mine"}).json()
+    assert body["status"] == "succeeded" and body["vocabulary"] > 0
+    assert api.get("/api/v1/words/nearest/", {"collection": "mine", "word": "dog"}).status_code == 200
+
+
+def test_status_of_a_collection_never_trained_is_404(api, collection):
+    assert api.get("/api/v1/words/train/", {"collection": "mine"}).status_code == 404
 
 
 def test_words_page_and_partial_render(client, user, trained):
