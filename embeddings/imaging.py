@@ -5,8 +5,9 @@ decides what is stored:
 
 * only JPEG, PNG, WebP and GIF (first frame) are even parsed (Pillow's `formats=` allow-list, so
   EPS/PDF/PSD/TIFF/SVG never reach a decoder, and Ghostscript is never invoked);
-* the declared size is checked against a pixel cap *before* decoding, and Pillow's
-  DecompressionBombWarning is an error;
+* the declared size is checked *before* decoding against a pixel cap, a cap on each side and a
+  cap on the aspect ratio (a 1x60000 PNG is 320 bytes and 60k pixels, but resizing its short side
+  to 224 would make 13 million rows), and Pillow's DecompressionBombWarning is an error;
 * the image is fully decoded (truncated or corrupt files are rejected; LOAD_TRUNCATED_IMAGES stays off);
 * EXIF orientation is applied and all metadata (EXIF, GPS, ICC, text chunks) is dropped by
   re-encoding into a fresh image, so what is stored and served is a raster made by us.
@@ -25,6 +26,9 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 # Stored format and extension per input format; a GIF's first frame is stored as PNG.
 _OUTPUT = {"JPEG": ("JPEG", "jpg"), "PNG": ("PNG", "png"), "WEBP": ("WEBP", "webp"), "GIF": ("PNG", "png")}
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Defaults of the shape caps (the app passes LOUPE_MAX_IMAGE_SIDE / LOUPE_MAX_ASPECT_RATIO).
+DEFAULT_MAX_SIDE = 20_000  # pixels, either side
+DEFAULT_MAX_ASPECT_RATIO = 20.0  # longer side / shorter side: panoramas pass, 1xN strips do not
 
 
 class ImageRejected(ValueError):
@@ -65,7 +69,8 @@ def _open(data: bytes) -> Image.Image:
         ) from exc
 
 
-def _check_size(img: Image.Image, max_pixels: int) -> None:
+def _check_size(img: Image.Image, max_pixels: int, max_side: int, max_aspect: float) -> None:
+    """Reject from the declared size alone (the header), before any pixel is decoded."""
     width, height = img.size
     if width <= 0 or height <= 0:
         raise ImageRejected("corrupt", "Image has no pixels.")
@@ -73,9 +78,29 @@ def _check_size(img: Image.Image, max_pixels: int) -> None:
         raise ImageRejected(
             "image_too_large", f"Image too large: {width}x{height} exceeds the cap of {max_pixels} pixels."
         )
+    long, short = max(width, height), min(width, height)
+    if long > max_aspect * short:
+        raise ImageRejected(
+            "bad_aspect_ratio",
+            f"Image aspect ratio too extreme: {width}x{height} is {long / short:.4g}:1; the longer side "
+            f"may be at most {max_aspect:g} times the shorter ({max_aspect:g}:1).",
+        )
+    if long > max_side:
+        raise ImageRejected(
+            "image_side_too_large",
+            f"Image side too long: {width}x{height}; each side may be at most {max_side} pixels.",
+        )
 
 
-def sanitize_image(data: bytes, *, max_pixels: int, max_bytes: int, thumb_size: int = 256) -> SanitizedImage:
+def sanitize_image(
+    data: bytes,
+    *,
+    max_pixels: int,
+    max_bytes: int,
+    thumb_size: int = 256,
+    max_side: int = DEFAULT_MAX_SIDE,
+    max_aspect: float = DEFAULT_MAX_ASPECT_RATIO,
+) -> SanitizedImage:
     """Validate `data` and return a clean re-encode plus a thumbnail; raise ImageRejected otherwise."""
     if not data:
         raise ImageRejected("empty", "The file is empty.")
@@ -86,7 +111,7 @@ def sanitize_image(data: bytes, *, max_pixels: int, max_bytes: int, thumb_size: 
         try:
             probe = _open(data)
             fmt = probe.format or ""
-            _check_size(probe, max_pixels)
+            _check_size(probe, max_pixels, max_side, max_aspect)
             probe.verify()  # structural check (PNG CRCs, chunk order) without decoding
             img = _open(data)
             img.seek(0)  # GIF: first frame only

@@ -119,6 +119,8 @@ def sanitize_bytes(data: bytes) -> SanitizedImage:
             max_pixels=settings.LOUPE_MAX_IMAGE_PIXELS,
             max_bytes=settings.LOUPE_MAX_UPLOAD_BYTES,
             thumb_size=settings.LOUPE_THUMBNAIL_SIZE,
+            max_side=settings.LOUPE_MAX_IMAGE_SIDE,
+            max_aspect=settings.LOUPE_MAX_ASPECT_RATIO,
         )
     except ImageRejected as exc:
         raise ImageRejectedError(exc.message, fields={"file": [exc.message]}, code=exc.code) from exc

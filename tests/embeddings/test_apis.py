@@ -76,6 +76,35 @@ def test_decompression_bomb_gets_400_image_too_large(api, collection, settings):
     assert "too large" in resp.json()["error"]["message"].lower()
 
 
+def stored_files(settings) -> list:
+    return [p for p in settings.MEDIA_ROOT.rglob("*") if p.is_file()] if settings.MEDIA_ROOT.exists() else []
+
+
+@pytest.mark.parametrize("size", [(1, 60_000), (60_000, 1)])
+def test_one_pixel_strip_gets_400_bad_aspect_ratio_and_nothing_is_stored(api, collection, settings, size):
+    """A 321-byte 1x60000 PNG: under the pixel cap, but encoding it took 13 GB."""
+    resp = upload(api, mk.image_bytes("PNG", size), name="strip.png", content_type="image/png")
+    assert_error_shape(resp, 400, "file")
+    error = resp.json()["error"]
+    assert error["code"] == "bad_aspect_ratio" and "20:1" in error["message"]
+    assert Image.objects.count() == 0 and stored_files(settings) == []
+
+
+def test_side_and_aspect_caps_follow_the_settings(api, collection, settings):
+    settings.LOUPE_MAX_IMAGE_SIDE = 100
+    resp = upload(api, mk.image_bytes("PNG", (120, 90)), name="wide.png", content_type="image/png")
+    assert_error_shape(resp, 400, "file")
+    assert resp.json()["error"]["code"] == "image_side_too_large" and "100 pixels" in resp.json()["error"]["message"]
+    settings.LOUPE_MAX_IMAGE_SIDE = 20_000
+    settings.LOUPE_MAX_ASPECT_RATIO = 1.25
+    resp = upload(api, mk.image_bytes("PNG", (120, 90)), name="wide.png", content_type="image/png")
+    assert_error_shape(resp, 400, "file")
+    assert resp.json()["error"]["code"] == "bad_aspect_ratio" and "1.25:1" in resp.json()["error"]["message"]
+    assert Image.objects.count() == 0 and stored_files(settings) == []
+    settings.LOUPE_MAX_ASPECT_RATIO = 1.5
+    assert upload(api, mk.image_bytes("PNG", (120, 90)), name="wide.png", content_type="image/png").status_code == 201
+
+
 def test_missing_or_misnamed_fields_get_field_errors(api, collection):
     resp = api.post("/api/v1/images/", {"collection": "mine"}, format="multipart")
     assert_error_shape(resp, 400, "file")

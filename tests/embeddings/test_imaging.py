@@ -93,3 +93,36 @@ def test_sha256_is_of_the_received_bytes():
 
     data = mk.image_bytes("PNG")
     assert sanitize_image(data, **CAPS).sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("size", [(1, 60_000), (60_000, 1)])
+def test_one_pixel_strip_is_rejected_for_its_aspect_ratio_before_decoding(monkeypatch, size):
+    """321 bytes and 60k pixels (under the pixel cap), but encoding would resize it to 224 x 13.4M."""
+    data = mk.image_bytes("PNG", size)
+
+    def boom(*a, **k):  # the header alone decides
+        raise AssertionError("decoded a strip")
+
+    monkeypatch.setattr(Image.Image, "load", boom)
+    with pytest.raises(ImageRejected) as err:
+        sanitize_image(data, **CAPS)
+    assert err.value.code == "bad_aspect_ratio"
+    assert "20:1" in err.value.message and "60000" in err.value.message
+
+
+def test_aspect_ratio_cap_is_inclusive_and_follows_its_argument():
+    assert sanitize_image(mk.image_bytes("PNG", (400, 20)), **CAPS).width == 400  # exactly 20:1
+    with pytest.raises(ImageRejected) as err:
+        sanitize_image(mk.image_bytes("PNG", (20, 401)), **CAPS)
+    assert err.value.code == "bad_aspect_ratio"
+    assert sanitize_image(mk.image_bytes("PNG", (20, 401)), **CAPS, max_aspect=25).height == 401
+    with pytest.raises(ImageRejected) as err:
+        sanitize_image(mk.image_bytes("PNG", (64, 40)), **CAPS, max_aspect=1.5)
+    assert err.value.code == "bad_aspect_ratio" and "1.5:1" in err.value.message
+
+
+def test_side_cap_rejects_a_long_side_from_the_header(monkeypatch):
+    monkeypatch.setattr(Image.Image, "load", lambda *a, **k: pytest.fail("decoded"))
+    with pytest.raises(ImageRejected) as err:
+        sanitize_image(mk.png_declaring(3000, 1000), **CAPS, max_side=2000)
+    assert err.value.code == "image_side_too_large" and "2000 pixels" in err.value.message

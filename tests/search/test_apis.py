@@ -11,6 +11,7 @@ from embeddings import encoding
 from embeddings.models import Caption
 from search import registry, tasks
 from search.services import index_rebuild
+from tests import images as mk
 from tests.factories import CollectionFactory
 from tests.search.conftest import colour_jpeg, ingest
 
@@ -108,6 +109,15 @@ def test_bad_multipart_uploads_are_400(api, world):
     err(api.post("/api/v1/search/", {"image": SimpleUploadedFile("x.jpg", b"not an image")}, format="multipart"), 400)
     err(api.post("/api/v1/search/", {"image": SimpleUploadedFile("x.jpg", colour_jpeg((1, 2, 3))), "terms": "[oops"},
                  format="multipart"), 400)
+
+
+@pytest.mark.parametrize("size", [(1, 60_000), (60_000, 1)])
+def test_search_by_an_uploaded_one_pixel_strip_is_400_bad_aspect_ratio(api, world, size):
+    """321 bytes under every byte and pixel cap; encoding it as a query took 13 GB in the web process."""
+    strip = mk.image_bytes("PNG", size)
+    for url in ("/api/v1/search/", "/api/v1/search/captions/"):
+        error = err(api.post(url, {"image": SimpleUploadedFile("s.png", strip)}, format="multipart"), 400)
+        assert error["code"] == "bad_aspect_ratio" and "20:1" in error["message"]
 
 
 def test_another_users_private_images_stay_invisible_through_every_endpoint(api, world, other_user, fake_version):
@@ -213,6 +223,16 @@ def test_caption_of_an_upload_is_not_saved_and_others_cannot_accept(api, world, 
     assert APIClient().patch(f"/api/v1/captions/{caption.pk}/", {}, format="json").status_code in (401, 403)
     for bad in ({"image_id": world[0].pk, "beam": 0}, {"image_id": world[0].pk, "n": 6}, {}):
         err(api.post("/api/v1/captions/", bad, format="json"), 400)
+
+
+@pytest.mark.parametrize("size", [(1, 60_000), (60_000, 1)])
+def test_caption_of_an_uploaded_one_pixel_strip_is_400_bad_aspect_ratio(api, world, fake_captioner, size):
+    resp = api.post("/api/v1/captions/", {"image": SimpleUploadedFile("s.png", mk.image_bytes("PNG", size))},
+                    format="multipart")
+    error = err(resp, 400)
+    assert error["code"] == "bad_aspect_ratio" and "20:1" in error["message"]
+    assert fake_captioner.generator.beam_sizes == []  # never reached the captioner
+    assert Caption.objects.filter(source="generated").count() == 0
 
 
 def test_schema_documents_every_search_endpoint(api):
