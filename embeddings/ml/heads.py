@@ -28,13 +28,21 @@ from embeddings.ml.config_dict import dataclass_from_dict, dataclass_to_dict
 
 HeadType = Literal["linear", "mlp"]
 ImageInput = Literal["pooled", "spatial"]
+Family = Literal["joint", "prior"]
+Prior = Literal["conse", "none"]
 
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
-    """Shape of the joint embedding model; saved inside every checkpoint."""
+    """Shape of the joint embedding model; saved inside every checkpoint.
 
-    dim: int = 512  # width of the joint space
+    ``family`` "joint" is the learned shared space below; "prior" (embeddings/ml/prior_heads.py)
+    lives in MiniLM's own space (``dim`` = ``text_dim``) and only ADDS a zero-initialised residual
+    to a pretrained image vector (ConSE, or nothing for DeViSE) and, optionally, to the text.
+    """
+
+    family: Family = "joint"
+    dim: int = 512  # width of the joint space (the "prior" family uses text_dim)
     head: HeadType = "mlp"  # "linear", or "mlp" = linear skip + 2-layer residual branch
     hidden: int = 1024  # hidden width of the MLP branch
     dropout: float = 0.2  # on head inputs and the MLP hidden layer (6k images overfit fast)
@@ -47,6 +55,12 @@ class EmbeddingConfig:
     init_temperature: float = 0.07  # CLIP's starting temperature
     learn_temperature: bool = True
     max_logit_scale: float = 100.0  # clamp on 1 / temperature, as in CLIP
+    # "prior" family only:
+    prior: Prior = "conse"  # image vector = normalise(prior + residual); "none" = DeViSE (residual only)
+    text_residual: bool = True  # text = normalise(MiniLM + zero-initialised residual); False = MiniLM itself
+    num_classes: int = 1000  # ImageNet classes of the frozen classifier and their name vectors
+    conse_k: int = 5  # ConSE v0's top-k (embeddings/ml/conse.py DEFAULT_K)
+    conse_temperature: float = 2.0  # ConSE v0's softmax temperature (DEFAULT_TEMPERATURE)
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.hidden < 1 or self.image_dim < 1 or self.text_dim < 1:
@@ -57,6 +71,12 @@ class EmbeddingConfig:
             raise ValueError(f"bad head {self.head!r} or image_input {self.image_input!r}")
         if not (self.init_temperature > 0.0 and 1.0 / self.init_temperature <= self.max_logit_scale):
             raise ValueError("need 0 < init_temperature and 1/init_temperature <= max_logit_scale")
+        if self.family not in ("joint", "prior") or self.prior not in ("conse", "none"):
+            raise ValueError(f"bad family {self.family!r} or prior {self.prior!r}")
+        if self.family == "prior" and self.dim != self.text_dim:
+            raise ValueError("the prior family lives in the text space: dim must equal text_dim")
+        if not 1 <= self.conse_k <= self.num_classes or self.conse_temperature <= 0:
+            raise ValueError("need 1 <= conse_k <= num_classes and conse_temperature > 0")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EmbeddingConfig":
@@ -174,10 +194,15 @@ class JointEmbedding(nn.Module):
         return out
 
 
-def embedding_from_state(config: Mapping[str, Any] | EmbeddingConfig, tensors: Mapping[str, Tensor]) -> JointEmbedding:
-    """Rebuild a model from a checkpoint's config dict and tensors (strict key match)."""
+def embedding_from_state(config: Mapping[str, Any] | EmbeddingConfig, tensors: Mapping[str, Tensor]) -> nn.Module:
+    """Rebuild a model of either family from a checkpoint's config dict and tensors (strict key match)."""
     cfg = config if isinstance(config, EmbeddingConfig) else EmbeddingConfig.from_dict(config)
-    model = JointEmbedding(cfg)
+    if cfg.family == "prior":
+        from embeddings.ml.prior_heads import PriorEmbedding
+
+        model: nn.Module = PriorEmbedding.empty(cfg)
+    else:
+        model = JointEmbedding(cfg)
     model.load_state_dict(dict(tensors), strict=True)
     return model.eval()
 

@@ -74,8 +74,18 @@ class EmbeddingTaskConfig:
     hinge_hardest: bool = True  # VSE++ hardest negative vs VSE0 sum
     hinge_weight: float = 1.0  # weight of the hinge part when loss == "both"
     eval_batch_size: int = 1024
+    # "prior" family (issue 20): ImageNet class names as weak extra captions of every training
+    # image, weighted by the classifier's own top-k probabilities, keep the 1,000 concepts
+    # aligned; an L2 penalty on the image residual keeps the model near its ConSE start.
+    class_caption_weight: float = 0.0  # weight of that soft cross-entropy (0 = off)
+    residual_l2: float = 0.0  # weight of mean |R_i(x)|^2 (the prior is a unit vector)
+    # Name of an out-of-domain dev collection scored every epoch beside dev ("ood_*" metrics
+    # and "both_rsum" = rsum + ood_rsum, an early-stop metric over both sets); "" = none.
+    ood_collection: str = ""
 
     def __post_init__(self) -> None:
+        if self.class_caption_weight < 0 or self.residual_l2 < 0:
+            raise ValueError("class_caption_weight and residual_l2 must be >= 0")
         if not 1 <= self.captions_per_image <= 5:
             raise ValueError("captions_per_image must be in 1..5")
         if not 0.0 <= self.caption_dropout < 1.0 or self.text_noise < 0:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -65,17 +65,27 @@ class EmbeddingData:
 
 
 class EmbeddingTask:
-    """TrainTask for ``JointEmbedding``; builds the model from ``model_config`` with ``seed``."""
+    """TrainTask for both embedding families; builds the model from ``model_config`` with ``seed``.
+
+    ``make_model`` builds it instead (the "prior" family needs the frozen classifier and the
+    class-name vectors, which only the caller has). ``extra_dev`` ({"ood": data}) are further
+    evaluation sets scored beside dev every epoch (see ``evaluate``).
+    """
 
     def __init__(self, model_config: EmbeddingConfig, task_config: EmbeddingTaskConfig, *,
-                 batch_size: int, train: EmbeddingData, dev: EmbeddingData, seed: int = 0) -> None:
+                 batch_size: int, train: EmbeddingData, dev: EmbeddingData, seed: int = 0,
+                 make_model: Callable[[EmbeddingConfig], nn.Module] | None = None,
+                 extra_dev: Mapping[str, EmbeddingData] | None = None) -> None:
         if train.num_images < batch_size:
             raise ValueError(f"batch_size {batch_size} exceeds the {train.num_images} training images")
+        if model_config.family == "prior" and make_model is None:
+            raise ValueError("the prior family needs make_model (classifier and class-name vectors)")
         self.cfg = task_config
         self.batch_size = batch_size
         self.train_data, self.dev_data = train, dev
+        self.extra_dev = dict(extra_dev or {})
         torch.manual_seed(seed)  # model init is part of the run's seed
-        self.model = JointEmbedding(model_config)
+        self.model = make_model(model_config) if make_model is not None else JointEmbedding(model_config)
         # Captions of each image, for sampling: list of 1-d long tensors.
         order = torch.argsort(train.text_image, stable=True)
         counts = torch.bincount(train.text_image, minlength=train.num_images).tolist()
@@ -132,11 +142,46 @@ class EmbeddingTask:
             h = hinge_loss(img, txt, iid, tid, margin=self.cfg.hinge_margin, hardest=self.cfg.hinge_hardest)
             w = self.cfg.hinge_weight if self.cfg.loss == "both" else 1.0
             parts.update({"hinge_loss": w * h["hinge_loss"], "hinge_active": h["hinge_active"]})
+        if "class_emb" in out and self.cfg.class_caption_weight > 0:
+            parts["class_caption_loss"] = self.cfg.class_caption_weight * class_caption_loss(out)
+        if "residual" in out and self.cfg.residual_l2 > 0:
+            parts["residual_loss"] = self.cfg.residual_l2 * out["residual"].float().pow(2).sum(-1).mean()
+        if "residual" in out:
+            parts["residual_norm"] = out["residual"].detach().norm(dim=-1).mean()
         return parts
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        img, txt = encode_split(model, self.dev_data, batch_size=self.cfg.eval_batch_size)
-        return retrieval_metrics(img.numpy(), txt.numpy(), self.dev_data.text_image.numpy())
+        """Dev metrics; for each extra set its metrics as "<name>_<metric>" and "both_rsum"
+        (dev rsum + every extra set's rsum: early-stopping on it stops on both sets)."""
+        out = split_metrics(model, self.dev_data, batch_size=self.cfg.eval_batch_size)
+        both = out["rsum"]
+        for name, data in self.extra_dev.items():
+            extra = split_metrics(model, data, batch_size=self.cfg.eval_batch_size)
+            out.update({f"{name}_{k}": v for k, v in extra.items()})
+            both += extra["rsum"]
+        if self.extra_dev:
+            out["both_rsum"] = both
+        return out
+
+
+def split_metrics(model: nn.Module, data: EmbeddingData, *, batch_size: int = 1024) -> dict[str, float]:
+    img, txt = encode_split(model, data, batch_size=batch_size)
+    return retrieval_metrics(img.numpy(), txt.numpy(), data.text_image.numpy())
+
+
+def class_caption_loss(out: Mapping[str, Tensor]) -> Tensor:
+    """Soft cross-entropy of each image over the C class-name captions, targets = ConSE weights.
+
+    out: "image_emb" (B, D), "class_emb" (C, D), "logits" (B, C) of the frozen classifier,
+    "logit_scale". The targets are the top-k probabilities the model's own prior mixes, so
+    the image stays nearest the class names the classifier believes in.
+    """
+    from embeddings.ml.prior_heads import conse_weights_dense
+
+    core = out  # the model's named outputs
+    target = conse_weights_dense(core["logits"].detach(), k=int(core["conse_k"]), temperature=float(core["conse_t"]))
+    scores = core["logit_scale"].float() * core["image_emb"].float() @ core["class_emb"].float().T  # (B, C)
+    return -(target * scores.log_softmax(dim=-1)).sum(dim=-1).mean()
 
 
 @torch.no_grad()
