@@ -33,15 +33,17 @@ browser:
 migrate: install
 	$(PY) manage.py migrate --no-input -v0
 
-# Serve on http://$(HOST):$(PORT) with a real Celery worker (and its beat) beside the server.
-# Ctrl-C stops both.
+# Serve on http://$(HOST):$(PORT) with a real Celery worker and beat beside the server.
+# Beat is its own process (a SIGKILLed worker cannot leave an orphan scheduler behind) and
+# holds var/celerybeat.lock: a second one exits (project/beat.py). Ctrl-C stops all three.
 run: migrate
 	DEBUG=true $(PY) manage.py loupe_setup
 	DEBUG=true $(PY) manage.py collectstatic --no-input -v0
 	@set -m; \
-	DEBUG=true $(PY) -m celery -A project worker -Q default,gpu --pool=solo -B --loglevel=INFO & WORKER=$$!; \
-	trap 'kill $$WORKER 2>/dev/null; wait $$WORKER 2>/dev/null' EXIT INT TERM; \
-	echo "Loupe on http://$(HOST):$(PORT)  (worker pid $$WORKER; Ctrl-C stops both)"; \
+	DEBUG=true $(PY) -m celery -A project worker -Q default,gpu --pool=solo --loglevel=INFO & WORKER=$$!; \
+	DEBUG=true $(PY) -m celery -A project beat --loglevel=INFO & BEAT=$$!; \
+	trap 'kill $$WORKER $$BEAT 2>/dev/null; wait $$WORKER $$BEAT 2>/dev/null' EXIT INT TERM; \
+	echo "Loupe on http://$(HOST):$(PORT)  (worker pid $$WORKER, beat pid $$BEAT; Ctrl-C stops all)"; \
 	DEBUG=true $(PY) manage.py runserver --noreload $(HOST):$(PORT)
 
 # The whole suite against this machine's PostgreSQL and Redis, plus the architecture contract.

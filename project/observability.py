@@ -1,14 +1,19 @@
 """Health, readiness and Prometheus metrics.
 
 * `/healthz`: the process answers (no dependency checked).
-* `/readyz`: database, broker, an active embedding model and its image index; 503 otherwise.
+* `/readyz`: database, broker, an active embedding model, and its indexes as search would
+  serve them in this process (the same lookup: a file that does not load, or a rebuild still
+  running, is "not ready" with the reason); 503 otherwise.
 * `/metrics`: Prometheus text format. Request-path metrics (search latency) are recorded in this
   process; state metrics (images by status, index size and recall, queue depth, training
   progress, task outcomes) are read from the database and the broker at scrape time, so they
-  are right whichever process did the work.
+  are right whichever process did the work. The counts cover private collections too, so the
+  page needs METRICS_TOKEN as a bearer token, or, with no token set, a client on this machine
+  (project/client_ip.py: a forwarded header cannot fake one).
 """
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import Iterator
@@ -19,6 +24,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from project.client_ip import is_local
 
 logger = logging.getLogger(__name__)
 
@@ -115,11 +122,28 @@ def _check_model() -> None:
 
 
 def _check_index() -> None:
+    """The active model's indexes load here as a search would load them (search answers 503
+    "index rebuilding" exactly when this fails), and no first build is still running."""
+    from embeddings.models import ModelVersion
+    from search import registry, selectors
     from search.models import SearchIndex
+    from search.services import IndexRebuilding, index_for_search
 
-    if not SearchIndex.objects.filter(model_version__kind="embedding", model_version__status="active",
-                                      modality="image", status="ready").exists():
-        raise RuntimeError("no ready image index for the active model")
+    version = ModelVersion.objects.filter(kind="embedding", status="active").first()
+    if version is None:
+        raise RuntimeError("no active embedding model")
+    record = SearchIndex.objects.filter(model_version=version, modality="image").first()
+    if record is None or record.status != SearchIndex.Status.READY:
+        state = "none" if record is None else f"{record.status} {record.error}".strip()
+        raise RuntimeError(f"no ready image index for the active model (version {version.pk}: {state})")
+    for modality in (SearchIndex.Modality.IMAGE, SearchIndex.Modality.CAPTION):
+        try:
+            index_for_search(version=version, modality=modality)  # may enqueue the rebuild, as a search does
+        except IndexRebuilding as exc:
+            found = registry.lookup(version.pk, modality, selectors.version_dim(version))  # remembered, no reload
+            why = f"{found.problem}: {found.detail}" if found.problem else str(exc)
+            raise RuntimeError(f"{modality} index of version {version.pk} cannot be served ({why}); "
+                               "search answers 503 until it is rebuilt") from exc
 
 
 CHECKS = {"database": _check_database, "broker": _check_broker, "model": _check_model, "index": _check_index}
@@ -141,6 +165,11 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 def metrics(request: HttpRequest) -> HttpResponse:
     token = settings.METRICS_TOKEN
-    if token and request.headers.get("Authorization", "") != f"Bearer {token}":
-        return HttpResponse("metrics need a bearer token", status=401, content_type="text/plain")
+    if token:
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, f"Bearer {token}".encode()):
+            return HttpResponse("metrics need a bearer token", status=401, content_type="text/plain")
+    elif not is_local(request):
+        return HttpResponse("metrics answer only this machine unless METRICS_TOKEN is set",
+                            status=403, content_type="text/plain")
     return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

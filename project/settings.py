@@ -131,6 +131,11 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = 0.25  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "project.client_ip.client_ip"  # the same client address as the throttles
+
+# Proxies in front of the app that append to X-Forwarded-For (project/client_ip.py): 0 = none,
+# the header is ignored (`make run`); 1 behind deploy/nginx.conf, which overwrites the header.
+LOUPE_TRUSTED_PROXIES = env.int("LOUPE_TRUSTED_PROXIES", default=0)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -188,6 +193,7 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "project.exceptions.exception_handler",
+    "NUM_PROXIES": LOUPE_TRUSTED_PROXIES,  # DRF's own get_ident; ours use project.client_ip
     "DEFAULT_THROTTLE_CLASSES": [
         "project.throttling.AnonRateThrottle",  # DRF's, on O(1) sliding-window counters
         "project.throttling.UserRateThrottle",
@@ -244,16 +250,24 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# Seconds between sweeps that re-enqueue images still pending or processing 30 s after upload
+# (the broker was down, or a worker died holding the task: see docs/deploy.md, "Lost tasks").
+LOUPE_SWEEP_PERIOD_S = env.float("LOUPE_SWEEP_PERIOD_S", default=60.0)
 CELERY_BEAT_SCHEDULE = {
-    "sweep-pending-images": {"task": "embeddings.tasks.sweep_pending", "schedule": 60.0},
+    "sweep-pending-images": {"task": "embeddings.tasks.sweep_pending", "schedule": LOUPE_SWEEP_PERIOD_S},
     # repairs index adds/removals lost while the broker was down
     "search-index-sync": {"task": "search.tasks.index_sync", "schedule": 300.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# One scheduler per VAR_DIR, embedded (-B) or not: it holds an exclusive lock on this file for
+# its lifetime (project/beat.py); a second one exits. The OS drops the lock when its holder dies.
+CELERY_BEAT_SCHEDULER = "project.beat:SingleBeatScheduler"
+LOUPE_BEAT_LOCK_FILE = VAR_DIR / "celerybeat.lock"
 # Publishing must not hang a request when the broker is down: fail fast, the sweeper retries.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY = False
-METRICS_TOKEN = env.str("METRICS_TOKEN", default="")  # if set, /metrics needs "Bearer <token>"
+# If set, /metrics needs "Authorization: Bearer <token>"; if not, it answers only to this machine.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 LOUPE_MAX_TASK_ATTEMPTS = env.int("LOUPE_MAX_TASK_ATTEMPTS", default=3)
 # Query text -> vector cache per web process (entries; 0 turns it off). Popular queries repeat.
 SEARCH_QUERY_CACHE_SIZE = env.int("SEARCH_QUERY_CACHE_SIZE", default=4096)

@@ -29,6 +29,8 @@ from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.redis import RedisCache
 from rest_framework import throttling
 
+from project.client_ip import client_ip
+
 
 _clients: dict[int, tuple[RedisCache, object]] = {}
 _clients_lock = threading.Lock()
@@ -90,6 +92,12 @@ class SlidingWindowThrottle(throttling.SimpleRateThrottle):
     """SimpleRateThrottle's allow_request / wait, on window counters. Listed after DRF's own
     subclass (Anon, User, Scoped), which keeps its get_cache_key and, for Scoped, the rate read
     from the view before calling super().allow_request()."""
+
+    def get_ident(self, request) -> str:
+        """The anonymous client's key: project.client_ip, the rule django-axes uses too (DRF's
+        own reads X-Forwarded-For wholesale unless NUM_PROXIES is set, so any header value
+        was a fresh budget)."""
+        return client_ip(request)
 
     def allow_request(self, request, view) -> bool:
         if self.rate is None:
