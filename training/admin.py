@@ -26,6 +26,7 @@ from training import selectors, services
 from training.forms import RetrainForm
 from training.models import ModelSwitch, TrainingRun
 from training.services.configs import KINDS
+from training.services.evaluation import evaluation_set
 
 
 def _duration(seconds: float | None) -> str:
@@ -129,7 +130,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ["id", "kind", "name", "family", "status", "dev_score", "parent", "created_at", "promoted_at"]
+    list_display = ["id", "kind", "name", "family", "status", "dev_score", "in_domain_set", "ood_set", "parent",
+                    "created_at", "promoted_at"]
     list_filter = ["kind", "status", "family"]
     readonly_fields = ["kind", "name", "family", "status", "directory", "files", "config", "encoders", "metrics",
                        "dim", "parent", "created_at", "promoted_at"]
@@ -141,6 +143,14 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def dev_score(self, version: ModelVersion) -> str:
         value = selectors.primary_metric(version.kind, (version.metrics or {}).get("dev") or {})
         return "" if value is None else f"{value:.2f}"
+
+    @admin.display(description="in-domain dev (T2I / I2T R@1, size)")
+    def in_domain_set(self, version: ModelVersion) -> str:
+        return _set_cell(evaluation_set(version, "in_domain"))
+
+    @admin.display(description="out-of-domain dev (T2I / I2T R@1, size)")
+    def ood_set(self, version: ModelVersion) -> str:
+        return _set_cell(evaluation_set(version, "ood"))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -196,6 +206,17 @@ class ModelVersionAdmin(admin.ModelAdmin):
         for version in queryset:
             _try(request, lambda v=version: services.model_version_rollback(version=v, user=request.user),
                  f"Rolling back {version.name}.")
+
+
+def _set_cell(entry: dict | None) -> str:
+    """"24.0 / 32.8 (1000 images, 5000 captions)" for one evaluation set, "" when not scored."""
+    if not entry or not entry.get("metrics"):
+        return ""
+    m = entry["metrics"]
+    if "t2i_r1" not in m:
+        return ""
+    size = f" ({entry['images']} images, {entry['captions']} captions)" if entry.get("images") is not None else ""
+    return f"{m['t2i_r1']:.1f} / {m.get('i2t_r1', 0.0):.1f}{size}"
 
 
 @admin.register(ModelSwitch)

@@ -40,6 +40,12 @@ class Encoders(Protocol):
         """{"image": ..., "text": ...}: the exact encoder weights the features came from."""
         ...
 
+    def classifier(self) -> tuple[np.ndarray, np.ndarray]:
+        """The image encoder's frozen ImageNet classifier: weight (1000, F), bias (1000,) float32.
+
+        The "prior" embedding family computes ConSE v0 inside the model from pooled features."""
+        ...
+
     def embed(self, version: ModelVersion, feats: dict[str, np.ndarray],
               texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Unit vectors of images (N, D) and texts (M, D) under an existing embedding version."""
@@ -95,6 +101,12 @@ class RuntimeEncoders:
         from embeddings import runtime
 
         return {"image": runtime.image_encoder().identity, "text": runtime.text_encoder().identity}
+
+    def classifier(self) -> tuple[np.ndarray, np.ndarray]:
+        from embeddings import runtime
+
+        fc = runtime.image_encoder().backbone._fc
+        return (fc.weight.detach().float().cpu().numpy().copy(), fc.bias.detach().float().cpu().numpy().copy())
 
     def embed(self, version: ModelVersion, feats: dict[str, np.ndarray],
               texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -55,6 +55,11 @@ class FakeEncoders:
     def identities(self) -> dict[str, str]:
         return {"image": "fake-image-encoder", "text": "fake-text-encoder"}
 
+    def classifier(self) -> tuple[np.ndarray, np.ndarray]:
+        """A fixed random linear classifier over the fake 1280-d features."""
+        rng = _rng("classifier")
+        return (0.05 * rng.standard_normal((1000, 1280))).astype(np.float32), np.zeros(1000, np.float32)
+
     def embed(self, version: ModelVersion, feats, texts):
         if version.family == "conse":  # a fixed random projection stands in for ConSE
             proj = _rng("conse").standard_normal((1000, CONSE_DIM)).astype(np.float32)

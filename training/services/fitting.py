@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+
+import numpy as np
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,16 +52,58 @@ def run_dir(run_id: int) -> Path:
     return Path(settings.MODEL_DIR) / "runs" / str(run_id)
 
 
-def build_task(config: TrainConfig, splits: dict[str, datasets.Split], encoders: Encoders):
-    """The kind's TrainTask over cached features of the run's train and dev splits."""
+def ood_split(config: TrainConfig) -> datasets.Split | None:
+    """The out-of-domain evaluation set named by ``task.ood_collection`` (every captioned image
+    of its dev split), or None when the config names none. A missing collection is an error."""
+    from embeddings.models import Collection
+
+    name = getattr(config.task, "ood_collection", "") if config.kind == "embedding" else ""
+    if not name:
+        return None
+    collection = Collection.objects.filter(name=name).order_by("pk").first()
+    if collection is None:
+        raise datasets.DatasetEmpty(f"the out-of-domain evaluation collection {name!r} does not exist "
+                                    "(bench/build_ood_set.py + import_dataset, see docs/retraining.md)")
+    split = datasets.build_split(datasets.split_query([collection], "dev"))
+    if split.num_images == 0:
+        raise datasets.DatasetEmpty(f"the out-of-domain collection {name!r} has no captioned dev images")
+    return split
+
+
+def prior_model_factory(encoders: Encoders):
+    """make_model for the "prior" family: the frozen classifier and the class-name vectors
+    (MiniLM vectors of the bare ImageNet class names, ConSE v0's DEFAULT_PROMPTS), from the
+    same encoders and text cache as the training data."""
+    import torch
+
+    from embeddings.ml.conse import DEFAULT_PROMPTS, load_class_names
+    from embeddings.ml.prior_heads import PriorEmbedding
+
+    if DEFAULT_PROMPTS != ("{}",):  # class_vectors would prompt-average; keep the two identical
+        raise RuntimeError("prior_model_factory assumes ConSE's bare class-name prompt")
+    weight, bias = encoders.classifier()
+    class_vecs = encoders.text_features(load_class_names())  # (1000, 384) unit vectors
+
+    def make(cfg):
+        return PriorEmbedding(cfg, class_vecs=torch.from_numpy(np.asarray(class_vecs, np.float32)),
+                              fc_weight=torch.from_numpy(weight), fc_bias=torch.from_numpy(bias))
+
+    return make
+
+
+def build_task(config: TrainConfig, splits: dict[str, datasets.Split], encoders: Encoders,
+               ood: datasets.Split | None = None):
+    """The kind's TrainTask over cached features of the run's train and dev splits (+ the OOD set)."""
     if config.kind == "embedding":
         from training.ml.embedding_task import EmbeddingTask
 
         make = datasets.embedding_data
         kw = {"image_input": config.model.image_input}
+        factory = prior_model_factory(encoders) if config.model.family == "prior" else None
+        extra = {"ood": make(ood, encoders, **kw)} if ood is not None else None
         return EmbeddingTask(config.model, config.task, batch_size=config.loop.batch_size,
                              train=make(splits["train"], encoders, **kw), dev=make(splits["dev"], encoders, **kw),
-                             seed=config.loop.seed)
+                             seed=config.loop.seed, make_model=factory, extra_dev=extra)
     from training.ml.caption_task import CaptionTask
 
     spatial = config.model.decoder == "attention"
@@ -78,10 +122,12 @@ def fit(*, run_id: int, collection_ids: list[int], config: TrainConfig, encoders
 
     directory = run_dir(run_id)
     splits = datasets.snapshot(collection_ids, directory)
-    counts = {f"{name}_{what}": n for name, s in splits.items()
+    ood = ood_split(config)
+    named = {**splits, **({"ood": ood} if ood is not None else {})}
+    counts = {f"{name}_{what}": n for name, s in named.items()
               for what, n in (("images", s.num_images), ("captions", len(s.texts)))}
     log("data: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    task = build_task(config, splits, encoders)
+    task = build_task(config, splits, encoders, ood)
     result = (trainer or train)(config.loop, task, device=device, on_event=on_event,
                                 checkpoint_dir=directory / "state", should_stop=should_stop)
     outcome = FitOutcome(status="cancelled" if result.status == "cancelled" else "succeeded",
@@ -112,9 +158,18 @@ def baseline_metrics(*, version: ModelVersion, run_id: int, encoders: Encoders) 
     scores the candidate (captioners: greedy decoding, simple tokenizer, no METEOR)."""
     from training.services.evaluation import captioner_evaluate, embedding_evaluate
 
+    from training.models import TrainingRun
+
     dev = datasets.snapshot([], run_dir(run_id), splits=("dev",))["dev"]
     if version.kind == ModelVersion.Kind.EMBEDDING:
-        return embedding_evaluate(version=version, split=dev, encoders=encoders)
+        metrics = embedding_evaluate(version=version, split=dev, encoders=encoders)
+        run = TrainingRun.objects.filter(pk=run_id).first()
+        ood = ood_split(TrainConfig.from_dict(run.config)) if run is not None and run.config else None
+        if ood is not None:  # scored on the same OOD set as the candidate, same keys
+            extra = embedding_evaluate(version=version, split=ood, encoders=encoders)
+            metrics.update({f"ood_{k}": v for k, v in extra.items()})
+            metrics["both_rsum"] = metrics["rsum"] + extra["rsum"]
+        return metrics
     return captioner_evaluate(version=version, split=dev, encoders=encoders, full=False, beam_size=1)
 
 
