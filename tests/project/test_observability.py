@@ -47,7 +47,7 @@ def test_readyz_503_with_the_reason_when_the_index_file_does_not_load_after_a_re
     version = ModelVersion.objects.create(kind="embedding", name="fake", family="fake", status="active", dim=DIM)
     monkeypatch.setattr(runtime, "embedder_for", lambda v: FakeEmbedder())
     requested = []  # what reaches the broker (Task.apply_async sends through app.send_task too)
-    monkeypatch.setattr(app, "send_task", lambda name, args=None, **kw: requested.append((name, *args)))
+    monkeypatch.setattr(app, "send_task", lambda name, args=None, kwargs=None, **kw: requested.append((name, *args)))
     for seed in range(3):
         store_vector(make_image(collection, seed=seed), version, [1.0 + seed] + [0.5] * (DIM - 1))
     index_rebuild(version=version, modality="image")
