@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 
 from embeddings.imaging import ImageRejected, SanitizedImage, read_limited, sanitize_image
 from embeddings.models import Caption, Collection, Image, ModelVersion
+from project import queueing
 from project.exceptions import ApplicationError, Conflict
 
 logger = logging.getLogger(__name__)
@@ -183,15 +184,8 @@ def image_ingest(
 
 
 def enqueue_image_processing(image_ids: list[int]) -> bool:
-    """Publish follow-up work; if the broker is down, leave images pending for the sweeper."""
-    from embeddings.tasks import process_images
-
-    try:
-        process_images.apply_async(args=[list(image_ids)], retry=False)
-        return True
-    except Exception as exc:  # kombu raises many connection error types; all mean "not published"
-        logger.warning("Broker unavailable, %d image(s) stay pending: %s", len(image_ids), exc)
-        return False
+    """Publish follow-up work now; if the broker is down, the images stay pending for the sweeper."""
+    return queueing.publish("embeddings.tasks.process_images", [int(i) for i in image_ids])
 
 
 def image_delete(*, image: Image) -> None:

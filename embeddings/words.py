@@ -18,6 +18,7 @@ from django.utils import timezone
 from embeddings.ml.word2vec import UnknownWord, Word2Vec, Word2VecConfig, train_word2vec
 from embeddings.ml.word2vec_io import load_word2vec, save_word2vec
 from embeddings.models import Caption, Collection, WordVectorsRun
+from project import queueing
 from project.exceptions import ApplicationError, Conflict, NotFound
 
 logger = logging.getLogger(__name__)
@@ -66,8 +67,6 @@ def word2vec_enqueue(*, collection: Collection, user: Any = None) -> WordVectors
     request and queue the training after commit. One request at a time per collection (409)."""
     n_texts = Caption.objects.filter(image__collection=collection).exclude(source=Caption.Source.GENERATED).count()
     _check_enough(collection, n_texts)
-    from embeddings.tasks import train_word2vec as task
-
     with transaction.atomic():
         Collection.objects.select_for_update().filter(pk=collection.pk).first()  # one request at a time
         busy = WordVectorsRun.objects.filter(collection=collection, status__in=_OPEN,
@@ -76,7 +75,7 @@ def word2vec_enqueue(*, collection: Collection, user: Any = None) -> WordVectors
             raise Conflict(f"Word vectors for {collection.name!r} are already being learned.", code="already_running")
         run = WordVectorsRun.objects.create(collection=collection,
                                             requested_by=user if getattr(user, "is_authenticated", False) else None)
-        transaction.on_commit(lambda: task.delay(collection.pk, run.pk))
+        queueing.enqueue("embeddings.tasks.train_word2vec", collection.pk, run.pk)
     return run
 
 

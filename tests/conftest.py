@@ -71,6 +71,21 @@ def _clear_cache():
 
 
 @pytest.fixture
+def published(monkeypatch):
+    """Tasks the services publish (the Celery boundary), as (short name, args), instead of a broker."""
+    from project import queueing
+
+    calls: list[tuple[str, tuple]] = []
+
+    def publish(task_name: str, *args, queue=None) -> bool:
+        calls.append((task_name.rsplit(".", 1)[-1], tuple(args)))
+        return True
+
+    monkeypatch.setattr(queueing, "publish", publish)
+    return calls
+
+
+@pytest.fixture
 def user(db):
     return UserFactory()
 

@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from embeddings.models import ModelVersion
+from project import queueing
 from project.exceptions import ServiceUnavailable
 from search import index as si
 from search import registry, selectors
@@ -216,36 +217,19 @@ def index_sync(*, version: ModelVersion, modality: str) -> dict[str, Any]:
 
 
 # --- enqueueing (after commit; a dead broker never fails the caller) --------------------------
-def _publish(task: Any, *args: Any) -> bool:
-    try:
-        task.apply_async(args=list(args), retry=False)
-        return True
-    except Exception as exc:  # kombu raises many connection error types; all mean "not published"
-        logger.warning("broker unavailable, %s not enqueued (the periodic index sync repairs it): %s",
-                       task.name, exc)
-        return False
-
-
+# (the periodic index sync repairs anything a dead broker did not take)
 def enqueue_index_update(version_id: int, modality: str, ids: Sequence[int]) -> bool:
-    from search.tasks import index_add
-
-    return _publish(index_add, int(version_id), modality, [int(i) for i in ids])
+    return queueing.publish("search.tasks.index_add", int(version_id), modality, [int(i) for i in ids])
 
 
 def enqueue_index_removal(version_id: int, modality: str, ids: Sequence[int]) -> bool:
-    from search.tasks import index_remove
-
-    return _publish(index_remove, int(version_id), modality, [int(i) for i in ids])
+    return queueing.publish("search.tasks.index_remove", int(version_id), modality, [int(i) for i in ids])
 
 
 def enqueue_reindex_missing(version_id: int) -> bool:
     """Queue "reindex missing" for a version (gpu queue: it may encode thousands of images)."""
-    from search.tasks import reindex_missing as task
-
-    return _publish(task, int(version_id))
+    return queueing.publish("search.tasks.reindex_missing", int(version_id))
 
 
 def enqueue_index_rebuild(version_id: int, modality: str) -> bool:
-    from search.tasks import index_rebuild as task
-
-    return _publish(task, int(version_id), modality, True)
+    return queueing.publish("search.tasks.index_rebuild", int(version_id), modality, True)

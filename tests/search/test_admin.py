@@ -14,7 +14,7 @@ CHANGELIST = "admin:search_searchindex_changelist"
 
 
 def test_coverage_column_and_reindex_missing_action_bring_coverage_to_100(fake_version, collection, staff,
-                                                                           monkeypatch, django_capture_on_commit_callbacks):
+                                                                           published, django_capture_on_commit_callbacks):
     done = ingest(collection, colour_jpeg((255, 0, 0)), caption="red")
     encoding.images_encode(image_ids=[done.pk], version=fake_version)
     for i in range(3):
@@ -26,16 +26,15 @@ def test_coverage_column_and_reindex_missing_action_bring_coverage_to_100(fake_v
     page = client.get(reverse(CHANGELIST)).content.decode()
     assert "Vector coverage" in page and "25.0% (1 of 4 images)" in page
 
-    queued: list[tuple] = []
-    monkeypatch.setattr(tasks.reindex_missing, "apply_async", lambda args, **kw: queued.append(tuple(args)))
+    queued = published
     record = SearchIndex.objects.get(model_version=fake_version, modality="image")
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(reverse(CHANGELIST), {"action": "reindex_missing", "_selected_action": [record.pk]},
                                follow=True)
     assert response.status_code == 200 and "Reindex missing enqueued for 1 model version" in response.content.decode()
-    assert queued == [(fake_version.pk,)]  # the version's id, published only after the commit
+    assert queued == [("reindex_missing", (fake_version.pk,))]  # the version's id, published only after the commit
 
-    tasks.reindex_missing(*queued[0])  # what the worker runs
+    tasks.reindex_missing(*queued[0][1])  # what the worker runs
     page = client.get(reverse(CHANGELIST)).content.decode()
     assert "100.0% (4 of 4 images)" in page
 

@@ -151,15 +151,14 @@ def test_anonymous_users_search_public_collections_only(anon_api, world, other_u
     assert anon_api.post("/api/v1/search/", {"q": "red"}, format="json").status_code == 200
 
 
-def test_corrupt_index_with_no_good_copy_is_a_503_and_a_rebuild_is_enqueued(api, world, fake_version, monkeypatch):
-    sent = []
-    monkeypatch.setattr(tasks.index_rebuild, "apply_async", lambda args=None, **kw: sent.append(tuple(args)))
+def test_corrupt_index_with_no_good_copy_is_a_503_and_a_rebuild_is_enqueued(api, world, fake_version, published):
+    sent = published
     path = registry.index_path(fake_version.pk, "image")
     path.write_bytes(path.read_bytes()[:100])
     registry.reset()
     error = err(api.get("/api/v1/search/", {"q": "red"}), 503)
     assert error["code"] == "index_rebuilding" and "rebuilt" in error["message"]
-    assert sent == [(fake_version.pk, "image", True)]
+    assert sent == [("index_rebuild", (fake_version.pk, "image", True))]
 
 
 def test_caption_search_by_image_id_and_by_uploaded_image(api, world):
@@ -190,9 +189,8 @@ def test_generate_caption_without_an_active_captioner_is_a_clear_503(api, world)
 
 
 def test_generated_caption_is_saved_and_becomes_searchable(api, world, fake_version, fake_captioner,
-                                                          monkeypatch, django_capture_on_commit_callbacks):
-    sent = []
-    monkeypatch.setattr(tasks.index_add, "apply_async", lambda args=None, **kw: sent.append(tuple(args)))
+                                                          published, django_capture_on_commit_callbacks):
+    sent = published
     bare = ingest(world[0].collection, colour_jpeg((10, 10, 240), (41, 41)))
     with django_capture_on_commit_callbacks(execute=True):
         resp = api.post("/api/v1/captions/", {"image_id": bare.pk, "beam": 3, "n": 2}, format="json")
@@ -202,8 +200,8 @@ def test_generated_caption_is_saved_and_becomes_searchable(api, world, fake_vers
     assert body["captions"][0]["text"] == "a blue thing number 0"
     caption = Caption.objects.get(pk=body["captions"][0]["id"])
     assert (caption.source, caption.model_version_id, caption.image_id) == ("generated", fake_captioner.pk, bare.pk)
-    assert sent == [(fake_version.pk, "caption", [caption.pk])]
-    tasks.index_add(*sent[0])
+    assert sent == [("index_add", (fake_version.pk, "caption", [caption.pk]))]
+    tasks.index_add(*sent[0][1])
     found = api.get("/api/v1/search/captions/", {"q": "blue thing number", "k": 1}).json()
     assert found["results"][0]["caption_id"] == caption.pk
 

@@ -23,13 +23,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def enqueued(monkeypatch):
+def enqueued(published):
     """Messages the services publish (the Celery boundary), instead of a broker."""
-    calls: list[tuple[str, tuple]] = []
-    for name in ("index_add", "index_remove", "index_rebuild"):
-        task = getattr(tasks, name)
-        monkeypatch.setattr(task, "apply_async", lambda args=None, _n=name, **kw: calls.append((_n, tuple(args))))
-    return calls
+    return published
 
 
 def _images_with_vectors(collection, version, n, seed=0):

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from embeddings.models import ModelVersion
+from project import queueing
 from tests.conftest import wait_for
 from tests.training.conftest import TINY_EMBEDDING
 from training import services
@@ -42,7 +43,7 @@ def test_run_goes_queued_running_succeeded_and_a_duplicate_delivery_is_a_noop(ti
     worker = start_worker()
     run = services.training_run_start(kind="embedding", collections=[tiny_collection], config_overrides=epochs(4),
                                       user=None)
-    services.runs._publish(run.pk)  # the same task delivered twice
+    queueing.publish("training.tasks.run_training", run.pk)  # the same task delivered twice
     seen = watch(run.pk, lambda r: r.status not in TrainingRun.ACTIVE_STATUSES)
     assert seen[0] == "queued" and seen[-1] == "succeeded" and "running" in seen
     run.refresh_from_db()

@@ -23,9 +23,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerError
 
 from embeddings.models import Caption, Image, ModelVersion
+from project import queueing
 from project.exceptions import ApplicationError, Conflict
 from training.models import ModelSwitch
 from training.selectors import primary_metric
@@ -55,17 +55,13 @@ def should_auto_promote(version: ModelVersion) -> bool:
 
 
 # --- starting -------------------------------------------------------------------------------
-def _publish(task_name: str, *args: Any) -> None:
-    from training import tasks
-
-    try:
-        getattr(tasks, task_name).apply_async(args=list(args), queue="gpu")
-    except BrokerError as exc:  # the reaper resumes stalled switches
-        logger.warning("could not publish %s%s: %s", task_name, args, exc)
+def _publish_now(task_name: str, *args: Any) -> bool:
+    return queueing.publish(f"training.tasks.{task_name}", *args, queue="gpu")
 
 
 def enqueue(task_name: str, *args: Any) -> None:
-    transaction.on_commit(lambda: _publish(task_name, *args))
+    """A training task by its short name, after commit (the reaper resumes stalled switches)."""
+    queueing.enqueue(f"training.tasks.{task_name}", *args, queue="gpu")
 
 
 def model_version_promote(*, version: ModelVersion, user: Any = None, action: str = ModelSwitch.Action.PROMOTE,
@@ -184,7 +180,7 @@ def switch_encode_chunk(*, switch_id: int, image_ids: Sequence[int], chain: bool
         chunks_done=F("chunks_done") + 1, done=switch.total - left, heartbeat_at=timezone.now())
     if left == 0 and ModelSwitch.objects.filter(pk=switch_id, status=ModelSwitch.Status.ENCODING).update(
             status=ModelSwitch.Status.INDEXING) and chain:
-        _publish("switch_finish", switch_id)  # exactly one chunk wins this update
+        _publish_now("switch_finish", switch_id)  # exactly one chunk wins this update
     return n
 
 
@@ -294,16 +290,16 @@ def switches_resume(*, now=None) -> int:
             todo = list(_missing_vectors(switch, switch.max_image_id).order_by("pk").values_list("pk", flat=True))
             if todo:
                 for i in range(0, len(todo), chunk_size()):
-                    _publish("switch_encode_chunk", switch.pk, todo[i:i + chunk_size()])
+                    _publish_now("switch_encode_chunk", switch.pk, todo[i:i + chunk_size()])
             elif ModelSwitch.objects.filter(pk=switch.pk, status=ModelSwitch.Status.ENCODING).update(
                     status=ModelSwitch.Status.INDEXING):
-                _publish("switch_finish", switch.pk)
+                _publish_now("switch_finish", switch.pk)
         elif switch.status == ModelSwitch.Status.INDEXING:
-            _publish("switch_finish", switch.pk)
+            _publish_now("switch_finish", switch.pk)
         else:
             todo = list(_missing_captions(switch).order_by("pk").values_list("pk", flat=True))
             for i in range(0, len(todo), chunk_size()):
-                _publish("switch_caption_chunk", switch.pk, todo[i:i + chunk_size()])
+                _publish_now("switch_caption_chunk", switch.pk, todo[i:i + chunk_size()])
         n += 1
     return n
 

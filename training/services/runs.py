@@ -10,9 +10,9 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerError
 
 from embeddings.models import Collection
+from project import queueing
 from project.exceptions import ApplicationError, Conflict
 from training import datasets
 from training.models import NO_LEASE, TrainingRun
@@ -31,18 +31,10 @@ def requeue_after() -> float:
     return float(getattr(settings, "LOUPE_TRAINING_REQUEUE_AFTER_S", 600.0))
 
 
-def _publish(run_id: int) -> None:
-    from training import tasks
-
-    try:
-        tasks.run_training.apply_async(args=[run_id], queue="gpu")
-    except BrokerError as exc:  # the reaper publishes it again later
-        logger.warning("could not publish run %s (broker unreachable: %s); the reaper will retry", run_id, exc)
-
-
 def run_enqueue(run_id: int) -> None:
-    """Publish the run's task after the current transaction commits."""
-    transaction.on_commit(lambda: _publish(run_id))
+    """Publish the run's task after the current transaction commits (the reaper publishes a run
+    no worker took again)."""
+    queueing.enqueue("training.tasks.run_training", run_id, queue="gpu")
 
 
 def training_run_start(*, kind: str, collections: Sequence[Collection], config_overrides: Mapping[str, Any]
@@ -119,7 +111,7 @@ def training_runs_reap(*, now=None) -> dict[str, int]:
     for run in TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED, lease_token=NO_LEASE, cancel_requested=False,
                                           heartbeat_at__lt=forgotten):
         TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(heartbeat_at=now)
-        _publish(run.pk)
+        queueing.publish("training.tasks.run_training", run.pk, queue="gpu")
         stats["republished"] += 1
     if any(stats.values()):
         logger.info("training reaper: %s", stats)
