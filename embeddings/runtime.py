@@ -20,6 +20,7 @@ import torch
 from django.conf import settings
 from PIL import Image as PILImage
 
+from embeddings.ml.atomic import atomic_open
 from embeddings.ml.caption_generator import CaptionGenerator, load_captioner
 from embeddings.ml.checkpoint import CheckpointError
 from embeddings.ml.conse import DEFAULT_K, DEFAULT_PROMPTS, DEFAULT_TEMPERATURE, class_vectors, load_class_names
@@ -118,12 +119,8 @@ def conse_class_vectors() -> np.ndarray:
         if path.exists():
             return np.load(path, allow_pickle=False)
         vecs = class_vectors(load_class_names(), encode_texts_base, DEFAULT_PROMPTS)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
-        with open(tmp, "wb") as fh:
+        with atomic_open(path) as fh:
             np.save(fh, vecs)
-            fh.flush()
-        tmp.replace(path)
         return vecs
 
     return _cached("conse_class_vectors", build)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import environ
 
+from embeddings.ml.atomic import atomic_write_text
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -30,9 +32,7 @@ def _secret_key() -> str:
         return key
     path = VAR_DIR / "secret_key"
     if not path.exists():
-        tmp = path.with_suffix(".part")
-        tmp.write_text(secrets.token_urlsafe(64))
-        tmp.replace(path)
+        atomic_write_text(path, secrets.token_urlsafe(64))
     return path.read_text().strip()
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from embeddings.ml.atomic import fsync_dir
+from embeddings.ml.atomic import atomic_open
 
 from search.index_types import FORMAT_VERSION, IndexCorrupt, IndexMismatch
 
@@ -36,7 +36,6 @@ _CHUNK = 1 << 24  # hash 16 MiB at a time so a 2 GB payload is not copied
 def write_container(path: str | Path, manifest: dict[str, Any], sections: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
     """Write `sections` (uint8-viewable arrays) with `manifest` atomically; return the full manifest."""
     path = Path(path)
-    part = path.with_name(path.name + ".part")
     buffers = [(name, np.ascontiguousarray(arr).view(np.uint8).reshape(-1)) for name, arr in sections]
     payload_sha = hashlib.sha256()
     layout, offset = [], 0
@@ -46,20 +45,11 @@ def write_container(path: str | Path, manifest: dict[str, Any], sections: list[t
         offset += buf.nbytes
     full = dict(manifest, format_version=FORMAT_VERSION, sections=layout, payload_bytes=offset, sha256=payload_sha.hexdigest())
     head = json.dumps(full, sort_keys=True).encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(part, "wb") as fh:
-            fh.write(_PREFIX.pack(MAGIC, len(head), hashlib.sha256(head).digest()))
-            fh.write(head)
-            for _, buf in buffers:
-                fh.write(memoryview(buf))
-            fh.flush()
-            os.fsync(fh.fileno())  # data on disk before the rename makes it visible
-        os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)  # never leave a half file behind; the old one stays
-        raise
-    fsync_dir(path.parent)
+    with atomic_open(path) as fh:
+        fh.write(_PREFIX.pack(MAGIC, len(head), hashlib.sha256(head).digest()))
+        fh.write(head)
+        for _, buf in buffers:
+            fh.write(memoryview(buf))
     logger.info("wrote index file %s (%d payload bytes)", path, offset)
     return full
 

@@ -23,6 +23,7 @@ def main(argv: list[str]) -> int:
     django.setup()
     import torch.distributed as dist
 
+    from embeddings.ml.atomic import atomic_write_text
     from training.encoders import get_encoders
     from training.ml.config import TrainConfig
     from training.ml.distributed import init_distributed, train_distributed
@@ -42,10 +43,7 @@ def main(argv: list[str]) -> int:
         should_stop=should_stop_poller(run_id), log=recorder.log if rank == 0 else (lambda text: None),
         trainer=train_distributed, write_files=rank == 0)
     if rank == 0:
-        path = fitting.run_dir(run_id) / "result.json"
-        part = path.with_name("result.json.part")
-        part.write_text(json.dumps(outcome.as_dict()))
-        os.replace(part, path)
+        atomic_write_text(fitting.run_dir(run_id) / "result.json", json.dumps(outcome.as_dict()))
     dist.barrier()
     dist.destroy_process_group()
     return 0

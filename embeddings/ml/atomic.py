@@ -7,7 +7,10 @@ afterwards makes the rename itself durable.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_dir(directory: Path) -> None:
@@ -24,17 +27,32 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
-    """Write ``data`` to ``path`` via ``<path>.part`` + fsync + ``os.replace``."""
+@contextmanager
+def atomic_open(path: str | os.PathLike[str], *, sync_dir: bool = True) -> Iterator[BinaryIO]:
+    """A binary file handle whose contents replace ``path`` only when the block ends without
+    an error (``<path>.part``, fsync, ``os.replace``); on an error the old file stays and no
+    half file is left. For writers that stream (an index file is several large buffers)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
     try:
         with open(part, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            os.fsync(fh.fileno())  # data on disk before the rename makes it visible
         os.replace(part, path)
     except BaseException:
         part.unlink(missing_ok=True)  # never leave a half file behind; the old one stays
         raise
     if sync_dir:
         fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, sync_dir: bool = True) -> None:
+    """Write ``data`` to ``path`` via ``<path>.part`` + fsync + ``os.replace``."""
+    with atomic_open(path, sync_dir=sync_dir) as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from embeddings.ml.atomic import atomic_write_bytes
 from embeddings.ml.word2vec import Word2Vec
 
 FORMAT = "loupe.word2vec"
@@ -79,13 +80,7 @@ def word2vec_from_bytes(blob: bytes) -> Word2Vec:
 def save_word2vec(model: Word2Vec, path: str | os.PathLike[str]) -> Path:
     """Write atomically: `<path>.part`, fsync, rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    with open(part, "wb") as f:
-        f.write(word2vec_to_bytes(model))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(part, path)
+    atomic_write_bytes(path, word2vec_to_bytes(model))
     return path
 
 

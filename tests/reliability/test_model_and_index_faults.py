@@ -20,6 +20,7 @@ from embeddings import encoding, runtime
 from embeddings.ml import checkpoint as ckpt
 from embeddings.ml.heads import EmbeddingConfig, JointEmbedding
 from embeddings.models import ModelVersion
+from embeddings.ml import atomic
 from search import index_file, registry
 from search.services import index_rebuild
 from tests.search.conftest import _fresh_registry, colour_jpeg, fake_cached_features, fake_version, ingest  # noqa: F401
@@ -59,7 +60,7 @@ def test_a_rebuild_that_dies_while_publishing_leaves_the_previous_index_serving(
 
     with pytest.MonkeyPatch.context() as fault:  # undone on exit; the fake model stays
         if failure == "enospc-on-write":
-            fault.setattr(index_file, "open", lambda p, mode="r", *a, **k: _Full(real_open(p, mode)), raising=False)
+            fault.setattr(atomic, "open", lambda p, mode="r", *a, **k: _Full(real_open(p, mode)), raising=False)
         elif failure == "enospc-on-fsync":
             fault.setattr(index_file.os, "fsync", full_disk)
         else:

@@ -10,6 +10,7 @@ import faiss
 import numpy as np
 import pytest
 
+from embeddings.ml import atomic
 from search import index_file
 from search.index import (FLAT, HNSW, IVFPQ, IndexConfig, IndexCorrupt, IndexHolder, IndexMismatch,
                           VectorIndex, build_index, load, normalise, read_manifest)
@@ -339,7 +340,7 @@ def test_crash_before_rename_leaves_previous_file_loadable(saved, monkeypatch, f
             raise OSError(errno.ENOSPC, "No space left on device")
         monkeypatch.setattr(index_file.os, "fsync", boom)
     elif failure == "write":
-        monkeypatch.setattr(index_file, "open", lambda p, mode: _FailingFile(open(p, mode)), raising=False)
+        monkeypatch.setattr(atomic, "open", lambda p, mode: _FailingFile(open(p, mode)), raising=False)
     else:
         def boom(src, dst):
             raise KeyboardInterrupt  # the process dies between write and rename
