@@ -85,6 +85,12 @@ class Image(models.Model):
         return f"Image {self.pk} ({self.source_name or self.sha256[:12]})"
 
 
+class ModelVersionQuerySet(models.QuerySet):
+    def active(self, kind: str) -> ModelVersionQuerySet:
+        """The active version of a kind: at most one row (a unique constraint)."""
+        return self.filter(kind=kind, status=ModelVersion.Status.ACTIVE)
+
+
 class ModelVersion(models.Model):
     class Kind(models.TextChoices):
         EMBEDDING = "embedding"
@@ -108,6 +114,8 @@ class ModelVersion(models.Model):
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
     created_at = models.DateTimeField(auto_now_add=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ModelVersionQuerySet.as_manager()
 
     class Meta:
         ordering = ["kind", "-created_at"]

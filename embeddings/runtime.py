@@ -20,6 +20,7 @@ import torch
 from django.conf import settings
 from PIL import Image as PILImage
 
+from embeddings import selectors
 from embeddings.ml.atomic import atomic_open
 from embeddings.ml.caption_generator import CaptionGenerator, load_captioner
 from embeddings.ml.checkpoint import CheckpointError
@@ -164,7 +165,7 @@ def _checked_load(version: ModelVersion, load):
 
 
 def active_version(kind: str) -> ModelVersion | None:
-    return ModelVersion.objects.filter(kind=kind, status=ModelVersion.Status.ACTIVE).first()
+    return selectors.model_version_active(kind=kind)
 
 
 def active_embedder() -> tuple[ModelVersion, Embedder]:

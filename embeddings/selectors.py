@@ -67,9 +67,20 @@ def image_get_visible(*, user: Any, image_id: int) -> Image | None:
     return image_list(user=user).prefetch_related("captions").filter(pk=image_id).first()
 
 
+def image_visible(*, user: Any, image_id: int) -> Image | None:
+    """The image (its collection loaded) if this user may see it; None for missing or hidden alike."""
+    return visible_image_ids(user=user).select_related("collection").filter(pk=image_id).first()
+
+
+def caption_visible(*, user: Any, caption_id: int) -> Caption | None:
+    return Caption.objects.filter(pk=caption_id).filter(
+        collection_visibility_q(user, "image__collection__")).select_related(
+        "image", "image__collection").first()
+
+
 def visible_image_ids(*, user: Any) -> QuerySet[Image]:
     return Image.objects.filter(collection_visibility_q(user, "collection__"))
 
 
 def model_version_active(*, kind: str) -> ModelVersion | None:
-    return ModelVersion.objects.filter(kind=kind, status=ModelVersion.Status.ACTIVE).first()
+    return ModelVersion.objects.active(kind).first()

@@ -42,7 +42,7 @@ def index_sync() -> dict[str, Any]:
     from search.selectors import MODALITIES
     from search.services.indexes import index_sync as sync
 
-    version = ModelVersion.objects.filter(kind=ModelVersion.Kind.EMBEDDING, status=ModelVersion.Status.ACTIVE).first()
+    version = ModelVersion.objects.active(ModelVersion.Kind.EMBEDDING).first()
     if version is None:
         return {}
     return {m: sync(version=version, modality=m) for m in MODALITIES}

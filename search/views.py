@@ -74,7 +74,7 @@ def search_results(request: HttpRequest) -> HttpResponse:
 
 
 def _visible_image(request: HttpRequest, pk: int) -> Any:
-    image = selectors.image_visible(user=request.user, image_id=pk)
+    image = emb_selectors.image_visible(user=request.user, image_id=pk)
     if image is None:
         raise Http404("No such image.")
     return image
@@ -136,7 +136,7 @@ def image_captions_partial(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def caption_accept_partial(request: HttpRequest, pk: int) -> HttpResponse:
-    caption = selectors.caption_visible(user=request.user, caption_id=pk)
+    caption = emb_selectors.caption_visible(user=request.user, caption_id=pk)
     if caption is None:
         raise Http404("No such caption.")
     extra: dict[str, Any] = {}

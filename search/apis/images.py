@@ -8,8 +8,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from embeddings import selectors as emb_selectors
 from project.exceptions import NotFound
-from search import selectors, services
+from search import services
 from search.apis.common import FilterInput, FiniteFloatField, SearchOutput, cutoff_from, filters_from, page_body, page_links
 from search.services.queries import MAX_TEXT_CHARS
 from search.services.search import Cutoff
@@ -21,7 +22,7 @@ class _ImageApi(APIView):
 
     @staticmethod
     def _visible(request: Request, pk: int) -> None:
-        if selectors.image_visible(user=request.user, image_id=pk) is None:
+        if emb_selectors.image_visible(user=request.user, image_id=pk) is None:
             raise NotFound("No such image.")
 
 

@@ -20,7 +20,6 @@ from embeddings import selectors as emb_selectors
 from embeddings.models import Caption, ModelVersion
 from embeddings.services import clean_caption_text, sanitize_bytes
 from project.exceptions import ApplicationError, NotFound
-from search import selectors
 
 MAX_BEAM = 10
 MAX_N = 5
@@ -70,7 +69,7 @@ def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: byt
         raise ApplicationError("Give exactly one of image_id or an image file.", fields={"image": ["Required."]})
     image = None
     if image_id is not None:
-        image = selectors.image_visible(user=user, image_id=image_id)
+        image = emb_selectors.image_visible(user=user, image_id=image_id)
         if image is None:
             raise NotFound("No such image.")
     version, generator = runtime.active_captioner()  # 503 ModelUnavailable when none is active
@@ -99,7 +98,7 @@ def _save_generated(*, image_id: int, text: str, log_prob: float, version: Model
 
 def caption_accept(*, user: Any, caption_id: int, text: str | None = None) -> Caption:
     """Accept (and optionally edit) a caption: it becomes a human caption of its image."""
-    caption = selectors.caption_visible(user=user, caption_id=caption_id)
+    caption = emb_selectors.caption_visible(user=user, caption_id=caption_id)
     if caption is None:
         raise NotFound("No such caption.")
     if not emb_selectors.collection_can_write(user=user, collection=caption.image.collection):

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from embeddings import encoding, runtime
+from embeddings import selectors as emb_selectors
 from embeddings.ml.conse import load_class_names
 from project.exceptions import NotFound
 from search import selectors
@@ -29,7 +30,7 @@ def class_names() -> tuple[str, ...]:
 
 
 def _visible_or_404(user: Any, image_id: int) -> None:
-    if selectors.image_visible(user=user, image_id=image_id) is None:
+    if emb_selectors.image_visible(user=user, image_id=image_id) is None:
         raise NotFound("No such image.")
 
 

@@ -23,7 +23,7 @@ from project import queueing
 from project.exceptions import ServiceUnavailable
 from search import index as si
 from search import registry, selectors
-from search.models import SearchIndex
+from search.models import RemovedItem, SearchIndex
 from search.selectors import CAPTION, IMAGE, MODALITIES
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def _save_and_publish(record: SearchIndex, index: si.VectorIndex, version: Model
     registry.publish(version.pk, modality, index, registry.file_signature(path))
     _record(record, index, manifest, str(path))
     # Deleted ids this saved index no longer holds need no hiding any more (they never return).
-    selectors.removed_forget(version_id=version.pk, modality=modality, index_ids=index.ids())
+    removed_forget(version_id=version.pk, modality=modality, index_ids=index.ids())
 
 
 def _build(version: ModelVersion, modality: str) -> si.VectorIndex:
@@ -217,6 +217,22 @@ def index_sync(*, version: ModelVersion, modality: str) -> dict[str, Any]:
 
 
 # --- enqueueing (after commit; a dead broker never fails the caller) --------------------------
+# --- the deletion log -------------------------------------------------------------------------
+def removed_forget(*, version_id: int, modality: str, index_ids: np.ndarray) -> int:
+    """Drop the rows of ids that `index_ids` (sorted: the index just saved) no longer holds."""
+    rows = list(RemovedItem.objects.filter(model_version_id=version_id, modality=modality)
+                .values_list("pk", "item_id"))
+    if not rows:
+        return 0
+    pks, items = np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64)
+    at = np.clip(np.searchsorted(index_ids, items), 0, max(len(index_ids) - 1, 0))
+    held = (index_ids[at] == items) if len(index_ids) else np.zeros(len(items), bool)
+    gone = pks[~held].tolist()
+    if gone:
+        RemovedItem.objects.filter(pk__in=gone).delete()
+    return len(gone)
+
+
 # (the periodic index sync repairs anything a dead broker did not take)
 def enqueue_index_update(version_id: int, modality: str, ids: Sequence[int]) -> bool:
     return queueing.publish("search.tasks.index_add", int(version_id), modality, [int(i) for i in ids])

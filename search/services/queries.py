@@ -24,6 +24,7 @@ from django.core import signing
 from PIL import Image as PILImage
 
 from embeddings import encoding, runtime
+from embeddings import selectors as emb_selectors
 from embeddings.ml.batching import MicroBatcher
 from embeddings.models import ModelVersion
 from embeddings.services import sanitize_bytes
@@ -118,7 +119,7 @@ def query_check(*, user: Any, terms: Sequence[QueryTerm]) -> list[QueryTerm]:
         if term.text is not None:
             term = replace(term, text=clean_text(term.text, field))
         elif term.image_id is not None:
-            if selectors.image_visible(user=user, image_id=term.image_id) is None:
+            if emb_selectors.image_visible(user=user, image_id=term.image_id) is None:
                 raise ApplicationError(f"No such image: {term.image_id}.", fields={"image_id": ["No such image."]})
         else:
             term = replace(term, image_bytes=sanitize_bytes(term.image_bytes or b"").content)

@@ -14,7 +14,6 @@ to their score; the two groups are merged exactly, so pagination stays consisten
 from __future__ import annotations
 
 import threading
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,7 @@ from embeddings.models import Caption, Image
 from project.exceptions import ApplicationError
 from search import index as si
 from search import selectors
-from search.selectors import CAPTION, IMAGE, CaptionBrief, SearchFilters
+from search.selectors import CAPTION, IMAGE, CaptionRow, SearchFilters
 from search.services.indexes import IndexRebuilding, index_for_search
 from search.services.queries import Query, QueryTerm, query_check, query_encode, token_checked
 
@@ -59,7 +58,7 @@ class ImageHit:
     image: Image  # with its collection loaded
     score: float
     keyword_match: bool | None = None
-    captions: Sequence[CaptionBrief] = ()  # the image's captions (id, text, source), by id
+    captions: Sequence[CaptionRow] = ()  # the image's captions (id, text, source), by id
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ def model_version_promote(*, version: ModelVersion, user: Any = None, action: st
         raise Conflict(f"{version.name} is already the active {version.kind} model.", code="already_active")
     if version.family != "conse" and not version.directory:
         raise ApplicationError(f"{version.name} has no model files.")
-    previous = ModelVersion.objects.filter(kind=version.kind, status=ModelVersion.Status.ACTIVE).first()
+    previous = ModelVersion.objects.active(version.kind).first()
     try:
         with transaction.atomic():
             switch = ModelSwitch.objects.create(

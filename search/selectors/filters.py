@@ -1,0 +1,24 @@
+"""What a search asks for: the modalities and the filters applied inside it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from embeddings.models import Caption
+from search.models import SearchIndex
+
+IMAGE, CAPTION = SearchIndex.Modality.IMAGE.value, SearchIndex.Modality.CAPTION.value
+MODALITIES = (IMAGE, CAPTION)
+HUMAN_SOURCES = (Caption.Source.HUMAN, Caption.Source.IMPORTED)
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Restrictions applied inside the search (as an allow-list), never after it."""
+
+    collections: tuple[str, ...] = ()  # collection names; empty = every visible collection
+    split: str | None = None  # train | dev | test | none
+    has_human_caption: bool | None = None  # human or imported caption present / absent
+    owner: str | None = None  # username of the collections' owner
+    keyword: str = ""  # caption substring (case-insensitive); see keyword_mode
+    keyword_mode: str = "filter"  # filter: only matching images; boost: matching ones rank higher
+    keyword_boost: float = 0.1  # added to the cosine score of matching images in boost mode
