@@ -34,8 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from search import index_build as ib  # noqa: E402
 from search.index import IndexConfig, build_index, normalise  # noqa: E402
+from search.index import build as ib  # noqa: E402
 
 RAW = ROOT / "var" / "bench"
 EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)

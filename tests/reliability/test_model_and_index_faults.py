@@ -17,11 +17,12 @@ import pytest
 import torch
 
 from embeddings import encoding, runtime
+from embeddings.ml import atomic
 from embeddings.ml import checkpoint as ckpt
 from embeddings.ml.heads import EmbeddingConfig, JointEmbedding
 from embeddings.models import ModelVersion
-from embeddings.ml import atomic
-from search import index_file, registry
+from search import registry
+from search.index import container as index_file
 from search.services import index_rebuild
 from tests.search.conftest import _fresh_registry, colour_jpeg, fake_cached_features, fake_version, ingest  # noqa: F401
 

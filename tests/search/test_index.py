@@ -11,10 +11,22 @@ import numpy as np
 import pytest
 
 from embeddings.ml import atomic
-from search import index_file
-from search.index import (FLAT, HNSW, IVFPQ, IndexConfig, IndexCorrupt, IndexHolder, IndexMismatch,
-                          VectorIndex, build_index, load, normalise, read_manifest)
-from search.index_build import choose_index_type, ivfpq_shape, recall_at_k
+from search.index import (
+    FLAT,
+    HNSW,
+    IVFPQ,
+    IndexConfig,
+    IndexCorrupt,
+    IndexHolder,
+    IndexMismatch,
+    VectorIndex,
+    build_index,
+    load,
+    normalise,
+    read_manifest,
+)
+from search.index import container as index_file
+from search.index.build import choose_index_type, ivfpq_shape, recall_at_k
 
 DIM = 32
 MODEL = "7"
@@ -162,7 +174,7 @@ def test_short_first_pass_is_widened_until_pages_are_full(ivfpq, monkeypatch, wi
     if widen:  # widening alone must fill the pages
         monkeypatch.setattr(index, "_exact_subset", lambda *a: pytest.fail("fell back to exact"))
     else:  # no widening allowed: the exact fallback must fill them
-        monkeypatch.setattr("search.index_build.can_scale", lambda *a: False)
+        monkeypatch.setattr("search.index.build.can_scale", lambda *a: False)
     allowed = keys[::5]
     for h in index.search(clustered(10, seed=12), 40, allow_ids=allowed):
         assert len(h) == 40 and -1 not in h.ids.tolist() and set(h.ids.tolist()) <= set(allowed.tolist())
@@ -442,7 +454,7 @@ def test_explicit_tuning_queries_are_used_and_recall_recorded():
 
 
 def test_tuning_bisects_to_the_smallest_passing_ef_between_grid_points():
-    from search.index_build import recalls_per_query
+    from search.index.build import recalls_per_query
 
     xb, keys = clustered(1500, seed=32), keys_for(1500)
     xq = clustered(80, seed=33)
@@ -474,7 +486,7 @@ def test_tuning_asks_for_confidence_not_just_a_mean_at_the_target():
 
 
 def test_bisect_finds_the_smallest_passing_value_of_a_monotone_recall():
-    from search.index_build import _bisect
+    from search.index.build import _bisect
 
     calls = []
 

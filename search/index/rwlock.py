@@ -1,20 +1,10 @@
-"""Concurrency pieces of the pure FAISS wrapper: a readers-writer lock and IndexHolder.
-
-No Django. `IndexHolder` is re-exported by search/index.py; import it from there.
-"""
-
+"""A readers-writer lock (pure): many searches read an index at once, a swap or an update
+writes alone. Writers are preferred, so a steady stream of searches cannot starve an update."""
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
-
-import numpy as np
-
-if TYPE_CHECKING:
-    from search.index import VectorIndex
-    from search.index_types import Hits
 
 
 class RWLock:
@@ -71,32 +61,3 @@ class _ReadGuard:
 
     def __exit__(self, *exc: object) -> None:
         self._lock._release_read()
-
-
-class IndexHolder:
-    """The index readers search: `swap` publishes a fully built index in one step.
-
-    Readers take `get()` once per request and keep that object for the whole request; an
-    old index stays valid until its last reader drops it.
-    """
-
-    def __init__(self, index: VectorIndex | None = None) -> None:
-        self._lock = threading.Lock()
-        self._index = index
-
-    def get(self) -> VectorIndex | None:
-        with self._lock:
-            return self._index
-
-    def swap(self, index: VectorIndex | None) -> VectorIndex | None:
-        """Replace the served index; returns the previous one."""
-        with self._lock:
-            old, self._index = self._index, index
-        return old
-
-    def search(self, queries: np.ndarray, k: int, *, offset: int = 0,
-               allow_ids: np.ndarray | None = None, deny_ids: np.ndarray | None = None) -> list[Hits]:
-        index = self.get()
-        if index is None:
-            raise LookupError("no index loaded")
-        return index.search(queries, k, offset=offset, allow_ids=allow_ids, deny_ids=deny_ids)

@@ -31,11 +31,24 @@ from typing import Any
 import faiss
 import numpy as np
 
-from search import index_build as ib
-from search.index_file import read_container, read_manifest as _read_manifest_dict, write_container
-from search.index_holder import IndexHolder, RWLock
-from search.index_types import (FLAT, FORMAT_VERSION, HNSW, INDEX_TYPES, IVFPQ, Hits, IndexConfig,
-                                IndexCorrupt, IndexFileError, IndexMismatch, Manifest)
+from search.index import build as ib
+from search.index.container import read_container, write_container
+from search.index.container import read_manifest as _read_manifest_dict
+from search.index.holder import IndexHolder
+from search.index.rwlock import RWLock
+from search.index.types import (
+    FLAT,
+    FORMAT_VERSION,
+    HNSW,
+    INDEX_TYPES,
+    IVFPQ,
+    Hits,
+    IndexConfig,
+    IndexCorrupt,
+    IndexFileError,
+    IndexMismatch,
+    Manifest,
+)
 
 __all__ = ["FLAT", "HNSW", "IVFPQ", "FORMAT_VERSION", "Hits", "IndexConfig", "IndexCorrupt",
            "IndexFileError", "IndexHolder", "IndexMismatch", "Manifest", "VectorIndex",

@@ -21,7 +21,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from search.index_types import FLAT, HNSW, IVFPQ, IndexConfig
+from search.index.types import FLAT, HNSW, IVFPQ, IndexConfig
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from embeddings.ml.atomic import atomic_open
-
-from search.index_types import FORMAT_VERSION, IndexCorrupt, IndexMismatch
+from search.index.types import FORMAT_VERSION, IndexCorrupt, IndexMismatch
 
 logger = logging.getLogger(__name__)
 
