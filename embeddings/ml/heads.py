@@ -61,6 +61,13 @@ class EmbeddingConfig:
     num_classes: int = 1000  # ImageNet classes of the frozen classifier and their name vectors
     conse_k: int = 5  # ConSE v0's top-k (embeddings/ml/conse.py DEFAULT_K)
     conse_temperature: float = 2.0  # ConSE v0's softmax temperature (DEFAULT_TEMPERATURE)
+    # Where the residuals apply: "none" everywhere; "image" / "both" scale the image (and text)
+    # residual by how close the input is to the TRAINING data (cosine to the nearest of
+    # gate_centroids k-means centroids of the training features): fully on inside the bulk
+    # of the training distribution, off outside it, so far from Flickr8k the model stays ConSE.
+    gate: Literal["none", "image", "both"] = "none"
+    gate_centroids: int = 64
+    gate_width: float = 1.0  # gate falls 1 -> 0 over this many (P50 - P10) widths below P10
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.hidden < 1 or self.image_dim < 1 or self.text_dim < 1:
@@ -75,6 +82,8 @@ class EmbeddingConfig:
             raise ValueError(f"bad family {self.family!r} or prior {self.prior!r}")
         if self.family == "prior" and self.dim != self.text_dim:
             raise ValueError("the prior family lives in the text space: dim must equal text_dim")
+        if self.gate not in ("none", "image", "both") or self.gate_centroids < 1 or self.gate_width <= 0:
+            raise ValueError("gate must be none|image|both, gate_centroids >= 1, gate_width > 0")
         if not 1 <= self.conse_k <= self.num_classes or self.conse_temperature <= 0:
             raise ValueError("need 1 <= conse_k <= num_classes and conse_temperature > 0")
 

@@ -16,7 +16,15 @@ space is MiniLM's own (384-d) and training can only add a correction on top of i
   trainer then regularises ``|R_i|^2`` so it moves only as far as the data pays for.
 
 Every output is L2-normalised. ``class_text`` puts the class-name vectors through the text
-side, for the weak "class names as captions" loss. Pure PyTorch (no Django).
+side, for the weak "class names as captions" loss.
+
+Gated residuals (``gate="image"`` or ``"both"``): a residual learned on 6,000 Flickr8k photos
+says nothing about a drawing, and adding it there only blurs the prior (measured: every
+ungated variant scored BELOW ConSE v0 on the out-of-domain set). ``calibrate`` fits
+``gate_centroids`` spherical k-means centroids to the training features and the gate
+``g(x) = clamp((max_c cos(x, c) - lo) / (hi - lo), 0, 1)`` with ``hi`` the training set's 10th
+percentile of that similarity and ``lo = hi - gate_width * (P50 - P10)``, from the training
+data alone; then ``v = normalise(prior + g(x) R_i(x))`` (text likewise). Pure PyTorch (no Django).
 """
 
 from __future__ import annotations
@@ -29,7 +37,21 @@ from torch import Tensor, nn
 
 from embeddings.ml.heads import EmbeddingConfig
 
-__all__ = ["PriorEmbedding", "Residual", "conse_mix"]
+__all__ = ["PriorEmbedding", "Residual", "conse_mix", "spherical_kmeans"]
+
+
+def spherical_kmeans(x: Tensor, k: int, *, iters: int = 20, seed: int = 0) -> Tensor:
+    """(N, W) unit vectors -> (min(k, N), W) unit centroids (cosine k-means, deterministic)."""
+    g = torch.Generator().manual_seed(seed)
+    k = min(k, x.shape[0])
+    cents = x[torch.randperm(x.shape[0], generator=g)[:k]].clone()
+    for _ in range(iters):
+        assign = (x @ cents.T).argmax(dim=-1)  # (N,)
+        sums = torch.zeros_like(cents).index_add_(0, assign, x)
+        empty = sums.norm(dim=-1) == 0
+        sums[empty] = cents[empty]  # keep a centroid that lost all its points
+        cents = F.normalize(sums, dim=-1)
+    return cents
 
 
 def conse_mix(logits: Tensor, class_vecs: Tensor, *, k: int, temperature: float) -> Tensor:
@@ -96,6 +118,11 @@ class PriorEmbedding(nn.Module):
         self.text_residual = Residual(d, d, config) if config.text_residual else None
         init = math.log(1.0 / config.init_temperature)
         self.log_logit_scale = nn.Parameter(torch.tensor(init), requires_grad=config.learn_temperature)
+        k = config.gate_centroids
+        # Gate state (buffers, in the checkpoint); lo = -2 < any cosine: the gate is open until calibrated.
+        for side, width in (("image", f), ("text", d)):
+            self.register_buffer(f"{side}_centroids", torch.zeros(k, width))
+            self.register_buffer(f"{side}_gate_bounds", torch.tensor([-2.0, -1.0]))  # (lo, hi)
 
     @classmethod
     def empty(cls, config: EmbeddingConfig) -> "PriorEmbedding":
@@ -105,6 +132,36 @@ class PriorEmbedding(nn.Module):
 
     def logit_scale(self) -> Tensor:
         return self.log_logit_scale.clamp(max=math.log(self.config.max_logit_scale)).exp()
+
+    def _gated(self, side: str) -> bool:
+        return self.config.gate == "both" or (self.config.gate == "image" and side == "image")
+
+    def gate(self, x: Tensor, side: str) -> Tensor:
+        """(..., W) inputs -> (..., 1) residual weights in [0, 1] (ones when this side is ungated)."""
+        if not self._gated(side):
+            return x.new_ones((*x.shape[:-1], 1)).float()
+        cents, (lo, hi) = getattr(self, f"{side}_centroids"), getattr(self, f"{side}_gate_bounds")
+        sim = (F.normalize(x.float(), dim=-1) @ cents.T).max(dim=-1, keepdim=True).values  # (..., 1)
+        return ((sim - lo) / (hi - lo).clamp(min=1e-6)).clamp(0.0, 1.0)
+
+    @torch.no_grad()
+    def calibrate(self, image_feats: Tensor, text_feats: Tensor, *, seed: int = 0) -> dict[str, float]:
+        """Fit the gates to TRAINING features: image (N, F) pooled, text (M, D). Returns the bounds."""
+        out: dict[str, float] = {}
+        for side, x in (("image", image_feats), ("text", text_feats)):
+            if not self._gated(side):
+                continue
+            unit = F.normalize(x.float(), dim=-1)
+            cents = spherical_kmeans(unit, self.config.gate_centroids, seed=seed)
+            if cents.shape[0] < self.config.gate_centroids:  # fewer points than centroids: repeat some
+                cents = cents[torch.arange(self.config.gate_centroids) % cents.shape[0]]
+            sim = (unit @ cents.T).max(dim=-1).values
+            p10, p50 = torch.quantile(sim, 0.10), torch.quantile(sim, 0.50)
+            lo = p10 - self.config.gate_width * (p50 - p10)
+            getattr(self, f"{side}_centroids").copy_(cents)
+            getattr(self, f"{side}_gate_bounds").copy_(torch.stack([lo, p10]))
+            out.update({f"{side}_gate_lo": float(lo), f"{side}_gate_hi": float(p10)})
+        return out
 
     def classifier_logits(self, feats: Tensor) -> Tensor:
         """(..., F) features -> (..., C) ImageNet logits of the frozen classifier."""
@@ -128,7 +185,7 @@ class PriorEmbedding(nn.Module):
         """{"prior": (B, D), "residual": (B, D), "image_emb": (B, D) unit} from (B, F) or (B, C, F)."""
         pooled = self._pool(feats).float()
         prior = self.prior_vector(pooled)
-        residual = self.image_residual(pooled)
+        residual = self.gate(pooled, "image") * self.image_residual(pooled)
         return {"prior": prior, "residual": residual, "image_emb": F.normalize(prior + residual, dim=-1)}
 
     def encode_image(self, feats: Tensor) -> Tensor:
@@ -141,7 +198,7 @@ class PriorEmbedding(nn.Module):
         base = F.normalize(feats.float(), dim=-1)
         if self.text_residual is None:
             return base
-        return F.normalize(base + self.text_residual(base), dim=-1)
+        return F.normalize(base + self.gate(base, "text") * self.text_residual(base), dim=-1)
 
     def class_text(self) -> Tensor:
         """(C, D) class-name vectors through the text side (the weak captions' embeddings)."""
@@ -156,7 +213,7 @@ class PriorEmbedding(nn.Module):
         if spatial.dim() != 3:
             raise ValueError(f"spatial features must be (B, C, F), got {tuple(spatial.shape)}")
         cells = spatial.float()
-        emb = F.normalize(self.prior_vector(cells) + self.image_residual(cells), dim=-1)
+        emb = F.normalize(self.prior_vector(cells) + self.gate(cells, "image") * self.image_residual(cells), dim=-1)
         weight = torch.full(spatial.shape[:2], 1.0 / spatial.shape[1], device=spatial.device)
         return {"cell_emb": emb, "cell_weight": weight}
 

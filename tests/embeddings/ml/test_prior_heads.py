@@ -92,3 +92,20 @@ def test_the_serving_embedder_loads_a_prior_checkpoint_and_scores_cells(tmp_path
     img = embedder.encode_features({"pooled": cells.mean(axis=0, keepdims=True), "spatial": cells[None]})
     assert img.shape == (1, D) and abs(float(np.linalg.norm(img)) - 1) < 1e-5
     assert embedder.cell_scores(cells, q[0]).shape == (4,)
+
+
+def test_gate_keeps_far_inputs_on_the_prior_and_near_ones_on_the_residual() -> None:
+    cfg = EmbeddingConfig(**{**CFG.to_dict(), "gate": "both", "gate_centroids": 4})
+    model = _model(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    train_x = torch.rand(200, F) + torch.tensor([5.0] + [0.0] * (F - 1))  # a cluster along axis 0
+    bounds = model.calibrate(train_x, torch.nn.functional.normalize(torch.randn(300, D), dim=-1))
+    assert bounds["image_gate_lo"] < bounds["image_gate_hi"]
+    far = torch.zeros(3, F)
+    far[:, 1] = 6.0  # orthogonal to the training cluster
+    assert float(model.gate(far, "image").max()) == 0.0
+    assert float(model.gate(train_x, "image").mean()) > 0.8
+    parts = model.image_parts(far)
+    torch.testing.assert_close(parts["image_emb"], model.prior_vector(far))  # exactly ConSE there
