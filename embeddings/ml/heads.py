@@ -68,6 +68,11 @@ class EmbeddingConfig:
     gate: Literal["none", "image", "both"] = "none"
     gate_centroids: int = 64
     gate_width: float = 1.0  # gate falls 1 -> 0 over this many (P50 - P10) widths below P10
+    # Learned fusion: a gated joint part (heads as in JointEmbedding, joint_dim wide) beside the
+    # MiniLM-space part; score = prior_weight * <prior side> + (1 - prior_weight) * <joint side>.
+    # 0 = off. With it, dim must be text_dim + joint_dim.
+    joint_dim: int = 0
+    prior_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.hidden < 1 or self.image_dim < 1 or self.text_dim < 1:
@@ -80,8 +85,10 @@ class EmbeddingConfig:
             raise ValueError("need 0 < init_temperature and 1/init_temperature <= max_logit_scale")
         if self.family not in ("joint", "prior") or self.prior not in ("conse", "none"):
             raise ValueError(f"bad family {self.family!r} or prior {self.prior!r}")
-        if self.family == "prior" and self.dim != self.text_dim:
-            raise ValueError("the prior family lives in the text space: dim must equal text_dim")
+        if self.family == "prior" and self.dim != self.text_dim + self.joint_dim:
+            raise ValueError("the prior family lives in the text space: dim must equal text_dim (+ joint_dim)")
+        if self.joint_dim < 0 or not 0.0 < self.prior_weight <= 1.0:
+            raise ValueError("joint_dim must be >= 0 and prior_weight in (0, 1]")
         if self.gate not in ("none", "image", "both") or self.gate_centroids < 1 or self.gate_width <= 0:
             raise ValueError("gate must be none|image|both, gate_centroids >= 1, gate_width > 0")
         if not 1 <= self.conse_k <= self.num_classes or self.conse_temperature <= 0:

@@ -24,7 +24,16 @@ ungated variant scored BELOW ConSE v0 on the out-of-domain set). ``calibrate`` f
 ``gate_centroids`` spherical k-means centroids to the training features and the gate
 ``g(x) = clamp((max_c cos(x, c) - lo) / (hi - lo), 0, 1)`` with ``hi`` the training set's 10th
 percentile of that similarity and ``lo = hi - gate_width * (P50 - P10)``, from the training
-data alone; then ``v = normalise(prior + g(x) R_i(x))`` (text likewise). Pure PyTorch (no Django).
+data alone; then ``v = normalise(prior + g(x) R_i(x))`` (text likewise).
+
+Learned fusion (``joint_dim > 0``): a free joint space (JointEmbedding's heads) beside the
+MiniLM-space part, concatenated with weights so that one inner product is the fused score:
+
+    image = normalise([sqrt(w) v ; sqrt(1 - w) g(x) j_i(x)])   text = [sqrt(w) t ; sqrt(1 - w) j_t(s)]
+
+(``w = prior_weight``; ``v``, ``t``, ``j_i``, ``j_t`` unit vectors; text has norm 1). Far from
+the training data g = 0 and the image is its ConSE vector: the joint part, which knows only
+Flickr8k, cannot drag it down there. Pure PyTorch (no Django).
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from embeddings.ml.heads import EmbeddingConfig
+from embeddings.ml.heads import EmbeddingConfig, ProjectionHead
 
 __all__ = ["PriorEmbedding", "Residual", "conse_mix", "spherical_kmeans"]
 
@@ -118,6 +127,8 @@ class PriorEmbedding(nn.Module):
         self.text_residual = Residual(d, d, config) if config.text_residual else None
         init = math.log(1.0 / config.init_temperature)
         self.log_logit_scale = nn.Parameter(torch.tensor(init), requires_grad=config.learn_temperature)
+        self.joint_image = ProjectionHead(f, config.joint_dim, config) if config.joint_dim else None
+        self.joint_text = ProjectionHead(d, config.joint_dim, config) if config.joint_dim else None
         k = config.gate_centroids
         # Gate state (buffers, in the checkpoint); lo = -2 < any cosine: the gate is open until calibrated.
         for side, width in (("image", f), ("text", d)):
@@ -185,8 +196,18 @@ class PriorEmbedding(nn.Module):
         """{"prior": (B, D), "residual": (B, D), "image_emb": (B, D) unit} from (B, F) or (B, C, F)."""
         pooled = self._pool(feats).float()
         prior = self.prior_vector(pooled)
-        residual = self.gate(pooled, "image") * self.image_residual(pooled)
-        return {"prior": prior, "residual": residual, "image_emb": F.normalize(prior + residual, dim=-1)}
+        gate = self.gate(pooled, "image")
+        residual = gate * self.image_residual(pooled)
+        emb = self._fuse_image(F.normalize(prior + residual, dim=-1), pooled, gate)
+        return {"prior": prior, "residual": residual, "image_emb": emb}
+
+    def _fuse_image(self, v: Tensor, x: Tensor, gate: Tensor) -> Tensor:
+        """(..., D) unit prior-side vectors -> the model's (..., dim) unit image vectors."""
+        if self.joint_image is None:
+            return v
+        w = self.config.prior_weight
+        j = F.normalize(self.joint_image(x), dim=-1)  # (..., joint_dim)
+        return F.normalize(torch.cat([math.sqrt(w) * v, math.sqrt(1 - w) * gate * j], dim=-1), dim=-1)
 
     def encode_image(self, feats: Tensor) -> Tensor:
         return self.image_parts(feats)["image_emb"]
@@ -196,12 +217,17 @@ class PriorEmbedding(nn.Module):
         if feats.dim() != 2:
             raise ValueError(f"text features must be (B, {self.config.text_dim}), got {tuple(feats.shape)}")
         base = F.normalize(feats.float(), dim=-1)
-        if self.text_residual is None:
-            return base
-        return F.normalize(base + self.gate(base, "text") * self.text_residual(base), dim=-1)
+        t = base
+        if self.text_residual is not None:
+            t = F.normalize(base + self.gate(base, "text") * self.text_residual(base), dim=-1)
+        if self.joint_text is None:
+            return t
+        w = self.config.prior_weight
+        j = F.normalize(self.joint_text(base), dim=-1)
+        return torch.cat([math.sqrt(w) * t, math.sqrt(1 - w) * j], dim=-1)  # norm 1
 
     def class_text(self) -> Tensor:
-        """(C, D) class-name vectors through the text side (the weak captions' embeddings)."""
+        """(C, D') class-name vectors through the text side (the weak captions' embeddings)."""
         return self.encode_text(self.class_vecs)
 
     def project_spatial(self, spatial: Tensor) -> dict[str, Tensor]:
@@ -213,7 +239,9 @@ class PriorEmbedding(nn.Module):
         if spatial.dim() != 3:
             raise ValueError(f"spatial features must be (B, C, F), got {tuple(spatial.shape)}")
         cells = spatial.float()
-        emb = F.normalize(self.prior_vector(cells) + self.gate(cells, "image") * self.image_residual(cells), dim=-1)
+        gate = self.gate(cells, "image")
+        emb = F.normalize(self.prior_vector(cells) + gate * self.image_residual(cells), dim=-1)
+        emb = self._fuse_image(emb, cells, gate)
         weight = torch.full(spatial.shape[:2], 1.0 / spatial.shape[1], device=spatial.device)
         return {"cell_emb": emb, "cell_weight": weight}
 

@@ -109,3 +109,27 @@ def test_gate_keeps_far_inputs_on_the_prior_and_near_ones_on_the_residual() -> N
     assert float(model.gate(train_x, "image").mean()) > 0.8
     parts = model.image_parts(far)
     torch.testing.assert_close(parts["image_emb"], model.prior_vector(far))  # exactly ConSE there
+
+
+def test_learned_fusion_is_one_inner_product_and_conse_far_from_the_training_data() -> None:
+    cfg = EmbeddingConfig(**{**CFG.to_dict(), "gate": "image", "gate_centroids": 4, "joint_dim": 8,
+                             "dim": D + 8, "prior_weight": 0.3})
+    model = _model(cfg)
+    train_x = torch.rand(200, F) + torch.tensor([5.0] + [0.0] * (F - 1))
+    model.calibrate(train_x, torch.randn(50, D))
+    text = torch.nn.functional.normalize(torch.randn(6, D), dim=-1)
+    t = model.encode_text(text)
+    assert t.shape == (6, D + 8)
+    torch.testing.assert_close(t.norm(dim=-1), torch.ones(6))
+    near = model.encode_image(train_x[:5])
+    prior_part = torch.nn.functional.normalize(model.prior_vector(train_x[:5]), dim=-1)  # untrained residual
+    joint_part = torch.nn.functional.normalize(model.joint_image(train_x[:5]), dim=-1)
+    gate = model.gate(train_x[:5], "image")
+    fused = 0.3 * prior_part @ text.T + 0.7 * (gate * joint_part) @ torch.nn.functional.normalize(
+        model.joint_text(text), dim=-1).T
+    norm = torch.sqrt(0.3 + 0.7 * gate ** 2)  # the image vector's norm before normalising
+    torch.testing.assert_close(near @ t.T, fused / norm, atol=1e-5, rtol=1e-4)
+    far = torch.zeros(2, F)
+    far[:, 1] = 6.0
+    torch.testing.assert_close(model.encode_image(far)[:, :D], model.prior_vector(far))
+    assert float(model.encode_image(far)[:, D:].abs().max()) == 0.0
