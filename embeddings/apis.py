@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from embeddings import selectors, services
 from embeddings.models import Caption, Collection, Image
+from project.schema import CONFLICT
 
 
 class CaptionOutput(serializers.ModelSerializer):
@@ -148,7 +149,7 @@ class CollectionListCreateApi(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[Collection]:
         return selectors.collection_list(user=self.request.user).select_related("owner")
 
-    @extend_schema(request=InputSerializer, responses={201: CollectionOutput})
+    @extend_schema(request=InputSerializer, responses={201: CollectionOutput, 409: CONFLICT})
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

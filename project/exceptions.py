@@ -26,10 +26,12 @@ class ApplicationError(Exception):
     code = "invalid"
 
     def __init__(self, message: str, *, fields: dict[str, list[str]] | None = None,
-                 code: str | None = None, status_code: int | None = None) -> None:
+                 code: str | None = None, status_code: int | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.fields = fields or {}
+        self.headers = headers or {}
         if code:
             self.code = code
         if status_code:
@@ -56,6 +58,16 @@ class PayloadTooLarge(ApplicationError):
     code = "too_large"
 
 
+class LockedOut(ApplicationError):
+    """Too many failed logins for this (username, IP): refused, even the right password."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "locked_out"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
 def error_body(code: str, message: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"error": {"code": code, "message": message}}
     if fields:
@@ -74,7 +86,7 @@ def _flatten(detail: Any) -> Any:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF exception handler giving every error the one shape above."""
     if isinstance(exc, ApplicationError):
-        return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
+        return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code, headers=exc.headers)
     if isinstance(exc, RequestDataTooBig):
         return Response(error_body("too_large", "Request body is too large."), status=413)
     if isinstance(exc, SuspiciousOperation):

@@ -191,7 +191,13 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "project.pagination.PageNumberPagination",
     "PAGE_SIZE": 24,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON nested deeper than 32 levels is a 400 before json.loads can recurse (project/parsers.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "project.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "project.schema.AutoSchema",  # documents every error response
     "EXCEPTION_HANDLER": "project.exceptions.exception_handler",
     "NUM_PROXIES": LOUPE_TRUSTED_PROXIES,  # DRF's own get_ident; ours use project.client_ip
     "DEFAULT_THROTTLE_CLASSES": [
@@ -215,6 +221,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "project.schema.links_hook"],
 }
 
 # --- Celery ---------------------------------------------------------------------------------

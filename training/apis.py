@@ -1,7 +1,7 @@
 """REST API for retraining and model versions (staff only): thin views over services/selectors."""
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -11,12 +11,10 @@ from rest_framework.views import APIView
 
 from embeddings.models import Collection, ModelVersion
 from project.exceptions import NotFound
+from project.parsers import BoundedJSONField
+from project.schema import ERROR
 from training import selectors, services
 from training.models import ModelSwitch, TrainingRun
-
-ERROR = inline_serializer("Error", {"error": inline_serializer("ErrorBody", {
-    "code": serializers.CharField(), "message": serializers.CharField(),
-    "fields": serializers.DictField(required=False)})})
 
 
 class TrainingRunOutput(serializers.ModelSerializer):
@@ -62,8 +60,8 @@ class TrainingRunListCreateApi(APIView):
         kind = serializers.ChoiceField(choices=ModelVersion.Kind.choices)
         collections = serializers.SlugRelatedField(slug_field="name", many=True, queryset=Collection.objects.all(),
                                                    allow_empty=False)
-        config = serializers.JSONField(required=False, default=dict,
-                                       help_text='partial TrainConfig, e.g. {"loop": {"epochs": 10}}')
+        config = BoundedJSONField(required=False, default=dict,
+                                  help_text='partial TrainConfig, e.g. {"loop": {"epochs": 10}}')
 
         def validate_config(self, value):
             if not isinstance(value, dict):
@@ -75,7 +73,8 @@ class TrainingRunListCreateApi(APIView):
         runs = selectors.training_run_list()[:50]
         return Response(TrainingRunOutput(runs, many=True, context={"request": request}).data)
 
-    @extend_schema(request=InputSerializer, operation_id="training_runs_start", summary="Start a training run (queued on the gpu queue)",
+    @extend_schema(request=InputSerializer, operation_id="training_runs_start",
+                   summary="Start a training run (queued on the gpu queue)",
                    responses={202: TrainingRunOutput, 400: ERROR, 403: ERROR, 409: OpenApiResponse(
                        ERROR, description="A run of this kind is already queued or running.")})
     def post(self, request: Request) -> Response:

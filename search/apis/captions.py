@@ -5,15 +5,17 @@ from typing import Any
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from embeddings.models import Caption
+from project.parsers import JSONParser
+from project.schema import ERROR, UNAVAILABLE
 from search import services
-from search.apis.common import read_upload
+from search.apis.common import DbIdField, read_upload
 from search.services.captions import MAX_BEAM, MAX_N
 
 
@@ -35,7 +37,7 @@ class CaptionGenerateApi(APIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
     class CaptionGenerateJsonInput(serializers.Serializer):
-        image_id = serializers.IntegerField(min_value=1)
+        image_id = DbIdField()
         beam = serializers.IntegerField(min_value=1, max_value=MAX_BEAM, required=False,
                                         help_text="beam width; omitted: the captioner's tuned decoding")
         n = serializers.IntegerField(min_value=1, max_value=MAX_N, default=1)
@@ -58,11 +60,13 @@ class CaptionGenerateApi(APIView):
         image_id = serializers.IntegerField(allow_null=True)
         saved = serializers.BooleanField()
 
-    @extend_schema(request={"application/json": CaptionGenerateJsonInput, "multipart/form-data": CaptionGenerateMultipartInput},
-                   responses=CaptionGenerateOutput)
+    @extend_schema(request={"application/json": CaptionGenerateJsonInput,
+                            "multipart/form-data": CaptionGenerateMultipartInput},
+                   responses={200: CaptionGenerateOutput, 404: ERROR, 503: UNAVAILABLE})
     def post(self, request: Request) -> Response:
         multipart = (request.content_type or "").startswith(("multipart/", "application/x-www-form-urlencoded"))
-        checked = (self.CaptionGenerateMultipartInput if multipart else self.CaptionGenerateJsonInput)(data=request.data)
+        serializer = self.CaptionGenerateMultipartInput if multipart else self.CaptionGenerateJsonInput
+        checked = serializer(data=request.data)
         checked.is_valid(raise_exception=True)
         data: dict[str, Any] = checked.validated_data
         result = services.caption_generate(

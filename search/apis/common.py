@@ -1,7 +1,6 @@
 """Shared input fields and output shapes of the search API (validation -> 400, never 500)."""
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -13,14 +12,31 @@ from rest_framework.request import Request
 from embeddings.imaging import ImageRejected, read_limited
 from embeddings.models import Image
 from embeddings.services import ImageRejectedError
+from project.parsers import JSONTooDeep, loads_bounded
 from search.selectors import SearchFilters
 from search.services import CaptionHit, Cutoff, ImageHit, SearchPage
 from search.services.queries import MAX_TERMS, MAX_TEXT_CHARS, MAX_WEIGHT, QueryTerm
 from search.services.search import MAX_K
 
+# The largest id a database key may hold (BigAutoField: PostgreSQL bigint, SQLite INTEGER). A
+# larger one is a 400 here; it reached SQLite as an OverflowError (a 500) before.
+DB_ID_MAX = 2**63 - 1
+MAX_PAGE = 2**31 - 1  # far past any result set; keeps page * k a small integer
+
+
+class DbIdField(serializers.IntegerField):
+    """A database id given by the client: 1 to DB_ID_MAX."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=1, max_value=DB_ID_MAX, **kwargs)
+
 
 class FiniteFloatField(serializers.FloatField):
+    """A finite number; JSON true/false are refused (float(True) would make them 1 and 0)."""
+
     def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool):
+            self.fail("invalid")
         value = super().to_internal_value(data)
         if not math.isfinite(value):
             self.fail("invalid")
@@ -40,9 +56,8 @@ class StringListField(serializers.ListField):
 
 class PageInput(serializers.Serializer):
     k = serializers.IntegerField(min_value=1, max_value=MAX_K, default=20, help_text="results per page (1-100)")
-    page = serializers.IntegerField(min_value=1, default=1, help_text="1-based page number")
-    model_version = serializers.IntegerField(min_value=1, required=False,
-                                             help_text="embedding model version id (default: the active one)")
+    page = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, default=1, help_text="1-based page number")
+    model_version = DbIdField(required=False, help_text="embedding model version id (default: the active one)")
 
 
 class FilterInput(PageInput):
@@ -64,7 +79,7 @@ class FilterInput(PageInput):
 
 class TermInput(serializers.Serializer):
     text = serializers.CharField(required=False, max_length=MAX_TEXT_CHARS)
-    image_id = serializers.IntegerField(required=False, min_value=1)
+    image_id = DbIdField(required=False)
     weight = FiniteFloatField(default=1.0, min_value=-MAX_WEIGHT, max_value=MAX_WEIGHT)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -76,11 +91,13 @@ class TermInput(serializers.Serializer):
 def parse_terms_json(value: str) -> list[dict[str, Any]]:
     """`terms` sent as a JSON string inside a multipart form."""
     try:
-        items = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise serializers.ValidationError("terms must be a JSON list.") from exc
+        items = loads_bounded(value)
+    except JSONTooDeep as exc:
+        raise serializers.ValidationError({"terms": [str(exc)]}) from exc
+    except ValueError as exc:
+        raise serializers.ValidationError({"terms": ["terms must be a JSON list."]}) from exc
     if not isinstance(items, list) or len(items) > MAX_TERMS:
-        raise serializers.ValidationError(f"terms must be a JSON list of at most {MAX_TERMS} terms.")
+        raise serializers.ValidationError({"terms": [f"terms must be a JSON list of at most {MAX_TERMS} terms."]})
     checked = TermInput(data=items, many=True)
     checked.is_valid(raise_exception=True)
     return list(checked.validated_data)

@@ -10,8 +10,18 @@ from rest_framework.views import APIView
 
 from embeddings import selectors as emb_selectors
 from project.exceptions import NotFound
+from project.schema import UNAVAILABLE
 from search import services
-from search.apis.common import FilterInput, FiniteFloatField, SearchOutput, cutoff_from, filters_from, page_body, page_links
+from search.apis.common import (
+    DbIdField,
+    FilterInput,
+    FiniteFloatField,
+    SearchOutput,
+    cutoff_from,
+    filters_from,
+    page_body,
+    page_links,
+)
 from search.services.queries import MAX_TEXT_CHARS
 from search.services.search import Cutoff
 
@@ -32,7 +42,7 @@ class ImageLabelsApi(_ImageApi):
     class InputSerializer(serializers.Serializer):
         k = serializers.IntegerField(min_value=1, max_value=50, default=5)
         words = serializers.IntegerField(min_value=1, max_value=50, default=8)
-        model_version = serializers.IntegerField(min_value=1, required=False)
+        model_version = DbIdField(required=False)
 
     class ImageLabelsOutput(serializers.Serializer):
         class Label(serializers.Serializer):
@@ -54,7 +64,7 @@ class ImageLabelsApi(_ImageApi):
         words = Word(many=True)
         captions = Neighbour(many=True)
 
-    @extend_schema(parameters=[InputSerializer], responses=ImageLabelsOutput)
+    @extend_schema(parameters=[InputSerializer], responses={200: ImageLabelsOutput, 503: UNAVAILABLE})
     def get(self, request: Request, pk: int) -> Response:
         data = self.InputSerializer(data=request.query_params)
         data.is_valid(raise_exception=True)
@@ -74,7 +84,7 @@ class ImageSimilarApi(_ImageApi):
         threshold = FiniteFloatField(required=False, min_value=-1.0, max_value=1.0,
                                      help_text="near-duplicate threshold (default SEARCH_DUPLICATE_THRESHOLD)")
 
-    @extend_schema(parameters=[InputSerializer], responses=SearchOutput)
+    @extend_schema(parameters=[InputSerializer], responses={200: SearchOutput, 503: UNAVAILABLE})
     def get(self, request: Request, pk: int) -> Response:
         checked = self.InputSerializer(data=request.query_params)
         checked.is_valid(raise_exception=True)
@@ -99,7 +109,7 @@ class ImageExplainApi(_ImageApi):
 
     class InputSerializer(serializers.Serializer):
         q = serializers.CharField(max_length=MAX_TEXT_CHARS)
-        model_version = serializers.IntegerField(min_value=1, required=False)
+        model_version = DbIdField(required=False)
 
     class ImageExplainOutput(serializers.Serializer):
         model_version = serializers.IntegerField()
@@ -111,7 +121,7 @@ class ImageExplainApi(_ImageApi):
         max = serializers.FloatField()
         score = serializers.FloatField(help_text="cosine similarity of the whole image and the query")
 
-    @extend_schema(parameters=[InputSerializer], responses=ImageExplainOutput)
+    @extend_schema(parameters=[InputSerializer], responses={200: ImageExplainOutput, 503: UNAVAILABLE})
     def get(self, request: Request, pk: int) -> Response:
         data = self.InputSerializer(data=request.query_params)
         data.is_valid(raise_exception=True)

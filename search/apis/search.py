@@ -5,16 +5,30 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from project.parsers import JSONParser
+from project.schema import UNAVAILABLE
 from search import services
-from search.apis.common import (CaptionSearchOutput, FilterInput, FiniteFloatField, SearchOutput, TermInput,
-                                cutoff_from, filters_from, page_body, page_links, parse_terms_json, read_upload,
-                                terms_from)
+from search.apis.common import (
+    CaptionSearchOutput,
+    DbIdField,
+    FilterInput,
+    FiniteFloatField,
+    SearchOutput,
+    TermInput,
+    cutoff_from,
+    filters_from,
+    page_body,
+    page_links,
+    parse_terms_json,
+    read_upload,
+    terms_from,
+)
 from search.services.queries import MAX_TERMS, MAX_TEXT_CHARS, MAX_WEIGHT
 
 _QUERY_HELP = "signed query token from a previous response (`query` / `next`)"
@@ -40,7 +54,7 @@ class _SearchBase(APIView):
     class SearchJsonInput(FilterInput):
         q = serializers.CharField(required=False, max_length=MAX_TEXT_CHARS, help_text="query text (weight 1)")
         terms = TermInput(many=True, required=False, max_length=MAX_TERMS)
-        image_id = serializers.IntegerField(required=False, min_value=1, help_text="a stored image as the query")
+        image_id = DbIdField(required=False, help_text="a stored image as the query")
         image_weight = FiniteFloatField(default=1.0, min_value=-MAX_WEIGHT, max_value=MAX_WEIGHT)
         query = serializers.CharField(required=False, max_length=8000, help_text=_QUERY_HELP)
 
@@ -83,15 +97,17 @@ class SearchApi(_SearchBase):
             page=data["page"], filters=filters_from(data), cutoff=cutoff_from(data),
             model_version_id=data.get("model_version"))
 
-    @extend_schema(operation_id="search_images", parameters=[_SearchBase.SearchGetInput], responses=SearchOutput,
+    @extend_schema(operation_id="search_images", parameters=[_SearchBase.SearchGetInput],
+                   responses={200: SearchOutput, 503: UNAVAILABLE},
                    summary="Text -> image search")
     def get(self, request: Request) -> Response:
         return self._respond(request)
 
     @extend_schema(
         operation_id="search_images_post", summary="Image / weighted-terms -> image search",
-        request={"application/json": _SearchBase.SearchJsonInput, "multipart/form-data": _SearchBase.SearchMultipartInput},
-        responses=SearchOutput,
+        request={"application/json": _SearchBase.SearchJsonInput,
+                 "multipart/form-data": _SearchBase.SearchMultipartInput},
+        responses={200: SearchOutput, 503: UNAVAILABLE},
         examples=[OpenApiExample("query arithmetic", request_only=True, value={
             "terms": [{"text": "a dog on a beach", "weight": 1.0}, {"image_id": 12, "weight": -0.5}],
             "k": 20, "collection": "flickr8k"})])
@@ -108,15 +124,17 @@ class CaptionSearchApi(_SearchBase):
             page=data["page"], filters=filters_from(data), cutoff=cutoff_from(data),
             model_version_id=data.get("model_version"))
 
-    @extend_schema(operation_id="search_captions", parameters=[_SearchBase.SearchGetInput], responses=CaptionSearchOutput,
+    @extend_schema(operation_id="search_captions", parameters=[_SearchBase.SearchGetInput],
+                   responses={200: CaptionSearchOutput, 503: UNAVAILABLE},
                    summary="Text -> caption search")
     def get(self, request: Request) -> Response:
         return self._respond(request)
 
     @extend_schema(
         operation_id="search_captions_post", summary="Image -> caption search (image file or image_id)",
-        request={"application/json": _SearchBase.SearchJsonInput, "multipart/form-data": _SearchBase.SearchMultipartInput},
-        responses=CaptionSearchOutput)
+        request={"application/json": _SearchBase.SearchJsonInput,
+                 "multipart/form-data": _SearchBase.SearchMultipartInput},
+        responses={200: CaptionSearchOutput, 503: UNAVAILABLE})
     def post(self, request: Request) -> Response:
         return self._respond(request)
 

@@ -82,7 +82,8 @@ def test_post_terms_json_and_multipart_image_give_the_same_response_shape(api, w
     ({"q": "red", "k": 0}, "k"), ({"q": "red", "k": 10**9}, "k"), ({"q": "red", "k": 101}, "k"),
     ({"q": "red", "page": -1}, "page"), ({"q": "red", "page": 0}, "page"), ({"q": ""}, "q"), ({}, "q"),
     ({"q": "x" * 100_000}, "q"), ({"q": "a\x00b"}, "q"), ({"q": "red", "model_version": 987654}, "model_version"),
-    ({"q": "red", "k": "ten"}, "k"), ({"q": "red", "margin": "nan"}, "margin"), ({"q": "red", "split": "nope"}, "split"),
+    ({"q": "red", "k": "ten"}, "k"), ({"q": "red", "margin": "nan"}, "margin"),
+    ({"q": "red", "split": "nope"}, "split"),
     ({"q": "red", "collection": "not-there"}, "collection"), ({"query": "forged.token"}, "query"),
 ])
 def test_bad_query_parameters_are_400_with_the_field_named(api, world, params, field):
@@ -249,3 +250,46 @@ def test_caption_api_serves_the_captioners_tuned_decoding_unless_a_beam_is_given
     assert api.post("/api/v1/captions/", {"image_id": image.pk}, format="json").status_code == 200
     assert api.post("/api/v1/captions/", {"image_id": image.pk, "beam": 1}, format="json").status_code == 200
     assert fake_captioner.generator.beam_sizes == [None, 1]  # None: beam, length penalty, no-repeat as tuned
+
+
+TOO_BIG = 2**63  # past a bigint; on SQLite (make run) it was an OverflowError 500: tests/search/test_apis_sqlite.py
+
+
+@pytest.mark.parametrize("path", ["/api/v1/search/", "/api/v1/search/captions/", "/api/v1/images/{pk}/similar/",
+                                  "/api/v1/images/{pk}/labels/", "/api/v1/images/{pk}/explain/"])
+def test_model_version_past_the_id_range_is_refused_by_validation(api, world, path):
+    """The range is checked by the serializer (the field error names the bound), not left to the database."""
+    url = path.format(pk=world[0].pk)
+    for params in ({"q": "red", "model_version": TOO_BIG}, {"q": "red", "model_version": 2**63 - 1}):
+        error = err(api.get(url, params), 400)
+        assert "model_version" in error["fields"], error
+    error = err(api.get(url, {"q": "red", "model_version": TOO_BIG}), 400)
+    assert "less than or equal to 9223372036854775807" in error["fields"]["model_version"][0]
+    if not path.startswith("/api/v1/images/"):
+        error = err(api.post(url, {"q": "red", "model_version": TOO_BIG}, format="json"), 400)
+        assert "less than or equal to" in error["fields"]["model_version"][0]
+
+
+@pytest.mark.parametrize("path,body,field", [
+    ("/api/v1/search/", {"terms": [{"image_id": TOO_BIG}]}, "terms"),
+    ("/api/v1/search/", {"image_id": TOO_BIG}, "image_id"), ("/api/v1/search/", {"q": "red", "page": TOO_BIG}, "page"),
+    ("/api/v1/search/captions/", {"image_id": TOO_BIG}, "image_id"),
+    ("/api/v1/captions/", {"image_id": TOO_BIG}, "image_id"),
+])
+def test_ids_and_pages_past_their_range_are_400(api, world, path, body, field):
+    error = err(api.post(path, body, format="json"), 400)
+    assert field in error["fields"], error
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"terms": [{"text": "red", "weight": True}]}, "terms"), ({"terms": [{"text": "red", "weight": False}]}, "terms"),
+    ({"q": "red", "image_id": 1, "image_weight": True}, "image_weight"), ({"q": "red", "keyword_boost": True},
+                                                                         "keyword_boost"),
+    ({"q": "red", "min_score": False}, "min_score"),
+])
+def test_json_booleans_are_not_numbers(api, world, body, field):
+    """`weight: true` was taken as 1.0 (float(True)); every number field refuses booleans."""
+    error = err(api.post("/api/v1/search/", body, format="json"), 400)
+    assert field in error["fields"], error
+    ok = api.post("/api/v1/search/", {"terms": [{"text": "red", "weight": 1}]}, format="json")
+    assert ok.status_code == 200, ok.content
