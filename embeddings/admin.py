@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from embeddings.models import Caption, Collection, Image, ModelVersion
+from embeddings.models import Caption, Collection, Image
 
 
 @admin.register(Collection)

@@ -6,7 +6,8 @@ class EmbeddingsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from embeddings import encoding, processing
+        from embeddings import encoding
+        from embeddings.services import processing
 
         processing.register_step("encode", encoding.step_encode)
         processing.register_step("caption", encoding.step_caption)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from embeddings import processing
+from embeddings.services import processing
 
 
 @shared_task(name="embeddings.tasks.process_images", acks_late=True, reject_on_worker_lost=True)

@@ -9,7 +9,7 @@ from django.http import QueryDict
 from rest_framework import serializers
 from rest_framework.request import Request
 
-from embeddings.imaging import ImageRejected, read_limited
+from embeddings.ingest.imaging import ImageRejected, read_limited
 from embeddings.models import Image
 from embeddings.services import ImageRejectedError
 from project.parsers import JSONTooDeep, loads_bounded

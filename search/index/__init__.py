@@ -10,17 +10,17 @@
 from search.index.holder import IndexHolder
 from search.index.rwlock import RWLock
 from search.index.types import (
-                                FLAT,
-                                FORMAT_VERSION,
-                                HNSW,
-                                INDEX_TYPES,
-                                IVFPQ,
-                                Hits,
-                                IndexConfig,
-                                IndexCorrupt,
-                                IndexFileError,
-                                IndexMismatch,
-                                Manifest,
+    FLAT,
+    FORMAT_VERSION,
+    HNSW,
+    INDEX_TYPES,
+    IVFPQ,
+    Hits,
+    IndexConfig,
+    IndexCorrupt,
+    IndexFileError,
+    IndexMismatch,
+    Manifest,
 )
 from search.index.vector_index import VectorIndex, build_index, load, normalise, read_manifest
 

@@ -15,23 +15,23 @@ from search.selectors.coverage import captions_without_vectors, coverage, images
 from search.selectors.filters import CAPTION, HUMAN_SOURCES, IMAGE, MODALITIES, SearchFilters
 from search.selectors.hydration import CaptionRow, captions_in_order, images_in_order
 from search.selectors.vectors import (
-                                         has_vectors,
-                                         ids_of,
-                                         image_vector,
-                                         stored_vector_ids,
-                                         stored_vectors,
-                                         vectors_sample,
+    has_vectors,
+    ids_of,
+    image_vector,
+    stored_vector_ids,
+    stored_vectors,
+    vectors_sample,
 )
 from search.selectors.versions import index_records, version_dim, version_resolve
 from search.selectors.visibility import (
-                                         filters_narrow,
-                                         hidden_items,
-                                         image_caption_ids,
-                                         keyword_image_ids,
-                                         searchable_caption_ids,
-                                         searchable_image_ids,
-                                         searchable_images,
-                                         who,
+    filters_narrow,
+    hidden_items,
+    image_caption_ids,
+    keyword_image_ids,
+    searchable_caption_ids,
+    searchable_image_ids,
+    searchable_images,
+    who,
 )
 
 __all__ = [

@@ -7,18 +7,16 @@ it a human caption.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from django.db import transaction
-from PIL import Image as PILImage
 
 from embeddings import encoding, runtime
 from embeddings import selectors as emb_selectors
 from embeddings.models import Caption, ModelVersion
-from embeddings.services import clean_caption_text, sanitize_bytes
+from embeddings.services import clean_caption_text, raster_features, sanitize_bytes
 from project.exceptions import ApplicationError, NotFound
 
 MAX_BEAM = 10
@@ -45,13 +43,6 @@ def _check_options(beam: int | None, n: int) -> None:
         raise ApplicationError(f"n must be between 1 and {MAX_N}.", fields={"n": ["Out of range."]})
 
 
-def _upload_features(data: bytes) -> dict[str, Any]:
-    sanitized = sanitize_bytes(data)
-    with PILImage.open(io.BytesIO(sanitized.content)) as img:
-        img.load()
-        return runtime.image_features([img.convert("RGB")])
-
-
 def _encode_for_search(captions: list[Caption]) -> None:
     """Vectors of the active embedding version (the index add follows via vectors_stored)."""
     version = runtime.active_version(ModelVersion.Kind.EMBEDDING)
@@ -72,8 +63,9 @@ def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: byt
         image = emb_selectors.image_visible(user=user, image_id=image_id)
         if image is None:
             raise NotFound("No such image.")
+    clean = sanitize_bytes(image_bytes or b"").content if image is None else b""  # 400 before any model
     version, generator = runtime.active_captioner()  # 503 ModelUnavailable when none is active
-    feats = encoding.features_for([image.pk]) if image is not None else _upload_features(image_bytes or b"")
+    feats = encoding.features_for([image.pk]) if image is not None else raster_features(clean)
     spatial = torch.from_numpy(feats["spatial"]) if generator.needs_spatial else None
     hyps = generator.caption(torch.from_numpy(feats["pooled"]), spatial, beam_size=beam, n=n)[0]
     out = [{"text": h.text, "score": float(h.score), "log_prob": float(h.log_prob), "id": None} for h in hyps if h.text]

@@ -9,10 +9,8 @@ never needs to be stored and the next page is a plain GET served by any process.
 from __future__ import annotations
 
 import base64
-import io
 import math
 import threading
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -21,13 +19,12 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.core import signing
-from PIL import Image as PILImage
 
 from embeddings import encoding, runtime
 from embeddings import selectors as emb_selectors
 from embeddings.ml.batching import MicroBatcher
 from embeddings.models import ModelVersion
-from embeddings.services import sanitize_bytes
+from embeddings.services import raster_features, sanitize_bytes, strip_controls
 from project.exceptions import ApplicationError
 from search import selectors
 
@@ -62,7 +59,7 @@ def clean_text(text: str, field: str = "q") -> str:
     if len(text) > MAX_TEXT_CHARS:
         raise ApplicationError(f"Text is longer than {MAX_TEXT_CHARS} characters.",
                                fields={field: [f"Ensure this field has no more than {MAX_TEXT_CHARS} characters."]})
-    cleaned = " ".join("".join(ch for ch in text if unicodedata.category(ch)[0] != "C" or ch in " \t\n").split())
+    cleaned = strip_controls(text)
     if not cleaned:
         raise ApplicationError("The query text is empty.", fields={field: ["This field may not be blank."]})
     return cleaned
@@ -103,10 +100,7 @@ def stored_image_vector(*, version: ModelVersion, image_id: int) -> np.ndarray:
 
 def _upload_vector(version: ModelVersion, clean: bytes) -> np.ndarray:
     """(D,) vector of an uploaded image already sanitised by query_check (never stored)."""
-    with PILImage.open(io.BytesIO(clean)) as img:
-        img.load()
-        feats = runtime.image_features([img.convert("RGB")])
-    return runtime.embedder_for(version).encode_features(feats)[0]
+    return runtime.embedder_for(version).encode_features(raster_features(clean))[0]
 
 
 def query_check(*, user: Any, terms: Sequence[QueryTerm]) -> list[QueryTerm]:

@@ -4,7 +4,7 @@ import io
 import pytest
 from PIL import Image
 
-from embeddings.imaging import ImageRejected, sanitize_image
+from embeddings.ingest.imaging import ImageRejected, sanitize_image
 from tests import images as mk
 
 CAPS = {"max_pixels": 10_000_000, "max_bytes": 5_000_000}

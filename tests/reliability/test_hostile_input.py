@@ -16,9 +16,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image as PILImage
 
-from embeddings import encoding, processing, runtime
+from embeddings import encoding, runtime
 from embeddings.models import Image, ImageEmbedding, ModelVersion
-from embeddings.services import image_ingest
+from embeddings.services import image_ingest, processing
 from tests import images as mk
 from tests.factories import CollectionFactory, UserFactory
 from tests.reliability.faultapp.apps import FakeEmbedder, _fake_features

@@ -9,8 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from embeddings import services
-from embeddings.importers import FORMATS, DatasetError, read_dataset
-from embeddings.importing import dataset_import
+from embeddings.ingest.readers import FORMATS, DatasetError, read_dataset
+from embeddings.services.importing import dataset_import
 
 
 class Command(BaseCommand):

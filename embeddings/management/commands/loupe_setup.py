@@ -9,8 +9,8 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from embeddings import services
-from embeddings.demo import DEMO_COLLECTION, demo_items
-from embeddings.importing import dataset_import
+from embeddings.ingest.demo import DEMO_COLLECTION, demo_items
+from embeddings.services.importing import dataset_import
 
 
 class Command(BaseCommand):

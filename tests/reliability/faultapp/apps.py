@@ -72,7 +72,8 @@ class FaultAppConfig(AppConfig):
     label = "loupe_test_faultapp"
 
     def ready(self) -> None:
-        from embeddings import encoding, processing, runtime
+        from embeddings import encoding, runtime
+        from embeddings.services import processing
 
         processing.register_step("test-fault", fault_step)
         if _knob("LOUPE_TEST_FAKE_ENCODER", False):

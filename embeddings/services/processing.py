@@ -75,7 +75,7 @@ def images_process(*, image_ids: list[int]) -> dict[str, int]:
 
 
 def _isolate(image_ids: list[int]) -> dict[str, int]:
-    from embeddings.services import enqueue_image_processing
+    from embeddings.services.images import enqueue_image_processing
 
     logger.warning("a previous try of a batch of %d images did not finish; one task per image now", len(image_ids))
     for image_id in image_ids:
@@ -104,7 +104,7 @@ def _record_failure(image: Image, exc: Exception) -> None:
 
 
 def pending_images_requeue(*, older_than: timedelta = timedelta(seconds=30), batch: int = 256) -> int:
-    from embeddings.services import enqueue_image_processing
+    from embeddings.services.images import enqueue_image_processing
 
     cutoff = timezone.now() - older_than
     ids = list(

@@ -1,6 +1,6 @@
 """Bulk import service behind `manage.py import_dataset` and the demo collection.
 
-Same validation as single uploads (`embeddings.imaging.sanitize_image`), but batched: images are
+Same validation as single uploads (`embeddings.ingest.imaging.sanitize_image`), but batched: images are
 read and re-encoded on a small thread pool (Pillow releases the GIL while decoding), rows and
 captions are written with bulk_create in one transaction per chunk, and follow-up work is
 enqueued per chunk after commit. Re-running adds nothing: images are matched by sha256 before
@@ -20,16 +20,10 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
-from embeddings.importers import ImportItem
+from embeddings.ingest.readers import ImportItem
 from embeddings.models import Caption, Collection, Image
-from embeddings.services import (
-    ImageRejectedError,
-    _storage_names,
-    clean_caption_text,
-    enqueue_image_processing,
-    safe_source_name,
-    sanitize_bytes,
-)
+from embeddings.services.images import ImageRejectedError, enqueue_image_processing, sanitize_bytes, storage_names
+from embeddings.services.text import clean_caption_text, safe_source_name
 
 logger = logging.getLogger(__name__)
 CHUNK = 200
@@ -60,7 +54,7 @@ def _prepare(item: ImportItem, known: dict[str, int], collection: Collection) ->
         clean = sanitize_bytes(data)
     except ImageRejectedError as exc:
         return "rejected", exc.message
-    image_name, thumb_name = _storage_names(clean, collection)
+    image_name, thumb_name = storage_names(clean, collection)
     names = (default_storage.save(image_name, ContentFile(clean.content)),
              default_storage.save(thumb_name, ContentFile(clean.thumbnail)))
     return "new", (clean, names)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from importlib.util import find_spec
 from pathlib import Path
 
-from embeddings.importers import ImportItem
+from embeddings.ingest.readers import ImportItem
 
 DEMO_COLLECTION = "demo"
 

@@ -1,6 +1,6 @@
 """Dataset readers for `manage.py import_dataset`: each turns a layout into ImportItems.
 
-Readers only parse; storing goes through `embeddings.importing.dataset_import`, which uses the
+Readers only parse; storing goes through `embeddings.services.importing.dataset_import`, which uses the
 same validation as every other entry point.
 """
 from __future__ import annotations

@@ -1,0 +1,30 @@
+"""Writes for embeddings, one module per job:
+
+- `collections`: create / get collections (names unique per owner, cleaned);
+- `text`: the one way user text is cleaned;
+- `images`: ingest (validate, store, record, enqueue), delete, upload features;
+- `importing`: datasets and the demo, batched through the same validation;
+- `processing`: the worker's follow-up steps for fresh images and the pending sweeper;
+- `versions`: model versions the install always has (ConSE v0).
+"""
+from embeddings.services.collections import collection_create, collection_get_or_create, collection_name_clean
+from embeddings.services.images import (
+    ImageRejectedError,
+    IngestResult,
+    enqueue_image_processing,
+    image_delete,
+    image_ingest,
+    raster_features,
+    read_upload,
+    sanitize_bytes,
+    upload_features,
+)
+from embeddings.services.text import MAX_CAPTION_CHARS, clean_caption_text, safe_source_name, strip_controls
+from embeddings.services.versions import conse_version_ensure
+
+__all__ = [
+    "MAX_CAPTION_CHARS", "ImageRejectedError", "IngestResult", "clean_caption_text", "collection_create",
+    "collection_get_or_create", "collection_name_clean", "conse_version_ensure", "enqueue_image_processing",
+    "image_delete", "image_ingest", "raster_features", "read_upload", "safe_source_name", "sanitize_bytes", "strip_controls",
+    "upload_features",
+]
