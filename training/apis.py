@@ -130,7 +130,7 @@ class _SwitchApi(APIView):
 
 
 class ModelVersionPromoteApi(_SwitchApi):
-    @extend_schema(request=None, responses={202: ModelSwitchOutput, 404: ERROR, 409: ERROR},
+    @extend_schema(request=None, responses={202: ModelSwitchOutput, 400: ERROR, 404: ERROR, 409: ERROR},
                    summary="Promote a version: re-encode, build its index, then switch atomically")
     def post(self, request: Request, pk: int) -> Response:
         switch = services.model_version_promote(version=self._version(pk), user=request.user)

@@ -11,7 +11,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from project.schema import LINKS
-from tests.factories import UserFactory
+from tests.factories import ModelVersionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -102,6 +102,14 @@ def test_every_operation_documents_its_error_responses_in_the_one_shape(openapi)
     assert "409" in paths["/api/v1/collections/"]["post"]["responses"]
     assert "404" in paths["/api/v1/captions/"]["post"]["responses"]  # an image_id you cannot see
     assert "404" in paths["/api/v1/images/"]["get"]["responses"]  # a page past the end of a paginated list
+
+
+def test_promoting_a_version_without_files_is_a_documented_400(openapi, staff):
+    client = APIClient()
+    client.force_authenticate(staff)
+    resp = client.post(f"/api/v1/models/{ModelVersionFactory(files={}).pk}/promote/")
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid", resp.content
+    assert "400" in openapi["paths"]["/api/v1/models/{id}/promote/"]["post"]["responses"]
 
 
 def test_id_producing_responses_link_to_the_operations_that_take_the_id(openapi):
