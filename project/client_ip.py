@@ -23,7 +23,7 @@ def _parsed(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def trusted_proxies() -> int:
-    return max(int(getattr(settings, "LOUPE_TRUSTED_PROXIES", 0)), 0)
+    return max(int(settings.LOUPE_TRUSTED_PROXIES), 0)
 
 
 def client_ip(request: Any) -> str:

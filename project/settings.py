@@ -252,7 +252,6 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "training.tasks.*": {"queue": "gpu"},
-    "embeddings.tasks.encode_chunk": {"queue": "gpu"},
     "search.tasks.reindex_missing": {"queue": "gpu"},  # it encodes images
 }
 CELERY_TASK_SERIALIZER = "json"
@@ -260,10 +259,15 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # Seconds between sweeps that re-enqueue images still pending or processing 30 s after upload
 # (the broker was down, or a worker died holding the task: see docs/deploy.md, "Lost tasks").
 LOUPE_SWEEP_PERIOD_S = env.float("LOUPE_SWEEP_PERIOD_S", default=60.0)
+# Seconds between runs of the training reaper (resubmits runs whose worker stopped heartbeating,
+# republishes queued runs no worker took, resumes stalled promotions).
+LOUPE_TRAINING_REAP_EVERY_S = env.float("LOUPE_TRAINING_REAP_EVERY_S", default=30.0)
 CELERY_BEAT_SCHEDULE = {
     "sweep-pending-images": {"task": "embeddings.tasks.sweep_pending", "schedule": LOUPE_SWEEP_PERIOD_S},
     # repairs index adds/removals lost while the broker was down
     "search-index-sync": {"task": "search.tasks.index_sync", "schedule": 300.0},
+    "training-reaper": {"task": "training.tasks.reap_runs", "schedule": LOUPE_TRAINING_REAP_EVERY_S,
+                        "options": {"queue": "default"}},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # One scheduler per VAR_DIR, embedded (-B) or not: it holds an exclusive lock on this file for
@@ -287,6 +291,36 @@ SEARCH_ENCODE_BATCH = env.int("SEARCH_ENCODE_BATCH", default=16)
 SEARCH_INDEX_CONFIG = env.json("SEARCH_INDEX_CONFIG", default={})
 # Images per re-encoding task when a version is promoted: any free `gpu` worker takes the next chunk.
 LOUPE_PROMOTION_CHUNK = env.int("LOUPE_PROMOTION_CHUNK", default=256)
+# Seconds a search query's "next page" token stays valid.
+SEARCH_QUERY_TOKEN_MAX_AGE = env.int("SEARCH_QUERY_TOKEN_MAX_AGE", default=24 * 3600)
+# Cosine similarity from which /images/<id>/similar/?duplicates=1 calls two images near-duplicates.
+SEARCH_DUPLICATE_THRESHOLD = env.float("SEARCH_DUPLICATE_THRESHOLD", default=0.95)
+# Seconds between checks of an index file on disk for a newer copy (another process rebuilt it).
+SEARCH_RELOAD_CHECK_SECONDS = env.float("SEARCH_RELOAD_CHECK_SECONDS", default=1.0)
+
+# --- Training and promotion ------------------------------------------------------------------
+# Promote a finished candidate by itself when it beats the active version's primary dev metric
+# by LOUPE_PROMOTE_MARGIN (a number, or JSON per kind: {"embedding": 1.0, "captioner": 0.5}).
+LOUPE_AUTO_PROMOTE = env.bool("LOUPE_AUTO_PROMOTE", default=False)
+LOUPE_PROMOTE_MARGIN = env.json("LOUPE_PROMOTE_MARGIN", default=1.0)
+# A promotion whose re-encoding made no progress for this long is resumed by the reaper.
+LOUPE_SWITCH_STALL_S = env.float("LOUPE_SWITCH_STALL_S", default=600.0)
+# A running training run beats every LOUPE_TRAINING_HEARTBEAT_S; one silent for the timeout is
+# reaped and resumed from its checkpoint, at most LOUPE_TRAINING_MAX_ATTEMPTS times.
+LOUPE_TRAINING_HEARTBEAT_S = env.float("LOUPE_TRAINING_HEARTBEAT_S", default=5.0)
+LOUPE_TRAINING_HEARTBEAT_TIMEOUT_S = env.float("LOUPE_TRAINING_HEARTBEAT_TIMEOUT_S", default=60.0)
+LOUPE_TRAINING_MAX_ATTEMPTS = env.int("LOUPE_TRAINING_MAX_ATTEMPTS", default=3)
+# A queued run no worker has taken for this long is published again (the broker lost it).
+LOUPE_TRAINING_REQUEUE_AFTER_S = env.float("LOUPE_TRAINING_REQUEUE_AFTER_S", default=600.0)
+# Processes per training run on a multi-GPU worker (torchrun); 0 = one per visible GPU.
+LOUPE_TRAINING_NPROC = env.int("LOUPE_TRAINING_NPROC", default=0)
+# Dotted path of a callable returning the training encoders (tests use small fakes); "" = the real ones.
+LOUPE_TRAINING_ENCODERS = env.str("LOUPE_TRAINING_ENCODERS", default="")
+# Where the checkpoints shipped with the product live (manage.py loupe_setup registers them).
+SHIPPED_MODEL_DIR = Path(env.str("SHIPPED_MODEL_DIR", default=str(BASE_DIR / "models")))
+# The admin account `make run` creates (loupe_setup); a password is generated and printed if unset.
+LOUPE_ADMIN_USER = env.str("LOUPE_ADMIN_USER", default="admin")
+LOUPE_ADMIN_PASSWORD = env.str("LOUPE_ADMIN_PASSWORD", default="")
 
 # --- Security -------------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -111,7 +111,7 @@ def lookup(version_id: int, modality: str, dim: int) -> Lookup:
     """The index to serve now, reloading the file if another process replaced it."""
     slot = _slot(version_id, modality)
     current = slot.holder.get()
-    interval = float(getattr(settings, "SEARCH_RELOAD_CHECK_SECONDS", 1.0))
+    interval = float(settings.SEARCH_RELOAD_CHECK_SECONDS)
     if current is not None and time.monotonic() - slot.checked_at < interval:
         return Lookup(current)
     path = index_path(version_id, modality)

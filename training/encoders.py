@@ -142,5 +142,5 @@ class RuntimeEncoders:
 
 
 def get_encoders() -> Encoders:
-    path = getattr(settings, "LOUPE_TRAINING_ENCODERS", "")
+    path = settings.LOUPE_TRAINING_ENCODERS
     return import_string(path)() if path else RuntimeEncoders()

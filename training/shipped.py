@@ -30,7 +30,7 @@ def _sha256(path: Path) -> str:
 
 
 def shipped_models_register(source: Path | None = None) -> list[str]:
-    root = Path(source or getattr(settings, "SHIPPED_MODEL_DIR", Path(settings.BASE_DIR) / "models"))
+    root = Path(source or settings.SHIPPED_MODEL_DIR)
     manifest = root / MANIFEST
     if not manifest.exists():
         return ["No shipped models (models/shipped.json missing)."]
@@ -85,7 +85,7 @@ def shipped_model_export(*, version: ModelVersion, name: str, root: Path | None 
     from embeddings.ml.checkpoint import save_checkpoint
     from embeddings.runtime import version_path
 
-    root = Path(root or getattr(settings, "SHIPPED_MODEL_DIR", Path(settings.BASE_DIR) / "models"))
+    root = Path(root or settings.SHIPPED_MODEL_DIR)
     kind = "embedding" if version.kind == ModelVersion.Kind.EMBEDDING else "captioner"
     tensors, config, meta = load_checkpoint(version_path(version), expected_kind=kind)
     if half:

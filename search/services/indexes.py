@@ -35,7 +35,7 @@ class IndexRebuilding(ServiceUnavailable):
 
 def index_config() -> si.IndexConfig:
     """IndexConfig from settings.SEARCH_INDEX_CONFIG (a dict; unknown keys are an error)."""
-    return si.IndexConfig.from_dict(dict(getattr(settings, "SEARCH_INDEX_CONFIG", {}) or {}))
+    return si.IndexConfig.from_dict(dict(settings.SEARCH_INDEX_CONFIG or {}))
 
 
 def _check_modality(modality: str) -> None:

@@ -186,7 +186,7 @@ _text_cache_lock = threading.Lock()
 def text_cache() -> TextVectorCache:
     """This process's cache; settings.SEARCH_QUERY_CACHE_SIZE entries (default 4096, 0 = off)."""
     global _text_cache
-    size = int(getattr(settings, "SEARCH_QUERY_CACHE_SIZE", 4096))
+    size = int(settings.SEARCH_QUERY_CACHE_SIZE)
     with _text_cache_lock:
         if _text_cache is None or _text_cache.size != size:
             _text_cache = TextVectorCache(size)
@@ -201,7 +201,7 @@ def _encode(version: ModelVersion, embedder: Any, texts: list[str]) -> np.ndarra
     """embedder.encode_texts(texts), batched with the other request threads of this process that
     encode at the same time (settings.SEARCH_ENCODE_BATCH texts at most; <= 1 turns it off).
     With one request at a time (sync workers) it runs alone in the request's thread, as before."""
-    size = int(getattr(settings, "SEARCH_ENCODE_BATCH", 16))
+    size = int(settings.SEARCH_ENCODE_BATCH)
     if size <= 1:
         return embedder.encode_texts(texts)
     with _batchers_lock:
@@ -261,7 +261,7 @@ def token_dumps(version_id: int, vector: np.ndarray) -> str:
 
 def token_loads(token: str) -> tuple[int, np.ndarray]:
     """(version id, unit vector) from a query token; 400 if forged, damaged or expired."""
-    max_age = int(getattr(settings, "SEARCH_QUERY_TOKEN_MAX_AGE", 24 * 3600))
+    max_age = int(settings.SEARCH_QUERY_TOKEN_MAX_AGE)
     try:
         data = signing.loads(token, salt=_TOKEN_SALT, max_age=max_age)
         vector = np.frombuffer(base64.urlsafe_b64decode(data["q"]), dtype="<f2").astype(np.float32)

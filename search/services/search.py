@@ -325,7 +325,7 @@ def image_similar(*, user: Any, image_id: int, k: int = 20, page: int = 1, filte
 
 
 def duplicate_threshold() -> float:
-    return float(getattr(settings, "SEARCH_DUPLICATE_THRESHOLD", 0.95))
+    return float(settings.SEARCH_DUPLICATE_THRESHOLD)
 
 
 def image_duplicates(*, user: Any, image_id: int, threshold: float | None = None, k: int = 20, page: int = 1,

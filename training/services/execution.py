@@ -114,7 +114,7 @@ def should_stop_poller(run_id: int, beat: Heartbeat | None = None) -> Callable[[
 
 
 def _procs(device: str) -> int:
-    wanted = int(getattr(settings, "LOUPE_TRAINING_NPROC", 0) or 0)
+    wanted = int(settings.LOUPE_TRAINING_NPROC or 0)
     if wanted:
         return wanted
     if device.startswith("cuda"):

@@ -32,12 +32,12 @@ class LeaseLost(RuntimeError):
 
 
 def heartbeat_interval() -> float:
-    return float(getattr(settings, "LOUPE_TRAINING_HEARTBEAT_S", 5.0))
+    return float(settings.LOUPE_TRAINING_HEARTBEAT_S)
 
 
 def heartbeat_timeout() -> float:
     """A running run whose heartbeat is older than this is considered dead (reaper, lease)."""
-    return float(getattr(settings, "LOUPE_TRAINING_HEARTBEAT_TIMEOUT_S", 60.0))
+    return float(settings.LOUPE_TRAINING_HEARTBEAT_TIMEOUT_S)
 
 
 class Heartbeat:

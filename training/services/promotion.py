@@ -34,15 +34,15 @@ logger = logging.getLogger(__name__)
 
 
 def chunk_size() -> int:
-    return int(getattr(settings, "LOUPE_PROMOTION_CHUNK", 256))
+    return int(settings.LOUPE_PROMOTION_CHUNK)
 
 
 def should_auto_promote(version: ModelVersion) -> bool:
     """LOUPE_AUTO_PROMOTE is on and the candidate beats the active version's dev score (on the
     same dev split) by LOUPE_PROMOTE_MARGIN points (a number, or {kind: number})."""
-    if not getattr(settings, "LOUPE_AUTO_PROMOTE", False):
+    if not settings.LOUPE_AUTO_PROMOTE:
         return False
-    margin = getattr(settings, "LOUPE_PROMOTE_MARGIN", 1.0)
+    margin = settings.LOUPE_PROMOTE_MARGIN
     margin = float(margin.get(version.kind, 1.0) if isinstance(margin, dict) else margin)
     mine = primary_metric(version.kind, (version.metrics or {}).get("dev", {}))
     other = (version.metrics or {}).get("compared_with") or {}
@@ -281,7 +281,7 @@ def _fail(switch_id: int, exc: BaseException, *, keep_status: bool = False) -> N
 def switches_resume(*, now=None) -> int:
     """Periodic: re-plan switches whose chunks stopped moving (a worker died, a message was lost)."""
     now = now or timezone.now()
-    stalled = now - timedelta(seconds=float(getattr(settings, "LOUPE_SWITCH_STALL_S", 600)))
+    stalled = now - timedelta(seconds=float(settings.LOUPE_SWITCH_STALL_S))
     n = 0
     for switch in ModelSwitch.objects.filter(status__in=[ModelSwitch.Status.ENCODING, ModelSwitch.Status.INDEXING,
                                                          ModelSwitch.Status.CAPTIONING], heartbeat_at__lt=stalled):

@@ -23,12 +23,12 @@ logger = logging.getLogger(__name__)
 
 
 def max_attempts() -> int:
-    return int(getattr(settings, "LOUPE_TRAINING_MAX_ATTEMPTS", 3))
+    return int(settings.LOUPE_TRAINING_MAX_ATTEMPTS)
 
 
 def requeue_after() -> float:
     """A queued run no worker has taken for this long is published again (broker lost it)."""
-    return float(getattr(settings, "LOUPE_TRAINING_REQUEUE_AFTER_S", 600.0))
+    return float(settings.LOUPE_TRAINING_REQUEUE_AFTER_S)
 
 
 def run_enqueue(run_id: int) -> None:

@@ -1,9 +1,9 @@
 """First-run set-up used by `make run`: admin account, demo collection, default models."""
 from __future__ import annotations
 
-import os
 import secrets
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -32,14 +32,14 @@ class Command(BaseCommand):
 
     def _admin(self):
         User = get_user_model()
-        username = os.environ.get("LOUPE_ADMIN_USER", "admin")
+        username = settings.LOUPE_ADMIN_USER
         existing = User.objects.filter(username=username).first()
         if existing:
             return existing
-        password = os.environ.get("LOUPE_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        password = settings.LOUPE_ADMIN_PASSWORD or secrets.token_urlsafe(12)
         with transaction.atomic():
             user = User.objects.create_superuser(username=username, email="", password=password)
-        shown = password if not os.environ.get("LOUPE_ADMIN_PASSWORD") else "(from LOUPE_ADMIN_PASSWORD)"
+        shown = password if not settings.LOUPE_ADMIN_PASSWORD else "(from LOUPE_ADMIN_PASSWORD)"
         self.stdout.write(self.style.SUCCESS(f"Admin account created: user {username!r}, password {shown}"))
         self.stdout.write("This password is printed only once; change it in the admin.")
         return user
