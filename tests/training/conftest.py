@@ -10,7 +10,7 @@ WORDS = ["dog", "cat", "bird", "horse", "child", "man", "woman", "car", "boat", 
 
 # A few seconds of work at most: 8 train images, batch 4 -> 6 steps per epoch.
 TINY_EMBEDDING = {"loop": {"epochs": 3, "batch_size": 4, "warmup_steps": 0, "log_every_steps": 1, "patience": 0},
-                  "model": {"dim": 16, "hidden": 32, "attn_hidden": 8}}
+                  "model": {"family": "joint", "dim": 16, "hidden": 32, "attn_hidden": 8}}
 TINY_CAPTIONER = {"loop": {"epochs": 2, "batch_size": 8, "warmup_steps": 0, "log_every_steps": 1, "patience": 0},
                   "model": {"decoder": "show_tell", "embed_dim": 16, "hidden_dim": 16, "context_dim": 16,
                             "attention_dim": 16, "max_len": 8},

@@ -40,8 +40,9 @@ def test_retrain_form_shows_defaults_and_starts_a_run(admin_client, tiny_collect
     assert 'name="model__decoder"' in cap and re.search(r'name="loop__epochs" value="10"', cap)
     form = {"kind": "embedding", "collections": [tiny_collection.pk], "loop__epochs": 2, "loop__batch_size": 4,
             "loop__lr": 0.001, "loop__weight_decay": 0.05, "loop__warmup_steps": 0, "loop__patience": 0,
-            "loop__seed": 0, "model__dim": 16, "model__head": "linear", "model__dropout": 0.1,
-            "model__image_input": "pooled", "task__loss": "info_nce", "extra": "model.hidden=32\n"}
+            "loop__seed": 0, "model__dim": 400, "model__head": "linear", "model__dropout": 0.1,
+            "model__image_input": "pooled", "task__loss": "info_nce",
+            "extra": "model.joint_dim=16\nmodel.gate_centroids=2\nmodel.hidden=32\n"}  # the default (prior) family
     resp = admin_client.post(url, form)
     run = TrainingRun.objects.get()
     assert resp.status_code == 302 and resp["Location"] == reverse("admin:training_trainingrun_change", args=[run.pk])

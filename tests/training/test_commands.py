@@ -12,7 +12,7 @@ from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-TINY_SETS = ["loop.epochs=2", "loop.batch_size=4", "loop.warmup_steps=0", "model.dim=16", "model.hidden=32"]
+TINY_SETS = ["loop.epochs=2", "loop.batch_size=4", "loop.warmup_steps=0", "model.family=joint", "model.dim=16", "model.hidden=32"]
 
 
 def run_command(*args: str) -> tuple[str, str]:
@@ -57,3 +57,29 @@ def test_evaluate_reports_recall_for_the_active_embedding_and_captions_for_the_c
     assert "cider_d" in result["captioner"]["metrics"] and result["captioner"]["name"].startswith("captioner-run")
     with pytest.raises(CommandError, match="No test images"):
         run_command("evaluate", "--collection", "tiny", "--split", "test")
+
+
+def test_train_defaults_to_the_prior_family_scored_on_both_sets_and_evaluate_reports_both(tiny_collection,
+                                                                                          fake_encoders):
+    """Issue 20: the default embedding is the ConSE-prior family, early-stopped on dev + the
+    out-of-domain collection; evaluate prints both sets with their sizes and --record keeps them."""
+    from tests.factories import CollectionFactory, UserFactory
+    from tests.training.conftest import make_captioned
+    from training.services.evaluation import evaluation_set
+
+    ood = CollectionFactory(owner=UserFactory(), name="ood-dev")
+    make_captioned(ood, n_train=0, n_dev=3, seed0=100)
+    sets = [a for s in ["loop.epochs=2", "loop.batch_size=4", "loop.warmup_steps=0", "model.hidden=32",
+                        "model.joint_dim=16", "model.dim=400", "model.gate_centroids=2"] for a in ("--set", s)]
+    out, err = run_command("train", "--kind", "embedding", "--collection", "tiny", *sets, "--json")
+    result = json.loads(out)
+    version = ModelVersion.objects.get(pk=result["model_version"])
+    assert version.config["model"]["family"] == "prior" and version.dim == 400
+    assert {"ood_t2i_r1", "both_rsum"} <= set(result["dev"]) and version.metrics["data"]["ood_images"] == 3
+    assert evaluation_set(version, "ood")["images"] == 3 and evaluation_set(version, "in_domain")["images"] == 4
+    assert "ood_t2i_r1" in result["compared_with"]["dev"]  # the active ConSE v0, on the same OOD set
+    out, _ = run_command("evaluate", "--collection", "tiny", "--kind", "embedding", "--model-version",
+                         str(version.pk), "--record")
+    assert "out-of-domain dev (ood-dev): 3 images, 6 captions" in out and "out-of-domain: i2t_r1" in out
+    version.refresh_from_db()
+    assert version.metrics["sets"]["ood"]["images"] == 3 and "t2i_r1" in version.metrics["sets"]["ood"]["metrics"]

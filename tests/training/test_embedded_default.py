@@ -23,7 +23,7 @@ for i in range(12):
     img = make_image(c, seed=i, caption=f"a photo number {i % 4}", split="train" if i < 8 else "dev")
     Caption.objects.create(image=img, text=f"picture {i % 3} of things", source="imported")
 run = services.training_run_start(kind="embedding", collections=[c], user=None, config_overrides={
-    "loop": {"epochs": 2, "batch_size": 4, "warmup_steps": 0}, "model": {"dim": 16, "hidden": 32}})
+    "loop": {"epochs": 2, "batch_size": 4, "warmup_steps": 0}, "model": {"family": "joint", "dim": 16, "hidden": 32}})
 print("RUN", run.pk)
 """
 

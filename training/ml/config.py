@@ -180,6 +180,22 @@ def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfi
         raise ValueError(str(exc)) from exc
 
 
+def overrides_as_dict(config: TrainConfig, overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["section.key=value", ...]`` parsed against ``config``'s field types, as a nested dict
+    (not validated yet: merge it with other changes, then ``TrainConfig.from_dict`` once, so
+    fields that must change together, e.g. model.family and model.dim, can)."""
+    changes: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not key=value")
+        section, name = _resolve(config, key)
+        hints = typing.get_type_hints(type(getattr(config, section)))
+        changes.setdefault(section, {})[name] = parse_field_value(text.strip(), hints[name], f"{section}.{name}")
+    return changes
+
+
 def _resolve(config: TrainConfig, key: str) -> tuple[str, str]:
     if key == "kind":
         raise ValueError("kind cannot be overridden; start from that kind's default config")
