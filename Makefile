@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-test browser lint bench migrate clean-var
+.PHONY: run dev test install install-test browser lint bench migrate clean-var
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
@@ -33,18 +33,20 @@ browser:
 migrate: install
 	$(PY) manage.py migrate --no-input -v0
 
-# Serve on http://$(HOST):$(PORT) with a real Celery worker and beat beside the server.
-# Beat is its own process (a SIGKILLed worker cannot leave an orphan scheduler behind) and
-# holds var/celerybeat.lock: a second one exits (project/beat.py). Ctrl-C stops all three.
+# Serve on http://$(HOST):$(PORT) production-style: gunicorn with DEBUG off (the product's own
+# error pages, static files through whitenoise), a Celery worker and Celery beat (its own
+# process, holding var/celerybeat.lock: a second one exits). Ctrl-C, or one SIGTERM to the
+# process group, stops all three within 10 s (deploy/run.sh).
 run: migrate
+	$(PY) manage.py loupe_setup
+	$(PY) manage.py collectstatic --no-input -v0
+	PY=$(PY) HOST=$(HOST) PORT=$(PORT) $(SHELL) deploy/run.sh
+
+# Development: Django's autoreloading runserver with DEBUG on (no worker; run one beside it with
+# `.venv/bin/python -m celery -A project worker -Q default,gpu --pool=solo` if you need tasks).
+dev: migrate
 	DEBUG=true $(PY) manage.py loupe_setup
-	DEBUG=true $(PY) manage.py collectstatic --no-input -v0
-	@set -m; \
-	DEBUG=true $(PY) -m celery -A project worker -Q default,gpu --pool=solo --loglevel=INFO & WORKER=$$!; \
-	DEBUG=true $(PY) -m celery -A project beat --loglevel=INFO & BEAT=$$!; \
-	trap 'kill $$WORKER $$BEAT 2>/dev/null; wait $$WORKER $$BEAT 2>/dev/null' EXIT INT TERM; \
-	echo "Loupe on http://$(HOST):$(PORT)  (worker pid $$WORKER, beat pid $$BEAT; Ctrl-C stops all)"; \
-	DEBUG=true $(PY) manage.py runserver --noreload $(HOST):$(PORT)
+	DEBUG=true $(PY) manage.py runserver $(HOST):$(PORT)
 
 # The whole suite against this machine's PostgreSQL and Redis, plus the architecture contract.
 test: install-test

@@ -277,6 +277,13 @@ LOUPE_BEAT_LOCK_FILE = VAR_DIR / "celerybeat.lock"
 # Publishing must not hang a request when the broker is down: fail fast, the sweeper retries.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY = False
+# Threads per process role (project/threads.py; docs/deploy.md, "Threads"): web processes 1; a
+# Celery worker the cores divided among LOUPE_WORKER_PROCESSES worker processes of this host
+# (0 = that default); management commands LOUPE_COMMAND_THREADS (0 = the worker count).
+LOUPE_WEB_THREADS = env.int("LOUPE_WEB_THREADS", default=1)
+LOUPE_WORKER_PROCESSES = env.int("LOUPE_WORKER_PROCESSES", default=2)
+LOUPE_WORKER_THREADS = env.int("LOUPE_WORKER_THREADS", default=0)
+LOUPE_COMMAND_THREADS = env.int("LOUPE_COMMAND_THREADS", default=0)
 # If set, /metrics needs "Authorization: Bearer <token>"; if not, it answers only to this machine.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 LOUPE_MAX_TASK_ATTEMPTS = env.int("LOUPE_MAX_TASK_ATTEMPTS", default=3)

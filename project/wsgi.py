@@ -1,6 +1,11 @@
+"""WSGI entry point (gunicorn, and the bench's in-process servers)."""
 import os
 
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 application = get_wsgi_application()
+
+from project import threads  # noqa: E402  (settings are configured now)
+
+threads.pin("web")

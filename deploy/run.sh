@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# `make run`: gunicorn (DEBUG off, static files through whitenoise), one Celery worker and one
+# Celery beat, all in this process group. Ctrl-C or one SIGTERM to the group stops all of them
+# within 10 s: each gets SIGTERM, and whatever still runs after 8 s gets SIGKILL (tasks are
+# acknowledged late, so a task cut short is delivered again).
+set -uo pipefail
+PY=${PY:-.venv/bin/python}
+HOST=${HOST:-127.0.0.1}
+PORT=${PORT:-8000}
+# Plain http on this machine: cookies must not be marked Secure, and no HSTS.
+export DEBUG=false SESSION_COOKIE_SECURE=false CSRF_COOKIE_SECURE=false SECURE_HSTS_SECONDS=0
+export LOUPE_BIND="$HOST:$PORT"
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  kill -TERM "${pids[@]}" 2>/dev/null
+  for _ in $(seq 80); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && exit 0
+    sleep 0.1
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null
+  exit 0
+}
+trap stop INT TERM EXIT
+
+"$PY" -m celery -A project worker -Q default,gpu --pool=solo --loglevel=INFO & pids+=($!)
+"$PY" -m celery -A project beat --loglevel=INFO & pids+=($!)
+"$PY" -m gunicorn -c project/gunicorn.conf.py & pids+=($!)
+echo "Loupe on http://$HOST:$PORT  (gunicorn, worker and beat: pids ${pids[*]}; Ctrl-C stops all)"
+wait "${pids[2]}"
