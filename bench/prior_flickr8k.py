@@ -101,6 +101,9 @@ def main() -> None:
     p.add_argument("--set", dest="sets", action="append", default=[])
     p.add_argument("--no-defaults", action="store_true", help="start from the product's embedding defaults")
     p.add_argument("--baselines", action="store_true")
+    p.add_argument("--shipped", type=Path, default=REPO / "var" / "models" / "embedding-flickr8k-previous",
+                   help="the joint embedding shipped before issue 20 (models/embedding-flickr8k at commit "
+                        "c780974: git show c780974:models/embedding-flickr8k/<file> > DIR/<file>)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--json-out", type=Path, default=REPO / "var" / "bench" / "prior_results.jsonl")
@@ -125,7 +128,7 @@ def main() -> None:
             fh.write(json.dumps(row) + "\n")
 
     if args.baselines:
-        run_baselines(tr, dev, ood, cvecs, fc_w, fc_b, emit)
+        run_baselines(tr, dev, ood, cvecs, fc_w, fc_b, emit, args.shipped)
         return
     config = TrainConfig.default("embedding")
     config = apply_overrides(config, ([] if args.no_defaults else PRIOR_DEFAULTS) + args.sets)
@@ -155,7 +158,7 @@ def main() -> None:
         save_checkpoint(args.out, tensors=tensors, config=cfg, meta={"kind": "embedding", "variant": args.variant})
 
 
-def run_baselines(tr, dev, ood, cvecs, fc_w, fc_b, emit) -> None:
+def run_baselines(tr, dev, ood, cvecs, fc_w, fc_b, emit, shipped_dir: Path) -> None:
     """ConSE v0, the shipped joint embedding, and their query-time fusion (w chosen on Flickr8k dev)."""
     from embeddings.ml.embedder import JointEmbedder
 
@@ -175,7 +178,7 @@ def run_baselines(tr, dev, ood, cvecs, fc_w, fc_b, emit) -> None:
     c_dev, c_ood = conse(dev_pooled), conse(ood["pooled"])
     emit({"variant": "conse_v0", "flickr8k_dev": retrieval_metrics(c_dev, dev_txt, owner_dev),
           "ood_dev": retrieval_metrics(c_ood, ood_txt, owner_ood)})
-    shipped = JointEmbedder.from_checkpoint(REPO / "models" / "embedding-flickr8k", lambda t: None)
+    shipped = JointEmbedder.from_checkpoint(shipped_dir, lambda t: None)
     with torch.no_grad():
         enc_i = lambda x: shipped.model.encode_image(torch.from_numpy(np.asarray(x, np.float32))).numpy()  # noqa: E731
         enc_t = lambda x: shipped.model.encode_text(torch.from_numpy(np.asarray(x, np.float32))).numpy()  # noqa: E731

@@ -84,6 +84,6 @@ def test_retrain_defaults_are_the_recipe_of_the_shipped_model(kind):
 
     from training.services.configs import default_config
 
-    name = {"embedding": "embedding-flickr8k", "captioner": "captioner-flickr8k"}[kind]
+    name = {"embedding": "embedding-open-vocab", "captioner": "captioner-flickr8k"}[kind]
     shipped = json.loads((settings.BASE_DIR / "models" / name / "checkpoint.json").read_text())
     assert default_config(kind).to_dict() == shipped["meta"]["train_config"]
