@@ -10,7 +10,7 @@ No Django here: the search service passes vectors, ids, paths and a model versio
   code path) keep a tombstone flag per stored vector, filtered at search through an
   IDSelectorBitmap; `needs_rebuild` turns True past `max_tombstone_ratio` and the service
   rebuilds from the stored vectors (the FAISS file is only a cache).
-- `save` / `load` go through one checksummed file (search/index_file.py); `IndexHolder`
+- `save` / `load` go through one checksummed file (search/index/container.py); `IndexHolder`
   (search/index_holder.py, re-exported here) publishes a new index with one reference swap.
 - Thread-safety: searches run concurrently (faiss releases the GIL); add / remove take a
   writer lock, so in-place updates never race a search. Per-call SearchParameters, never
@@ -32,27 +32,9 @@ import faiss
 import numpy as np
 
 from search.index import build as ib
-from search.index.container import read_container, write_container
-from search.index.container import read_manifest as _read_manifest_dict
-from search.index.holder import IndexHolder
+from search.index.container import write_container
 from search.index.rwlock import RWLock
-from search.index.types import (
-    FLAT,
-    FORMAT_VERSION,
-    HNSW,
-    INDEX_TYPES,
-    IVFPQ,
-    Hits,
-    IndexConfig,
-    IndexCorrupt,
-    IndexFileError,
-    IndexMismatch,
-    Manifest,
-)
-
-__all__ = ["FLAT", "HNSW", "IVFPQ", "FORMAT_VERSION", "Hits", "IndexConfig", "IndexCorrupt",
-           "IndexFileError", "IndexHolder", "IndexMismatch", "Manifest", "VectorIndex",
-           "build_index", "load", "normalise", "read_manifest"]
+from search.index.types import FLAT, FORMAT_VERSION, HNSW, INDEX_TYPES, IVFPQ, Hits, IndexConfig, Manifest
 
 logger = logging.getLogger(__name__)
 GPU_MAX_K = 2048  # faiss GPU search refuses larger k
@@ -381,76 +363,3 @@ def _as_keys(ids: Any) -> np.ndarray:
 
 def _empty_hits() -> Hits:
     return Hits(ids=np.empty(0, dtype=np.int64), scores=np.empty(0, dtype=np.float32))
-
-
-def build_index(vectors: np.ndarray, ids: np.ndarray, *, model_version_id: str, modality: str,
-                config: IndexConfig | None = None, tune_queries: np.ndarray | None = None) -> VectorIndex:
-    """Build and tune an index over (N, D) vectors keyed by (N,) database ids.
-
-    `tune_queries` (Q, D): real queries (e.g. caption embeddings for an image index) to tune
-    and measure recall on; by default a held-out sample of the vectors themselves.
-    """
-    config = config or IndexConfig()
-    keys = _as_keys(ids)
-    xb = normalise(vectors)  # (N, D)
-    if len(keys) != len(xb) or len(np.unique(keys)) != len(keys):
-        raise ValueError("ids must be unique and one per vector")
-    if not modality:
-        raise ValueError("modality must be a non-empty string")
-    dim = xb.shape[1]
-    index_type = ib.choose_index_type(len(xb), dim, config)
-    index, params = ib.new_index(index_type, dim, len(xb), config)
-    ib.train(index, index_type, xb, config)
-    recall = 1.0
-    if index_type == FLAT:
-        index.add(xb)
-    elif tune_queries is not None:
-        index.add(xb)
-        params, recall = ib.tune(index, index_type, params, xb, config, normalise(tune_queries, dim))
-    else:  # tune on a held-out sample, then add it: faiss positions follow the add order
-        held = ib.held_out(len(xb), config)
-        rest = np.setdiff1d(np.arange(len(xb)), held, assume_unique=True)
-        index.add(xb[rest])
-        params, recall = ib.tune(index, index_type, params, xb[rest], config, xb[held])
-        index.add(xb[held])
-        keys = np.concatenate([keys[rest], keys[held]])
-    ib.after_add(index, index_type, params)
-    logger.info("built %s index: %d x %d, params %s, recall@%d %.4f",
-                index_type, len(xb), dim, params, config.recall_k, recall)
-    return VectorIndex(index=index, index_type=index_type, params=params, dim=dim,
-                       model_version_id=model_version_id, modality=modality, labels=keys,
-                       alive=np.ones(len(keys), dtype=bool), recall=recall, config=config)
-
-
-def read_manifest(path: str | Path) -> Manifest:
-    """The manifest of an index file (header checksum verified, payload not read)."""
-    return Manifest.from_dict(_read_manifest_dict(path))
-
-
-def load(path: str | Path, *, expected_model_version: str, expected_dim: int,
-         expected_modality: str, config: IndexConfig | None = None) -> VectorIndex:
-    """Open an index file; IndexMismatch / IndexCorrupt instead of serving nonsense.
-
-    `config` overrides the stored one (e.g. a new exact_filter_max); None keeps it.
-    """
-    def check(m: dict[str, Any]) -> None:
-        got = (str(m.get("model_version_id")), m.get("dim"), m.get("modality"))
-        want = (str(expected_model_version), expected_dim, expected_modality)
-        if got != want:
-            raise IndexMismatch(f"{path}: index is for (model version, dim, modality) {got}, expected {want}")
-
-    manifest, sections = read_container(path, check=check)
-    try:
-        index = faiss.deserialize_index(sections["faiss"])
-        labels = sections["labels"].view(np.int64)
-        alive = sections["alive"].astype(bool)
-        stored_config = IndexConfig.from_dict(manifest["config"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        raise IndexCorrupt(f"{path}: unreadable payload: {exc}") from exc
-    if index.d != expected_dim or index.ntotal != len(labels) or len(alive) != len(labels):
-        raise IndexCorrupt(f"{path}: payload disagrees with itself (d={index.d}, "
-                           f"ntotal={index.ntotal}, labels={len(labels)}, alive={len(alive)})")
-    return VectorIndex(index=index, index_type=manifest["index_type"], params=manifest["params"],
-                       dim=expected_dim, model_version_id=manifest["model_version_id"],
-                       modality=manifest["modality"], labels=labels, alive=alive,
-                       recall=manifest.get("recall"), config=config or stored_config)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from search.index import FLAT, HNSW, IVFPQ
-from tests.search.test_index import IVF_EXACT, brute, build, clustered
+from tests.search.index.vectors import IVF_EXACT, brute, build, clustered
 
 
 @pytest.mark.parametrize("kind", [FLAT, HNSW, IVFPQ, IVF_EXACT])
