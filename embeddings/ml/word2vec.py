@@ -1,8 +1,7 @@
 """Word2vec skip-gram with negative sampling (Mikolov et al. 2013), trained from scratch.
 
-The from-scratch text path of Loupe: word vectors learnt from the caption corpus itself,
-used to initialise the scratch text encoder (`embeddings.ml.scratch_text`) and offered as a
-product feature (nearest words, analogies).
+Word vectors learnt from a collection's caption corpus itself, offered as a product feature
+(the word explorer: nearest words, analogies).
 
 Training follows the reference C implementation where it matters for quality:
 - vocabulary of words seen at least `min_count` times, ordered by count;
