@@ -28,7 +28,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import secrets
 import shutil
 import socket
@@ -41,6 +40,9 @@ import urllib.parse
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from search_e2e_report import SCENARIO_TEXT, report  # noqa: E402  (a sibling script's module)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -102,7 +104,6 @@ def populate(n: int, n_seeds: int, seed: int) -> dict:
     version = ModelVersion.objects.get(kind="embedding", status="active")
     assert version.family == "conse" and version.dim == 384, (version.family, version.dim)
     embedder = runtime.embedder_for(version)
-    t0 = time.perf_counter()
     seeds = seed_vectors(embedder, n_seeds)
     vecs = mixtures(seeds, n, np.random.default_rng(seed))
     owner = get_user_model().objects.create_user("bench-owner")
@@ -309,88 +310,6 @@ def run_scenario(env: dict[str, str], var: Path, spec: str, version_id: int, arg
         print(name, "sustained", load, flush=True)
     return {"name": name, "worker": worker, "sbs": sbs, "load": load, "cache": server.cache_stats(),
             "loadavg": load_before}
-
-
-def ms(x: float | None) -> str:
-    return "n/a" if x is None else f"{x * 1000:.1f} ms"
-
-
-SCENARIO_TEXT = {
-    "distinct": "all-distinct queries: every request (warm-up, each round, the load phase) sends a caption text "
-                "never sent before in this run (Flickr8k dev then train captions, deduplicated), so the "
-                "query-vector cache cannot hit: the cost of a search that must encode its text",
-    "repeat": "repeating queries (the original protocol): the same Flickr8k dev captions in every round and, "
-              "in turn, under load; popular queries repeat in a real product, and here the per-worker "
-              "query-vector cache serves most of them",
-}
-
-
-def _cache_line(cache: dict | None) -> str:
-    if cache is None:
-        return "query-vector cache: no stats logged (code without the cache)"
-    total = cache["hits"] + cache["misses"]
-    rate = cache["hits"] / total if total else 0.0
-    return (f"query-vector cache (size {cache['size']} per worker, {cache['workers']} workers): "
-            f"{cache['hits']:,} hits / {total:,} lookups = **hit rate {rate:.1%}** over the whole scenario "
-            "(warm-up, side by side and load)")
-
-
-def scenario_report(args, sc: dict) -> list[str]:
-    sbs, load = sc["sbs"], sc["load"]
-    m = sbs["median"]
-    ratio = m["http_p50"] / m["inproc_p50"]
-    worker = sc.get("worker", "sync")
-    server = ("2 sync workers" if worker == "sync" else
-              f"2 gthread workers x {worker.removeprefix('gthread')} threads, concurrent encodes batched")
-    rows = [f"#### Scenario `{sc['name']}`, server: {server}: {SCENARIO_TEXT[sc['name']]}", "",
-            f"- {_cache_line(sc['cache'])}", "",
-            f"Latency, one client, measured side by side ({len(sbs['rounds'])} rounds of {args.queries} queries; "
-            "each query over HTTP, then the same query in-process; medians over rounds of the per-round "
-            "percentiles):", "",
-            "| round | HTTP p50 | HTTP p95 | in-process p50 (encode + search) | in-process p95 | encode p50 | "
-            "index search p50 |", "|---|---|---|---|---|---|---|"]
-    for i, r in enumerate(sbs["rounds"], 1):
-        rows.append(f"| {i} | {ms(r['http_p50'])} | {ms(r['http_p95'])} | {ms(r['inproc_p50'])} | "
-                    f"{ms(r['inproc_p95'])} | {ms(r['enc_p50'])} | {ms(r['idx_p50'])} |")
-    rows.append(f"| **median** | **{ms(m['http_p50'])}** | **{ms(m['http_p95'])}** | **{ms(m['inproc_p50'])}** | "
-                f"{ms(m['inproc_p95'])} | {ms(m['enc_p50'])} | {ms(m['idx_p50'])} |")
-    verdict = "meets" if ratio <= 1.25 else "MISSES"
-    rows += ["", f"HTTP statuses: {sbs['statuses']}. "
-             f"**Ratio HTTP p50 / in-process p50 = {ratio:.2f}** (goal <= 1.25: {verdict}); "
-             f"p95 ratio {m['http_p95'] / m['inproc_p95']:.2f}.", ""]
-    ok = load["per_s"] >= 100 and load["p95"] is not None and load["p95"] <= 0.05
-    wrapped = load["sent"] > load["pool"]
-    rows += [f"Sustained: {load['clients']} concurrent keep-alive clients (Python threads in the bench process, "
-             f"same machine) for {load['seconds']:.0f} s, load average at its start "
-             + ", ".join(f"{x:.1f}" for x in sc["loadavg"]) + ":", "",
-             f"- 200 responses: {load['ok']:,} of {load['requests']:,}; statuses {load['statuses']}; "
-             f"connection errors {load['errors']}; {load['sent']:,} queries sent from a list of {load['pool']:,}"
-             + (" (the list ran out and wrapped round: some queries repeated)" if wrapped and sc["name"] == "distinct"
-                else ""),
-             f"- **{load['per_s']:.1f} searches/s**, p50 {ms(load['p50'])}, **p95 {ms(load['p95'])}** "
-             f"(goal >= 100/s and p95 <= 50 ms: {'meets' if ok else 'MISSES'})", ""]
-    return rows
-
-
-def report(args, info: dict, scenarios: list[dict], loads: list, cmd: str) -> str:
-    rows = [f"### N = {args.n:,} images (ConSE v0, d = 384)", "",
-            f"Command: `{cmd}`", "",
-            f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other agents, no GPU; "
-            f"Python {platform.python_version()}; load average (1/5/15 min) before / after: "
-            + " / ".join(", ".join(f"{x:.1f}" for x in la) for la in loads) + ".", "",
-            f"Data: {info['count']:,} Image rows bulk-created WITHOUT image files (search responses never read "
-            "the files), one public collection, anonymous requests; vectors are normalised Dirichlet mixtures of "
-            f"2-3 of {info['seeds']} real ConSE v0 vectors of Flickr8k train images (from cached logits) plus "
-            "noise (sigma 0.05 per dim). "
-            f"Index built by `search.services.index_rebuild`: {info['index_type']}, build-time recall@10 "
-            f"{info['recall']:.4f}; rows inserted in {info['rows_s']:.0f} s, index built in {info['index_s']:.0f} s.", "",
-            f"Server: gunicorn, 2 workers (sync, or gthread where the scenario says), DEBUG=false, 127.0.0.1, "
-            "PostgreSQL, THROTTLE_* raised to "
-            f"1000000/min and counted in the cache at {os.environ.get('CACHE_URL', 'locmem')}, a fresh server per "
-            f"scenario. k = {args.k}.", ""]
-    for sc in scenarios:
-        rows += scenario_report(args, sc)
-    return "\n".join(rows)
 
 
 def main() -> None:
