@@ -134,8 +134,17 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """The one rule of every from_dict here: unknown keys are an error (a typo, or a file of
+        another format), except the container's own layout keys, which describe the file."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        fields = {k: v for k, v in data.items() if k not in CONTAINER_KEYS}
+        unknown = set(fields) - known
+        if unknown:
+            raise ValueError(f"unknown Manifest keys: {sorted(unknown)}")
+        return cls(**fields)
+
+
+CONTAINER_KEYS = frozenset({"sections", "payload_bytes"})  # written by container.write_container
 
 
 @dataclass(frozen=True)

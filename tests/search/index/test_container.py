@@ -119,3 +119,13 @@ def test_crash_before_rename_leaves_previous_file_loadable(saved, monkeypatch, f
     monkeypatch.undo()
     assert path.read_bytes() == before and not list(path.parent.glob("*.part"))
     assert load_saved(path).count == old.count == 300
+
+
+def test_manifest_from_dict_rejects_unknown_keys_like_every_config(saved):
+    from search.index.types import Manifest
+
+    path, _ = saved
+    manifest = read_manifest(path).to_dict()
+    assert Manifest.from_dict({**manifest, "sections": [], "payload_bytes": 1}).to_dict() == manifest
+    with pytest.raises(ValueError, match="unknown Manifest keys"):
+        Manifest.from_dict({**manifest, "dimension": 32})
