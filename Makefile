@@ -43,7 +43,7 @@ run: migrate
 	PY=$(PY) HOST=$(HOST) PORT=$(PORT) $(SHELL) deploy/run.sh
 
 # Development: Django's autoreloading runserver with DEBUG on (no worker; run one beside it with
-# `.venv/bin/python -m celery -A project worker -Q default,gpu --pool=solo` if you need tasks).
+# `.venv/bin/python -m celery -A project worker -Q default,gpu,bulk --pool=solo` if you need tasks).
 dev: migrate
 	DEBUG=true $(PY) manage.py loupe_setup
 	DEBUG=true $(PY) manage.py runserver $(HOST):$(PORT)

@@ -178,7 +178,7 @@ def main() -> None:
     call_command("migrate", "--no-input", verbosity=0)
     csv_path = write_csv(work, args.images)
     load_before = os.getloadavg()
-    ingest = Workers(2, 1, "default,gpu", work, "ingest")
+    ingest = Workers(2, 1, "default,gpu,bulk", work, "ingest")
     try:
         t0 = time.perf_counter()
         call_command("import_dataset", str(csv_path), "--format", "csv", "--collection", "fanout",

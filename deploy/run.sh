@@ -26,8 +26,11 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-"$PY" -m celery -A project worker -Q default,gpu --pool=solo --loglevel=INFO & pids+=($!)
+# Two workers on two queues' worth of work, one thread each (LOUPE_WORKER_PROCESSES=2): short
+# work a person waits for, and long jobs (training, promotion, imports), which never block it.
+"$PY" -m celery -A project worker -Q default -n short@%h --pool=solo --loglevel=INFO & pids+=($!)
+"$PY" -m celery -A project worker -Q gpu,bulk -n long@%h --pool=solo --loglevel=INFO & pids+=($!)
 "$PY" -m celery -A project beat --loglevel=INFO & pids+=($!)
 "$PY" -m gunicorn -c project/gunicorn.conf.py & pids+=($!)
-echo "Loupe on http://$HOST:$PORT  (gunicorn, worker and beat: pids ${pids[*]}; Ctrl-C stops all)"
-wait "${pids[2]}"
+echo "Loupe on http://$HOST:$PORT  (workers, beat and gunicorn: pids ${pids[*]}; Ctrl-C stops all)"
+wait "${pids[3]}"

@@ -250,9 +250,15 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Queues (docs/deploy.md, "Queues"): `default` for short work that a person waits for (an
+# upload's processing, index updates, periodic sweeps); `bulk` for imported images and the
+# sweeper's batches; `gpu` for long jobs (training, promotion re-encoding, reindex-missing, word
+# vectors). `make run` starts one worker for `default` and one for `gpu,bulk`, so neither kind
+# ever waits behind the other.
 CELERY_TASK_ROUTES = {
     "training.tasks.*": {"queue": "gpu"},
     "search.tasks.reindex_missing": {"queue": "gpu"},  # it encodes images
+    "embeddings.tasks.train_word2vec": {"queue": "gpu"},
 }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

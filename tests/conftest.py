@@ -133,7 +133,7 @@ def redis_server():
 class WorkerProcess:
     """A real `celery worker` subprocess on the test database and broker."""
 
-    def __init__(self, env: dict[str, str], queues: str = "default,gpu", extra: list[str] | None = None) -> None:
+    def __init__(self, env: dict[str, str], queues: str = "default,gpu,bulk", extra: list[str] | None = None) -> None:
         self.env = env
         self.args = [sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", queues, "--pool=solo",
                      "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle",

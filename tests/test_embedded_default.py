@@ -33,7 +33,7 @@ def test_ingest_end_to_end_on_sqlite_and_filesystem_broker(tmp_path):
          str(tmp_path / "var" / "loupe.sqlite3")], capture_output=True, text=True, check=True)
     assert journal.stdout.strip() == "wal"
     log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "default,gpu",
+    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "default,gpu,bulk",
                                "--pool=solo", "--loglevel=INFO"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         out = run(env, "import_dataset", str(folder), "--format", "folder", "--collection", "local", "--no-progress")

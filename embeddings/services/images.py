@@ -132,9 +132,14 @@ def image_ingest(
     return IngestResult(image, True)
 
 
-def enqueue_image_processing(image_ids: list[int]) -> bool:
-    """Publish follow-up work now; if the broker is down, the images stay pending for the sweeper."""
-    return queueing.publish("embeddings.tasks.process_images", [int(i) for i in image_ids])
+def enqueue_image_processing(image_ids: list[int], *, bulk: bool = False) -> bool:
+    """Publish follow-up work now; if the broker is down, the images stay pending for the sweeper.
+
+    `bulk` (imports, the sweeper's batches) goes to the `bulk` queue, which the long-jobs worker
+    takes, so a big import never delays the processing of an upload or an index update on the
+    `default` queue (docs/deploy.md, "Queues")."""
+    return queueing.publish("embeddings.tasks.process_images", [int(i) for i in image_ids],
+                            queue="bulk" if bulk else None)
 
 
 def image_delete(*, image: Image) -> None:

@@ -78,7 +78,7 @@ def dataset_import(
             results = list(pool.map(lambda it: _prepare(it, known, collection), chunk))
             new_ids = _write_chunk(chunk, results, collection, user, caption_source, known, summary)
             if enqueue and new_ids:
-                transaction.on_commit(lambda ids=new_ids: enqueue_image_processing(ids))
+                transaction.on_commit(lambda ids=new_ids: enqueue_image_processing(ids, bulk=True))
             if on_progress:
                 on_progress(len(chunk))
     return summary

@@ -112,6 +112,6 @@ def pending_images_requeue(*, older_than: timedelta = timedelta(seconds=30), bat
         .values_list("pk", flat=True)[:10_000]
     )
     for start in range(0, len(ids), batch):
-        if not enqueue_image_processing(ids[start:start + batch]):
+        if not enqueue_image_processing(ids[start:start + batch], bulk=True):
             break
     return len(ids)

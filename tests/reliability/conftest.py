@@ -72,11 +72,11 @@ def fault_worker(settings, fault_dir, live_broker, transactional_db):
     """Factory: start real worker processes with fault_settings; all are stopped at teardown."""
     workers: list[WorkerProcess] = []
 
-    def start(pool: str = "solo", **env: str) -> WorkerProcess:
+    def start(pool: str = "solo", queues: str = "default,gpu,bulk", **env: str) -> WorkerProcess:
         extra_env = {"DJANGO_SETTINGS_MODULE": FAULT_SETTINGS, "LOUPE_TEST_FAULT_DIR": str(fault_dir),
                      **{k: str(v) for k, v in env.items()}}
         extra = ["--pool=prefork", "--concurrency=1"] if pool == "prefork" else []
-        worker = WorkerProcess(worker_env(settings, **extra_env), extra=extra)
+        worker = WorkerProcess(worker_env(settings, **extra_env), queues=queues, extra=extra)
         workers.append(worker)
         return worker.start()
 

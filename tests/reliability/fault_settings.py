@@ -26,5 +26,8 @@ LOUPE_TEST_STEP_DELAY = env.float("LOUPE_TEST_STEP_DELAY", default=0.0)
 # segfault would (os._exit), "raise" raises an exception.
 LOUPE_TEST_POISON = env.str("LOUPE_TEST_POISON", default="")
 LOUPE_TEST_POISON_MODE = env.str("LOUPE_TEST_POISON_MODE", default="exit")
+# Images whose source name contains this make the step sleep LOUPE_TEST_SLOW_SECONDS on every try.
+LOUPE_TEST_SLOW_NAME = env.str("LOUPE_TEST_SLOW_NAME", default="")
+LOUPE_TEST_SLOW_SECONDS = env.float("LOUPE_TEST_SLOW_SECONDS", default=30.0)
 # Replace the pretrained encoders by a deterministic fake (for tests where the model is not the point).
 LOUPE_TEST_FAKE_ENCODER = env.bool("LOUPE_TEST_FAKE_ENCODER", default=False)

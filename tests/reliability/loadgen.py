@@ -63,7 +63,7 @@ class Stack:
         self.web_args = [sys.executable, "-m", "gunicorn", "project.wsgi:application", "-b", self.base,
                          "-w", str(web_workers), "--threads", str(threads), "--timeout", "120",
                          "--graceful-timeout", "10"]
-        self.worker_args = [sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "default,gpu",
+        self.worker_args = [sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "default,gpu,bulk",
                             "--pool=solo", "--concurrency=1", "--loglevel=INFO", "--without-gossip",
                             "--without-mingle", "--without-heartbeat"]
         self.procs: list[subprocess.Popen] = []

@@ -68,7 +68,7 @@ def start_worker(purge_broker, settings, fake_encoders):
 
     def start(app: str = "project", **extra_env: str):
         env = worker_env(settings, DJANGO_SETTINGS_MODULE="tests.training.worker_settings", **extra_env)
-        worker = WorkerProcess(env, queues="default,gpu")
+        worker = WorkerProcess(env, queues="default,gpu,bulk")
         worker.args[worker.args.index("project")] = app
         worker.start()
         started.append(worker)

@@ -38,7 +38,7 @@ def test_training_run_succeeds_on_sqlite_and_the_filesystem_broker(tmp_path):
                          text=True, timeout=300).stdout
     run_id = int(out.split("RUN")[1].split()[0])
     log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "default,gpu",
+    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "default,gpu,bulk",
                                "--pool=solo", "--loglevel=INFO"], cwd=REPO, env=env, stdout=log,
                               stderr=subprocess.STDOUT)
     db = sqlite3.connect(tmp_path / "var" / "loupe.sqlite3", timeout=30)

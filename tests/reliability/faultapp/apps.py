@@ -33,6 +33,9 @@ def fault_step(images: list) -> str:
             logger.error("poison image: killing this worker process")
             os._exit(70)  # no cleanup, no ack: what a segfault or the OOM killer does
         raise RuntimeError(f"poison image {poison!r} always crashes")
+    slow = _knob("LOUPE_TEST_SLOW_NAME", "")
+    if slow and any(slow in i.source_name for i in images):
+        time.sleep(_knob("LOUPE_TEST_SLOW_SECONDS", 30.0))  # a long job (a big import's batch)
     delay = _knob("LOUPE_TEST_STEP_DELAY", 0.0)
     if delay and any(i.attempts == 1 for i in images):
         time.sleep(delay)
