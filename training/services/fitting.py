@@ -52,9 +52,10 @@ def run_dir(run_id: int) -> Path:
     return Path(settings.MODEL_DIR) / "runs" / str(run_id)
 
 
-def ood_split(config: TrainConfig) -> datasets.Split | None:
+def ood_split(config: TrainConfig, log: Callable[[str], None] | None = None) -> datasets.Split | None:
     """The out-of-domain evaluation set named by ``task.ood_collection`` (every captioned image
-    of its dev split), or None when the config names none. A missing collection is an error."""
+    of its dev split), or None when the config names none or that collection is not there
+    (an install that never imported it: logged, and the run is scored on dev alone)."""
     from embeddings.models import Collection
 
     name = getattr(config.task, "ood_collection", "") if config.kind == "embedding" else ""
@@ -62,8 +63,12 @@ def ood_split(config: TrainConfig) -> datasets.Split | None:
         return None
     collection = Collection.objects.filter(name=name).order_by("pk").first()
     if collection is None:
-        raise datasets.DatasetEmpty(f"the out-of-domain evaluation collection {name!r} does not exist "
-                                    "(bench/build_ood_set.py + import_dataset, see docs/retraining.md)")
+        message = (f"out-of-domain collection {name!r} not found: scored on dev only "
+                   "(bench/build_ood_set.py + import_dataset, docs/retraining.md)")
+        logger.warning(message)
+        if log is not None:
+            log(message)
+        return None
     split = datasets.build_split(datasets.split_query([collection], "dev"))
     if split.num_images == 0:
         raise datasets.DatasetEmpty(f"the out-of-domain collection {name!r} has no captioned dev images")
@@ -122,7 +127,7 @@ def fit(*, run_id: int, collection_ids: list[int], config: TrainConfig, encoders
 
     directory = run_dir(run_id)
     splits = datasets.snapshot(collection_ids, directory)
-    ood = ood_split(config)
+    ood = ood_split(config, log)
     named = {**splits, **({"ood": ood} if ood is not None else {})}
     counts = {f"{name}_{what}": n for name, s in named.items()
               for what, n in (("images", s.num_images), ("captions", len(s.texts)))}
