@@ -32,6 +32,9 @@ def test_train_command_records_a_run_and_a_candidate(tiny_collection, fake_encod
     assert run.status == "succeeded" and run.config["model"]["head"] == "linear" and run.config["loop"]["epochs"] == 2
     assert result["dev"]["rsum"] == run.model_version.metrics["dev"]["rsum"]
     assert "epoch 2:" in err  # progress lines
+    # No ood-dev collection on this install: the run says so and is scored on dev alone.
+    assert "out-of-domain collection 'ood-dev' not found" in run.log_tail
+    assert result["dev"]["both_rsum"] == result["dev"]["rsum"] and "ood_t2i_r1" not in result["dev"]
 
 
 def test_train_command_rejects_unknown_settings_and_collections(tiny_collection, fake_encoders):
