@@ -64,6 +64,8 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "flickr8k")
     p.add_argument("--ood", type=Path, default=REPO / "var" / "ood")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--train", action="store_true",
+                   help="also encode the 6,000 train images (var/cache/lite2-train.npz) for bench/prior_flickr8k.py --encoder")
     args = p.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     torch.set_num_threads(args.threads)
@@ -76,6 +78,11 @@ def main() -> None:
     ood_paths = [args.ood / "images" / img["filename"] for img in body["images"]]
     f_dev, r_dev = encode([args.data / "images" / f for f in dev_files], enc, REPO / "var" / "cache" / "lite2-dev.npz")
     f_ood, r_ood = encode(ood_paths, enc, REPO / "var" / "cache" / "lite2-ood.npz")
+    if args.train:
+        train_files = read_manifest(args.cache)["splits"]["train"]
+        _, r_train = encode([args.data / "images" / f for f in train_files], enc, REPO / "var" / "cache" / "lite2-train.npz")
+        print(json.dumps({"lite2_images_per_s": {"flickr8k_train": r_train}}), flush=True)
+        return
     lite0 = ImageEncoder()
     fc = lite0.backbone._fc
     l0_dev = dev.image_feats[:, 0].float().numpy() @ fc.weight.detach().numpy().T + fc.bias.detach().numpy()

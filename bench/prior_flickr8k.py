@@ -105,6 +105,8 @@ def main() -> None:
                    help="the joint embedding shipped before issue 20 (models/embedding-flickr8k at commit "
                         "c780974: git show c780974:models/embedding-flickr8k/<file> > DIR/<file>)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--encoder", choices=["lite0", "lite2", "lite0+lite2"], default="lite0",
+                   help="image features: Lite2 / the concatenation need bench/lite2_conse.py --train first")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--json-out", type=Path, default=REPO / "var" / "bench" / "prior_results.jsonl")
     args = p.parse_args()
@@ -117,6 +119,9 @@ def main() -> None:
     ood = load_ood(args.ood, "lite0", image_enc, text_enc)
     tr = load_split(args.cache, "train").data
     dev = load_split(args.cache, "dev").data
+    if args.encoder != "lite0":
+        tr, dev, ood, fc_w, fc_b = swap_encoder(args.encoder, tr, dev, ood, fc_w, fc_b)
+        args.sets = [f"model.image_dim={tr.image_feats.shape[-1]}"] + args.sets
     sets = {"flickr8k_dev": {"images": dev.num_images, "captions": int(dev.text_feats.shape[0])},
             "ood_dev": {"images": len(ood["pooled"]), "captions": len(ood["text"])}}
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -149,13 +154,38 @@ def main() -> None:
     model = task.model.eval()
     flick = split_metrics(model, dev)
     oodm = split_metrics(model, ood_data(ood))
-    emit({"variant": args.variant, "sets_overrides": args.sets, "best_epoch": result.best_epoch,
+    emit({"variant": args.variant, "encoder": args.encoder, "sets_overrides": args.sets, "best_epoch": result.best_epoch,
           "epochs": result.epochs, "wall_s": round(wall, 1), "flickr8k_dev": flick, "ood_dev": oodm})
     if args.out:
         from embeddings.ml.checkpoint import checkpoint_to_dict, save_checkpoint
 
         tensors, cfg = checkpoint_to_dict(model, config.model)
         save_checkpoint(args.out, tensors=tensors, config=cfg, meta={"kind": "embedding", "variant": args.variant})
+
+
+def swap_encoder(name: str, tr: EmbeddingData, dev: EmbeddingData, ood: dict, fc_w, fc_b):
+    """Lite2 or Lite0+Lite2 features (var/cache/lite2-*.npz) and their classifier.
+
+    The concatenation's classifier averages the two models' logits: [W0 W2] / 2, (b0 + b2) / 2,
+    still linear in the (2560-d) features, so ConSE stays inside the model."""
+    from embeddings.ml.image_encoder import LITE2, ImageEncoder
+
+    cache = REPO / "var" / "cache"
+    l2 = {s: np.load(cache / f"lite2-{s}.npz") for s in ("train", "dev", "ood")}
+    fc2 = ImageEncoder(model_name=LITE2).backbone._fc
+    w2, b2 = fc2.weight.detach().clone(), fc2.bias.detach().clone()
+
+    def feats(old: torch.Tensor, new: np.ndarray) -> torch.Tensor:
+        new_t = torch.from_numpy(new).to(old.dtype)[:, None]  # (N, 1, 1280)
+        return new_t if name == "lite2" else torch.cat([old[:, :1], new_t], dim=-1)  # (N, 1, 2560)
+
+    tr = EmbeddingData(feats(tr.image_feats, l2["train"]["pooled"]), tr.text_feats, tr.text_image)
+    dev = EmbeddingData(feats(dev.image_feats, l2["dev"]["pooled"]), dev.text_feats, dev.text_image)
+    pooled = l2["ood"]["pooled"] if name == "lite2" else np.hstack([ood["pooled"], l2["ood"]["pooled"]])
+    ood = {**ood, "pooled": pooled.astype(np.float32)}
+    if name == "lite2":
+        return tr, dev, ood, w2, b2
+    return tr, dev, ood, torch.cat([fc_w, w2], dim=1) / 2, (fc_b + b2) / 2
 
 
 def run_baselines(tr, dev, ood, cvecs, fc_w, fc_b, emit, shipped_dir: Path) -> None:
