@@ -87,3 +87,21 @@ def test_retrain_defaults_are_the_recipe_of_the_shipped_model(kind):
     name = {"embedding": "embedding-open-vocab", "captioner": "captioner-flickr8k"}[kind]
     shipped = json.loads((settings.BASE_DIR / "models" / name / "checkpoint.json").read_text())
     assert default_config(kind).to_dict() == shipped["meta"]["train_config"]
+
+
+def test_the_shipped_embedding_serves_through_the_embedder_api():
+    """models/embedding-open-vocab (issue 20) loads in the runtime's JointEmbedder and answers
+    encode_texts / encode_features / cell_scores with unit vectors of its recorded width."""
+    from django.conf import settings
+
+    from embeddings.ml.prior_heads import PriorEmbedding
+
+    root = settings.BASE_DIR / "models"
+    entry = next(m for m in json.loads((root / "shipped.json").read_text())["models"] if m["kind"] == "embedding")
+    embedder = JointEmbedder.from_checkpoint(root / entry["directory"], fake_text_vectors)
+    assert isinstance(embedder.model, PriorEmbedding) and embedder.dim == entry["dim"] == 896
+    feats = fake_image_features([1, 2])
+    img, txt = embedder.encode_features(feats), embedder.encode_texts(["a cat", "a rocket"])
+    assert img.shape == (2, 896) and txt.shape == (2, 896)
+    assert np.allclose(np.linalg.norm(img, axis=1), 1, atol=1e-5) and np.allclose(np.linalg.norm(txt, axis=1), 1, atol=1e-5)
+    assert embedder.cell_scores(feats["spatial"][0], txt[0]).shape == (49,)
