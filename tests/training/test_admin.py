@@ -87,3 +87,19 @@ def test_cancel_button_and_version_actions(admin_client, tiny_collection, fake_e
     conse_page = admin_client.get(reverse("admin:embeddings_modelversion_change", args=[conse_v0.pk])).content
     assert b"Roll back" not in conse_page  # nothing before ConSE v0
     assert ModelVersion.objects.get(kind="embedding", status="active") == conse_v0
+
+
+def test_version_list_shows_both_evaluation_sets_with_their_sizes(admin_client, conse_v0):
+    """Issue 20: in-domain and out-of-domain figures beside each version, with each set's size:
+    a trained version's run figures, and what `evaluate --record` stored (ConSE v0 here)."""
+    ModelVersion.objects.create(
+        kind="embedding", name="prior-a", family="joint", status="candidate", dim=896,
+        metrics={"dev": {"t2i_r1": 24.2, "i2t_r1": 30.1, "ood_t2i_r1": 5.0, "ood_i2t_r1": 4.4},
+                 "data": {"dev_images": 1000, "dev_captions": 5000, "ood_images": 680, "ood_captions": 680}})
+    conse_v0.metrics = {"sets": {"in_domain": {"images": 1000, "captions": 5000, "metrics": {"t2i_r1": 6.1, "i2t_r1": 4.8}},
+                                 "ood": {"images": 680, "captions": 680, "metrics": {"t2i_r1": 5.0, "i2t_r1": 4.3}}}}
+    conse_v0.save()
+    html = admin_client.get(reverse("admin:embeddings_modelversion_changelist")).content.decode()
+    assert "In-domain dev" in html and "Out-of-domain dev" in html  # Django capitalises column titles
+    assert "24.2 / 30.1 (1000 images, 5000 captions)" in html and "5.0 / 4.4 (680 images, 680 captions)" in html
+    assert "6.1 / 4.8 (1000 images, 5000 captions)" in html and "5.0 / 4.3 (680 images, 680 captions)" in html
