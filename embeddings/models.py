@@ -101,9 +101,17 @@ class ModelVersion(models.Model):
         ACTIVE = "active"
         RETIRED = "retired"
 
+    class Family(models.TextChoices):
+        """How the model computes its vectors or captions (what `embeddings.runtime` loads)."""
+
+        CONSE = "conse", "ConSE (zero-shot, no checkpoint)"
+        JOINT = "joint", "Joint embedding"
+        PRIOR = "prior", "ConSE-prior embedding"
+        CAPTIONER = "captioner", "Captioner"
+
     kind = models.CharField(max_length=10, choices=Kind.choices)
     name = models.CharField(max_length=100)
-    family = models.CharField(max_length=30, default="joint", help_text="conse | joint | captioner")
+    family = models.CharField(max_length=30, choices=Family.choices, default=Family.JOINT)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.CANDIDATE)
     directory = models.CharField(max_length=255, blank=True, help_text="checkpoint folder")
     files = models.JSONField(default=dict, blank=True, help_text="file name -> sha256")

@@ -168,13 +168,6 @@ def active_version(kind: str) -> ModelVersion | None:
     return selectors.model_version_active(kind=kind)
 
 
-def active_embedder() -> tuple[ModelVersion, Embedder]:
-    version = active_version(ModelVersion.Kind.EMBEDDING)
-    if version is None:
-        raise ModelUnavailable("No active embedding model.")
-    return version, embedder_for(version)
-
-
 def active_captioner() -> tuple[ModelVersion, CaptionGenerator]:
     version = active_version(ModelVersion.Kind.CAPTIONER)
     if version is None:

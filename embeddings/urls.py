@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from embeddings import apis, apis_words, views
+from embeddings import apis, views
 
 page_urls = [
     path("", views.gallery, name="gallery"),
@@ -15,7 +15,7 @@ api_urls = [
     path("images/", apis.ImageListCreateApi.as_view(), name="api-images"),
     path("images/<int:pk>/", apis.ImageDetailApi.as_view(), name="api-image-detail"),
     path("collections/", apis.CollectionListCreateApi.as_view(), name="api-collections"),
-    path("words/nearest/", apis_words.WordsNearestApi.as_view(), name="api-words-nearest"),
-    path("words/analogy/", apis_words.WordsAnalogyApi.as_view(), name="api-words-analogy"),
-    path("words/train/", apis_words.WordsTrainApi.as_view(), name="api-words-train"),
+    path("words/nearest/", apis.WordsNearestApi.as_view(), name="api-words-nearest"),
+    path("words/analogy/", apis.WordsAnalogyApi.as_view(), name="api-words-analogy"),
+    path("words/train/", apis.WordsTrainApi.as_view(), name="api-words-train"),
 ]

@@ -29,7 +29,9 @@ RUN_STALE_AFTER = timedelta(hours=1)  # a queued run older than this was lost (w
 _OPEN = (WordVectorsRun.Status.QUEUED, WordVectorsRun.Status.RUNNING)
 
 
-class UnknownWordError(ApplicationError):
+class OutOfVocabulary(ApplicationError):
+    """A word the collection's word vectors do not know (the pure error is word2vec.UnknownWord)."""
+
     code = "unknown_word"
 
 
@@ -119,7 +121,7 @@ def words_nearest(*, collection: Collection, word: str, k: int = 10) -> list[tup
     try:
         return model.nearest(_clean(word), k)
     except UnknownWord as exc:
-        raise UnknownWordError(str(exc), fields={"word": [str(exc)]}) from exc
+        raise OutOfVocabulary(str(exc), fields={"word": [str(exc)]}) from exc
 
 
 def words_analogy(*, collection: Collection, a: str, b: str, c: str, k: int = 10) -> list[tuple[str, float]]:
@@ -128,4 +130,4 @@ def words_analogy(*, collection: Collection, a: str, b: str, c: str, k: int = 10
     try:
         return model.analogy(_clean(a), _clean(b), _clean(c), k)
     except UnknownWord as exc:
-        raise UnknownWordError(str(exc), fields={"word": [str(exc)]}) from exc
+        raise OutOfVocabulary(str(exc), fields={"word": [str(exc)]}) from exc

@@ -3,13 +3,21 @@
 Every error response looks like::
 
     {"error": {"code": "invalid", "message": "...", "fields": {"file": ["..."]}}}
+
+Views, APIs and services raise these (not DRF's exceptions); serializers keep DRF's
+ValidationError, which the handler below turns into the same shape.
+
+Names: an `ApplicationError` subclass is named for the condition the client meets, like the HTTP
+statuses and DRF's own exceptions (`NotFound`, `Conflict`, `ModelUnavailable`,
+`IndexRebuilding`, `InvalidImage`), with no `Error` suffix; only the base class carries it.
 """
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -48,14 +56,14 @@ class NotFound(ApplicationError):
     code = "not_found"
 
 
+class PermissionDenied(ApplicationError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "permission_denied"
+
+
 class ServiceUnavailable(ApplicationError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     code = "unavailable"
-
-
-class PayloadTooLarge(ApplicationError):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    code = "too_large"
 
 
 class LockedOut(ApplicationError):
@@ -96,7 +104,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
-    elif isinstance(exc, PermissionDenied):
+    elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
     response = drf_exception_handler(exc, context)
     if response is None:

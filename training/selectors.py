@@ -49,10 +49,6 @@ def switch_get(*, switch_id: int) -> ModelSwitch | None:
     return ModelSwitch.objects.filter(pk=switch_id).select_related("version", "previous").first()
 
 
-def switch_latest(*, kind: str) -> ModelSwitch | None:
-    return ModelSwitch.objects.filter(kind=kind).select_related("version", "previous").first()
-
-
 def _parse(value: Any) -> datetime | None:
     if not value:
         return None

@@ -25,7 +25,9 @@ from project.exceptions import ApplicationError
 logger = logging.getLogger(__name__)
 
 
-class ImageRejectedError(ApplicationError):
+class InvalidImage(ApplicationError):
+    """Bytes that are not an image we accept (format, size, pixel or shape caps): a 400."""
+
     code = "invalid_image"
 
 
@@ -41,12 +43,13 @@ def storage_names(sanitized: SanitizedImage, collection: Collection) -> tuple[st
     return f"images/{base}.{sanitized.extension}", f"thumbs/{base}.jpg"
 
 
-def read_upload(stream: BinaryIO) -> bytes:
-    """The bytes of an upload, refused (400) past LOUPE_MAX_UPLOAD_BYTES without reading the rest."""
+def read_upload(stream: BinaryIO, *, field: str = "file") -> bytes:
+    """The bytes of an upload, refused (400, the error under `field`) past LOUPE_MAX_UPLOAD_BYTES
+    without reading the rest."""
     try:
         return read_limited(stream, settings.LOUPE_MAX_UPLOAD_BYTES)
     except ImageRejected as exc:
-        raise ImageRejectedError(exc.message, fields={"file": [exc.message]}, code=exc.code) from exc
+        raise InvalidImage(exc.message, fields={field: [exc.message]}, code=exc.code) from exc
 
 
 def sanitize_bytes(data: bytes) -> SanitizedImage:
@@ -60,7 +63,7 @@ def sanitize_bytes(data: bytes) -> SanitizedImage:
             max_aspect=settings.LOUPE_MAX_ASPECT_RATIO,
         )
     except ImageRejected as exc:
-        raise ImageRejectedError(exc.message, fields={"file": [exc.message]}, code=exc.code) from exc
+        raise InvalidImage(exc.message, fields={"file": [exc.message]}, code=exc.code) from exc
 
 
 def raster_features(clean: bytes) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ from django.db import transaction
 
 from embeddings.ingest.readers import ImportItem
 from embeddings.models import Caption, Collection, Image
-from embeddings.services.images import ImageRejectedError, enqueue_image_processing, sanitize_bytes, storage_names
+from embeddings.services.images import InvalidImage, enqueue_image_processing, sanitize_bytes, storage_names
 from embeddings.services.text import clean_caption_text, safe_source_name
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def _prepare(item: ImportItem, known: dict[str, int], collection: Collection) ->
         return "present", sha
     try:
         clean = sanitize_bytes(data)
-    except ImageRejectedError as exc:
+    except InvalidImage as exc:
         return "rejected", exc.message
     image_name, thumb_name = storage_names(clean, collection)
     names = (default_storage.save(image_name, ContentFile(clean.content)),

@@ -4,14 +4,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from django.conf import settings
 from django.http import QueryDict
 from rest_framework import serializers
 from rest_framework.request import Request
 
-from embeddings.ingest.imaging import ImageRejected, read_limited
+from embeddings import services as emb_services
+from embeddings.apis.common import FileUrls
 from embeddings.models import Image
-from embeddings.services import ImageRejectedError
 from project.parsers import JSONTooDeep, loads_bounded
 from search.selectors import SearchFilters
 from search.services import CaptionHit, Cutoff, ImageHit, SearchPage
@@ -104,10 +103,8 @@ def parse_terms_json(value: str) -> list[dict[str, Any]]:
 
 
 def read_upload(upload: Any) -> bytes:
-    try:
-        return read_limited(upload, settings.LOUPE_MAX_UPLOAD_BYTES)
-    except ImageRejected as exc:
-        raise ImageRejectedError(exc.message, fields={"image": [exc.message]}, code=exc.code) from exc
+    """An uploaded query image (the `image` field), read through the one upload reader."""
+    return emb_services.read_upload(upload, field="image")
 
 
 def terms_from(data: dict[str, Any], image: bytes | None = None) -> list[QueryTerm]:
@@ -202,24 +199,7 @@ class CaptionSearchOutput(SearchOutput):
     results = CaptionResult(many=True)
 
 
-class _Urls:
-    """Absolute URLs of stored files for one response: the origin is worked out once, not per
-    file (request.build_absolute_uri re-parsed it for each of a page's 40 URLs)."""
-
-    def __init__(self, request: Request) -> None:
-        self.request = request
-        self.origin = request.build_absolute_uri("/")[:-1]  # scheme://host[:port]
-
-    def __call__(self, f: Any) -> str | None:
-        if not f:
-            return None
-        url = f.url
-        if url.startswith("/") and not url.startswith("//"):
-            return self.origin + url
-        return self.request.build_absolute_uri(url)  # already absolute (e.g. a CDN storage)
-
-
-def image_result(urls: _Urls, hit: ImageHit) -> dict[str, Any]:
+def image_result(urls: FileUrls, hit: ImageHit) -> dict[str, Any]:
     img = hit.image
     return {"image_id": img.pk, "score": hit.score, "thumbnail_url": urls(img.thumbnail),
             "image_url": urls(img.file), "collection": img.collection.name,
@@ -233,7 +213,7 @@ def caption_result(hit: CaptionHit) -> dict[str, Any]:
 
 
 def page_body(request: Request, page: SearchPage, links: tuple[str | None, str | None]) -> dict[str, Any]:
-    urls = _Urls(request)
+    urls = FileUrls(request)
     results = [image_result(urls, h) if isinstance(h, ImageHit) else caption_result(h) for h in page.results]
     return {"count": page.count, "next": links[0], "previous": links[1], "results": results,
             "model_version": page.model_version_id, "query": page.query_token, "threshold": page.threshold}

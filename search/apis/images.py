@@ -23,7 +23,6 @@ from search.apis.common import (
     page_links,
 )
 from search.services.queries import MAX_TEXT_CHARS
-from search.services.search import Cutoff
 
 
 class _ImageApi(APIView):
@@ -90,16 +89,16 @@ class ImageSimilarApi(_ImageApi):
         checked.is_valid(raise_exception=True)
         data = checked.validated_data
         self._visible(request, pk)
-        cutoff = cutoff_from(data)
-        if data["duplicates"]:
-            limit = data.get("threshold", services.search.duplicate_threshold())
-            cutoff = Cutoff(margin=cutoff.margin, ratio=cutoff.ratio, min_score=max(limit, data.get("min_score", -1.0)))
-        page = services.image_similar(user=request.user, image_id=pk, k=data["k"], page=data["page"],
-                                      filters=filters_from(data), cutoff=cutoff,
-                                      model_version_id=data.get("model_version"))
+        asked = {"user": request.user, "image_id": pk, "k": data["k"], "page": data["page"],
+                 "filters": filters_from(data), "cutoff": cutoff_from(data),
+                 "model_version_id": data.get("model_version")}
         params = dict(data)
         if data["duplicates"]:
-            params["min_score"] = cutoff.min_score
+            page = services.image_duplicates(threshold=data.get("threshold"), **asked)
+            # The links carry no `duplicates`: the next pages ask for similar images above the same floor.
+            params["min_score"] = services.duplicate_cutoff(asked["cutoff"], data.get("threshold")).min_score
+        else:
+            page = services.image_similar(**asked)
         links = page_links(request, page, params, carry_q=True)
         return Response(page_body(request, page, links))
 

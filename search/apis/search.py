@@ -40,7 +40,6 @@ class _SearchBase(APIView):
     permission_classes = [AllowAny]  # a query is a read; results are filtered by visibility
     throttle_scope = "search"
     parser_classes = [JSONParser, MultiPartParser, FormParser]
-    carry_q = True
 
     class SearchGetInput(FilterInput):
         q = serializers.CharField(required=False, max_length=MAX_TEXT_CHARS, help_text="query text")

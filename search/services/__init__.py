@@ -13,14 +13,14 @@ from search.services.coverage import reindex_missing
 from search.services.images import image_explain, image_labels
 from search.services.indexes import (IndexRebuilding, enqueue_index_rebuild, enqueue_reindex_missing, index_apply,
                                      index_for_search, index_rebuild, index_sync)
-from search.services.queries import Query, QueryTerm, query_build, query_check, query_encode, token_loads
-from search.services.search import (CaptionHit, Cutoff, ImageHit, SearchPage, image_duplicates, image_similar,
-                                    search_captions, search_images)
+from search.services.queries import Query, QueryTerm, query_check, query_encode, token_loads
+from search.services.search import (CaptionHit, Cutoff, ImageHit, SearchPage, duplicate_cutoff, image_duplicates,
+                                    image_similar, search_captions, search_images)
 
 __all__ = [
     "CaptionHit", "Cutoff", "GeneratedCaptions", "ImageHit", "IndexRebuilding", "Query", "QueryTerm",
-    "SearchFilters", "SearchPage", "caption_accept", "caption_generate", "enqueue_index_rebuild",
+    "SearchFilters", "SearchPage", "caption_accept", "caption_generate", "duplicate_cutoff", "enqueue_index_rebuild",
     "enqueue_reindex_missing", "image_duplicates",
     "image_explain", "image_labels", "image_similar", "index_apply", "index_for_search", "index_rebuild",
-    "index_sync", "query_build", "query_check", "query_encode", "reindex_missing", "search_captions", "search_images", "token_loads",
+    "index_sync", "query_check", "query_encode", "reindex_missing", "search_captions", "search_images", "token_loads",
 ]

@@ -17,15 +17,14 @@ from embeddings import encoding, runtime
 from embeddings import selectors as emb_selectors
 from embeddings.models import Caption, ModelVersion
 from embeddings.services import clean_caption_text, raster_features, sanitize_bytes
-from project.exceptions import ApplicationError, NotFound
+from project.exceptions import ApplicationError, NotFound, PermissionDenied
 
 MAX_BEAM = 10
 MAX_N = 5
 
 
-class CaptionPermissionDenied(ApplicationError):
-    status_code = 403
-    code = "permission_denied"
+class CaptionPermissionDenied(PermissionDenied):
+    """You may not edit the captions of this collection."""
 
 
 @dataclass(frozen=True)

@@ -249,11 +249,6 @@ def query_encode(*, version: ModelVersion, terms: Sequence[QueryTerm]) -> Query:
     return Query(version=version, vector=vector, token=token_dumps(version.pk, vector))
 
 
-def query_build(*, user: Any, version: ModelVersion, terms: Sequence[QueryTerm]) -> Query:
-    """Validate the terms, then combine them into one unit vector of `version`."""
-    return query_encode(version=version, terms=query_check(user=user, terms=terms))
-
-
 def token_dumps(version_id: int, vector: np.ndarray) -> str:
     payload = base64.urlsafe_b64encode(np.asarray(vector, dtype="<f2").tobytes()).decode("ascii")
     return signing.dumps({"v": int(version_id), "q": payload}, salt=_TOKEN_SALT, compress=True)
@@ -279,9 +274,3 @@ def token_checked(*, token: str, model_version_id: int | None = None) -> tuple[i
         raise ApplicationError("The query token belongs to another model version.",
                                fields={"model_version": ["Does not match the query token."]})
     return version_id, vector
-
-
-def query_from_token(*, token: str, model_version_id: int | None = None) -> Query:
-    version_id, vector = token_checked(token=token, model_version_id=model_version_id)
-    version = selectors.version_resolve(model_version_id=version_id)
-    return Query(version=version, vector=vector, token=token)

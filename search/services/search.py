@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -328,9 +328,18 @@ def duplicate_threshold() -> float:
     return float(settings.SEARCH_DUPLICATE_THRESHOLD)
 
 
-def image_duplicates(*, user: Any, image_id: int, threshold: float | None = None, k: int = 20, page: int = 1,
-                     model_version_id: int | None = None) -> SearchPage:
-    """Near-duplicates: similar images whose cosine score is at least `threshold`."""
+def duplicate_cutoff(cutoff: Cutoff = Cutoff(), threshold: float | None = None) -> Cutoff:
+    """`cutoff` with its min_score raised to the near-duplicate `threshold` (default
+    SEARCH_DUPLICATE_THRESHOLD); a higher min_score already given stays."""
     limit = duplicate_threshold() if threshold is None else threshold
-    return image_similar(user=user, image_id=image_id, k=k, page=page, cutoff=Cutoff(min_score=limit),
-                         model_version_id=model_version_id)
+    floor = limit if cutoff.min_score is None else max(limit, cutoff.min_score)
+    return replace(cutoff, min_score=floor)
+
+
+def image_duplicates(*, user: Any, image_id: int, threshold: float | None = None, k: int = 20, page: int = 1,
+                     filters: SearchFilters = SearchFilters(), cutoff: Cutoff = Cutoff(),
+                     model_version_id: int | None = None) -> SearchPage:
+    """Near-duplicates: similar images whose cosine score is at least `threshold` (see
+    duplicate_cutoff), under `filters` and any other `cutoff` given."""
+    return image_similar(user=user, image_id=image_id, k=k, page=page, filters=filters,
+                         cutoff=duplicate_cutoff(cutoff, threshold), model_version_id=model_version_id)

@@ -143,6 +143,39 @@ def test_public_collection_is_readable_anonymously_but_not_writable(anon_api, ap
     assert upload(api, mk.image_bytes(), collection="pub").status_code == 403
 
 
+def test_refusals_answer_the_one_error_shape_with_stable_codes(anon_api, api, collection, other_user):
+    """The embeddings APIs raise project.exceptions like the others: the same codes, statuses and shape."""
+    public = CollectionFactory(owner=other_user, name="pub", is_public=True)
+    image = make_image(public, seed=6)
+
+    def error(resp, status):
+        assert_error_shape(resp, status)
+        return resp.json()["error"]
+
+    assert error(api.delete(f"/api/v1/images/{image.pk}/"), 403) == {
+        "code": "permission_denied", "message": "You cannot delete images of this collection."}
+    assert error(upload(api, mk.image_bytes(), collection="pub"), 403)["code"] == "permission_denied"
+    assert error(anon_api.get(f"/api/v1/images/{image.pk + 1000}/"), 404)["code"] == "not_found"
+    assert error(upload(api, mk.image_bytes(), collection="nope"), 400) == {
+        "code": "invalid", "message": "No such collection.", "fields": {"collection": ["No such collection."]}}
+    assert error(api.post("/api/v1/words/train/", {"collection": "pub"}, format="json"), 403) == {
+        "code": "permission_denied", "message": "Only the collection's owner can train its word vectors."}
+    assert error(api.get("/api/v1/words/train/", {"collection": "mine"}), 404) == {
+        "code": "not_found", "message": "Word vectors were never requested for this collection."}
+    assert error(api.get("/api/v1/words/nearest/", {"collection": "nope", "word": "dog"}), 400)["fields"] == {
+        "collection": ["No such collection."]}
+
+
+def test_file_urls_are_absolute_on_the_request_origin_in_lists_and_details(api, collection, settings):
+    settings.ALLOWED_HOSTS = ["testserver", "photos.example.org"]
+    image = make_image(collection, seed=11)
+    listed = api.get("/api/v1/images/").json()["results"][0]
+    detail = api.get(f"/api/v1/images/{image.pk}/", HTTP_HOST="photos.example.org").json()
+    assert listed["image_url"] == f"http://testserver{image.file.url}"
+    assert listed["thumbnail_url"] == f"http://testserver{image.thumbnail.url}"
+    assert detail["image_url"] == f"http://photos.example.org{image.file.url}"
+
+
 def test_delete_removes_row_and_files(api, collection, django_capture_on_commit_callbacks):
     image = make_image(collection, seed=9)
     storage, names = image.file.storage, [image.file.name, image.thumbnail.name]

@@ -184,6 +184,33 @@ def test_labels_similar_and_explain_endpoints(api, world, fake_version):
     err(api.get(f"/api/v1/images/{world[0].pk}/explain/"), 400)
 
 
+def test_near_duplicates_through_the_api_are_the_duplicates_service_and_next_links_keep_the_floor(api, user, world):
+    """duplicates=true answers what services.image_duplicates answers (the one near-duplicate
+    rule), and its next pages stay above the same floor."""
+    from search.services import image_duplicates, image_similar
+
+    scores = [h.score for h in image_similar(user=user, image_id=world[0].pk, k=5).results]
+    threshold = (scores[2] + scores[3]) / 2  # three near-duplicates
+    want = image_duplicates(user=user, image_id=world[0].pk, threshold=threshold, k=5)
+    assert want.count == 3
+    body = api.get(f"/api/v1/images/{world[0].pk}/similar/", {"duplicates": "true", "threshold": threshold,
+                                                            "k": 2}).json()
+    assert body["count"] == want.count and body["threshold"] == pytest.approx(threshold)
+    seen = [r["image_id"] for r in body["results"]]
+    assert body["next"] and f"min_score={threshold}" in body["next"]
+    rest = api.get(body["next"]).json()
+    assert rest["count"] == want.count and rest["next"] is None
+    seen += [r["image_id"] for r in rest["results"]]
+    assert seen == [h.image.pk for h in want.results]
+    # A min_score above the threshold is the floor; filters apply to near-duplicates too.
+    higher = api.get(f"/api/v1/images/{world[0].pk}/similar/", {"duplicates": "true", "threshold": threshold,
+                                                              "min_score": scores[0] - 1e-6}).json()
+    assert higher["count"] == 1 and higher["results"][0]["image_id"] == want.results[0].image.pk
+    none = api.get(f"/api/v1/images/{world[0].pk}/similar/", {"duplicates": "true", "threshold": threshold,
+                                                            "split": "train"}).json()
+    assert none["count"] == 0 and none["results"] == []  # the world's images have no split
+
+
 def test_generate_caption_without_an_active_captioner_is_a_clear_503(api, world):
     error = err(api.post("/api/v1/captions/", {"image_id": world[0].pk}, format="json"), 503)
     assert "captioning model" in error["message"]

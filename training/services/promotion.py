@@ -71,7 +71,7 @@ def model_version_promote(*, version: ModelVersion, user: Any = None, action: st
     version.refresh_from_db()
     if version.status == ModelVersion.Status.ACTIVE:
         raise Conflict(f"{version.name} is already the active {version.kind} model.", code="already_active")
-    if version.family != "conse" and not version.directory:
+    if version.family != ModelVersion.Family.CONSE and not version.directory:
         raise ApplicationError(f"{version.name} has no model files.")
     previous = ModelVersion.objects.active(version.kind).first()
     try:

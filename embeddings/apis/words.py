@@ -3,19 +3,19 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from embeddings import selectors, words
 from embeddings.models import Collection, WordVectorsRun
+from project.exceptions import ApplicationError, NotFound, PermissionDenied
 
 
 def _collection(request: Request, name: str) -> Collection:
     collection = selectors.collection_get_visible(user=request.user, name=name)
     if collection is None:
-        raise serializers.ValidationError({"collection": ["No such collection."]})
+        raise ApplicationError("No such collection.", fields={"collection": ["No such collection."]})
     return collection
 
 

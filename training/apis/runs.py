@@ -1,4 +1,4 @@
-"""REST API for retraining and model versions (staff only): thin views over services/selectors."""
+"""REST API for training runs (staff only): start, list, follow and cancel; thin views over services/selectors."""
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -14,7 +14,7 @@ from project.exceptions import NotFound
 from project.parsers import BoundedJSONField
 from project.schema import ERROR
 from training import selectors, services
-from training.models import ModelSwitch, TrainingRun
+from training.models import TrainingRun
 
 
 class TrainingRunOutput(serializers.ModelSerializer):
@@ -34,20 +34,6 @@ class TrainingRunOutput(serializers.ModelSerializer):
     def get_progress(self, obj: TrainingRun) -> dict:
         data = selectors.run_progress(obj)
         return {k: v for k, v in data.items() if k not in ("id", "kind", "status")}
-
-
-class ModelVersionOutput(serializers.ModelSerializer):
-    class Meta:
-        model = ModelVersion
-        fields = ["id", "kind", "name", "family", "status", "dim", "metrics", "encoders", "config", "files",
-                  "parent", "created_at", "promoted_at"]
-
-
-class ModelSwitchOutput(serializers.ModelSerializer):
-    class Meta:
-        model = ModelSwitch
-        fields = ["id", "kind", "action", "version", "previous", "status", "total", "done", "chunks_total",
-                  "chunks_done", "error", "created_at", "switched_at", "finished_at"]
 
 
 class TrainingRunListCreateApi(APIView):
@@ -109,48 +95,3 @@ class TrainingRunCancelApi(APIView):
             raise NotFound("No such training run.")
         run = services.training_run_cancel(run=run)
         return Response(TrainingRunOutput(run, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
-
-
-class ModelVersionListApi(APIView):
-    permission_classes = [IsAdminUser]
-
-    @extend_schema(responses={200: ModelVersionOutput(many=True)}, summary="Model versions of both kinds")
-    def get(self, request: Request) -> Response:
-        return Response(ModelVersionOutput(selectors.model_version_list(), many=True).data)
-
-
-class _SwitchApi(APIView):
-    permission_classes = [IsAdminUser]
-
-    def _version(self, pk: int) -> ModelVersion:
-        version = selectors.model_version_get(version_id=pk)
-        if version is None:
-            raise NotFound("No such model version.")
-        return version
-
-
-class ModelVersionPromoteApi(_SwitchApi):
-    @extend_schema(request=None, responses={202: ModelSwitchOutput, 400: ERROR, 404: ERROR, 409: ERROR},
-                   summary="Promote a version: re-encode, build its index, then switch atomically")
-    def post(self, request: Request, pk: int) -> Response:
-        switch = services.model_version_promote(version=self._version(pk), user=request.user)
-        return Response(ModelSwitchOutput(switch).data, status=status.HTTP_202_ACCEPTED)
-
-
-class ModelVersionRollbackApi(_SwitchApi):
-    @extend_schema(request=None, responses={202: ModelSwitchOutput, 400: ERROR, 404: ERROR, 409: ERROR},
-                   summary="Roll back the active version {id} to the version active before it")
-    def post(self, request: Request, pk: int) -> Response:
-        switch = services.model_version_rollback(version=self._version(pk), user=request.user)
-        return Response(ModelSwitchOutput(switch).data, status=status.HTTP_202_ACCEPTED)
-
-
-class ModelSwitchDetailApi(APIView):
-    permission_classes = [IsAdminUser]
-
-    @extend_schema(responses={200: ModelSwitchOutput, 404: ERROR}, summary="Progress of a promotion or roll-back")
-    def get(self, request: Request, pk: int) -> Response:
-        switch = selectors.switch_get(switch_id=pk)
-        if switch is None:
-            raise NotFound("No such promotion.")
-        return Response(ModelSwitchOutput(switch).data)

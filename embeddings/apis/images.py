@@ -1,18 +1,18 @@
-"""REST API for collections and images: thin views over selectors and services."""
+"""REST API for images: list, upload, get and delete; thin views over selectors and services."""
 from __future__ import annotations
 
 import django_filters
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from embeddings import selectors, services
-from embeddings.models import Caption, Collection, Image
-from project.schema import CONFLICT
+from embeddings.apis.common import FileUrls
+from embeddings.models import Caption, Image
+from project.exceptions import ApplicationError, NotFound, PermissionDenied
 
 
 class CaptionOutput(serializers.ModelSerializer):
@@ -35,24 +35,16 @@ class ImageOutput(serializers.ModelSerializer):
         ]
 
     def _abs(self, f) -> str | None:
-        if not f:
-            return None
-        request = self.context.get("request")
-        return request.build_absolute_uri(f.url) if request else f.url
+        urls = FileUrls.of(self.context)
+        if urls is None:
+            return f.url if f else None
+        return urls(f)
 
     def get_image_url(self, obj: Image) -> str | None:
         return self._abs(obj.file)
 
     def get_thumbnail_url(self, obj: Image) -> str | None:
         return self._abs(obj.thumbnail)
-
-
-class CollectionOutput(serializers.ModelSerializer):
-    owner = serializers.CharField(source="owner.username", default=None)
-
-    class Meta:
-        model = Collection
-        fields = ["id", "name", "description", "is_public", "owner", "created_at"]
 
 
 class ImageFilter(django_filters.FilterSet):
@@ -101,7 +93,7 @@ class ImageListCreateApi(generics.ListAPIView):
         data.is_valid(raise_exception=True)
         collection = selectors.collection_get_visible(user=request.user, name=data.validated_data["collection"])
         if collection is None:
-            raise serializers.ValidationError({"collection": ["No such collection."]})
+            raise ApplicationError("No such collection.", fields={"collection": ["No such collection."]})
         if not selectors.collection_can_write(user=request.user, collection=collection):
             raise PermissionDenied("You cannot add images to this collection.")
         upload = data.validated_data["file"]
@@ -120,7 +112,7 @@ class ImageDetailApi(generics.GenericAPIView):
     def _get(self, request: Request, pk: int) -> Image:
         image = selectors.image_get_visible(user=request.user, image_id=pk)
         if image is None:
-            raise NotFound()
+            raise NotFound("No such image.")
         return image
 
     def get(self, request: Request, pk: int) -> Response:
@@ -133,25 +125,3 @@ class ImageDetailApi(generics.GenericAPIView):
             raise PermissionDenied("You cannot delete images of this collection.")
         services.image_delete(image=image)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class CollectionListCreateApi(generics.ListAPIView):
-    serializer_class = CollectionOutput
-
-    class InputSerializer(serializers.Serializer):
-        class Meta:
-            ref_name = "CollectionCreate"
-
-        name = serializers.CharField(max_length=100)
-        description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
-        is_public = serializers.BooleanField(required=False, default=False)
-
-    def get_queryset(self) -> QuerySet[Collection]:
-        return selectors.collection_list(user=self.request.user).select_related("owner")
-
-    @extend_schema(request=InputSerializer, responses={201: CollectionOutput, 409: CONFLICT})
-    def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        collection = services.collection_create(owner=request.user, **data.validated_data)
-        return Response(CollectionOutput(collection).data, status=status.HTTP_201_CREATED)

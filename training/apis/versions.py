@@ -1,0 +1,79 @@
+"""REST API for model versions and their switches (staff only): list, promote, roll back, follow."""
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from embeddings.models import ModelVersion
+from project.exceptions import NotFound
+from project.schema import ERROR
+from training import selectors, services
+from training.models import ModelSwitch
+
+
+class ModelVersionOutput(serializers.ModelSerializer):
+    # The stored string as it is: choices are not a database constraint, so a row may hold a
+    # family this build does not list (the schema keeps it a plain string, not an enum).
+    family = serializers.CharField(required=False, max_length=30,
+                                   help_text="one of: " + ", ".join(ModelVersion.Family.values))
+
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "kind", "name", "family", "status", "dim", "metrics", "encoders", "config", "files",
+                  "parent", "created_at", "promoted_at"]
+
+
+class ModelSwitchOutput(serializers.ModelSerializer):
+    class Meta:
+        model = ModelSwitch
+        fields = ["id", "kind", "action", "version", "previous", "status", "total", "done", "chunks_total",
+                  "chunks_done", "error", "created_at", "switched_at", "finished_at"]
+
+
+class ModelVersionListApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={200: ModelVersionOutput(many=True)}, summary="Model versions of both kinds")
+    def get(self, request: Request) -> Response:
+        return Response(ModelVersionOutput(selectors.model_version_list(), many=True).data)
+
+
+class _SwitchApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    def _version(self, pk: int) -> ModelVersion:
+        version = selectors.model_version_get(version_id=pk)
+        if version is None:
+            raise NotFound("No such model version.")
+        return version
+
+
+class ModelVersionPromoteApi(_SwitchApi):
+    @extend_schema(request=None, responses={202: ModelSwitchOutput, 400: ERROR, 404: ERROR, 409: ERROR},
+                   summary="Promote a version: re-encode, build its index, then switch atomically")
+    def post(self, request: Request, pk: int) -> Response:
+        switch = services.model_version_promote(version=self._version(pk), user=request.user)
+        return Response(ModelSwitchOutput(switch).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ModelVersionRollbackApi(_SwitchApi):
+    @extend_schema(request=None, responses={202: ModelSwitchOutput, 400: ERROR, 404: ERROR, 409: ERROR},
+                   summary="Roll back the active version {id} to the version active before it")
+    def post(self, request: Request, pk: int) -> Response:
+        switch = services.model_version_rollback(version=self._version(pk), user=request.user)
+        return Response(ModelSwitchOutput(switch).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ModelSwitchDetailApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={200: ModelSwitchOutput, 404: ERROR}, summary="Progress of a promotion or roll-back")
+    def get(self, request: Request, pk: int) -> Response:
+        switch = selectors.switch_get(switch_id=pk)
+        if switch is None:
+            raise NotFound("No such promotion.")
+        return Response(ModelSwitchOutput(switch).data)
