@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Any
 
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.base import BaseCache
@@ -68,7 +69,8 @@ class _Finished:
     """Counts of windows that are over, per process: (cache, key of a window) -> count (bounded LRU)."""
 
     def __init__(self, size: int = 10_000) -> None:
-        self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+        self.size, self._lock = size, threading.Lock()
+        self._items: OrderedDict[tuple[int, str], tuple[Any, int]] = OrderedDict()  # slot -> (cache, count)
 
     def get(self, cache, key: str) -> int:
         slot = (id(cache), key)

@@ -18,7 +18,8 @@ TRIM_CHOICES = [("", "keep all"), ("0.05", "close matches only"), ("0.1", "good 
 
 
 class SearchForm(forms.Form):
-    q = forms.CharField(required=False, max_length=MAX_TEXT_CHARS, strip=True, label="Describe what you are looking for")
+    q = forms.CharField(required=False, max_length=MAX_TEXT_CHARS, strip=True,
+                        label="Describe what you are looking for")
     query = forms.CharField(required=False, max_length=8000, widget=forms.HiddenInput)
     image = forms.FileField(required=False, label="Search with an image")
     image_weight = forms.FloatField(required=False, min_value=-MAX_WEIGHT, max_value=MAX_WEIGHT, initial=1.0)
@@ -61,7 +62,8 @@ class SearchForm(forms.Form):
     def terms(self) -> list[QueryTerm]:
         d = self.cleaned_data
         terms = [QueryTerm(text=d["q"])] if d.get("q") else []
-        terms += [QueryTerm(text=text, weight=weight) for text, weight in self.term_rows]
+        # clean() rejected rows without a weight, so the filter drops nothing on a valid form.
+        terms += [QueryTerm(text=text, weight=weight) for text, weight in self.term_rows if weight is not None]
         if d.get("image_id"):
             terms.append(QueryTerm(image_id=d["image_id"]))
         upload = d.get("image")
@@ -82,9 +84,9 @@ class SearchForm(forms.Form):
         d = self.cleaned_data
         has = {"yes": True, "no": False}.get(d.get("has_caption") or "")
         owner = user.get_username() if d.get("mine") and user.is_authenticated else None
-        return SearchFilters(collections=(d["collection"],) if d.get("collection") else (), split=d.get("split") or None,
-                             has_human_caption=has, owner=owner, keyword=(d.get("keyword") or "").strip(),
-                             keyword_mode=d.get("keyword_mode") or "filter")
+        return SearchFilters(collections=(d["collection"],) if d.get("collection") else (),
+                             split=d.get("split") or None, has_human_caption=has, owner=owner,
+                             keyword=(d.get("keyword") or "").strip(), keyword_mode=d.get("keyword_mode") or "filter")
 
     def cutoff(self) -> Cutoff:
         trim = self.cleaned_data.get("trim")

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import numpy as np
 import torch
@@ -92,7 +92,7 @@ class _Buffer:
         self.clear()
 
 
-def _is_path_list(source: Any) -> bool:
+def _is_path_list(source: Any) -> TypeGuard[Sequence[str | Path]]:
     if isinstance(source, (str, bytes)):
         raise TypeError("pass a sequence of paths, not a single path")
     return isinstance(source, Sequence) and all(isinstance(p, (str, os.PathLike)) for p in source)
@@ -131,7 +131,7 @@ def encode_images(
             todo, view=view, batch_size=batch_size, key_fn=key_fn
         )
     else:
-        batches = source
+        batches = cast(Iterable[Batch], source)  # not a path list, so the (keys, images) form
     buffer, done = _Buffer(cache.fields), 0
     for keys, images in batches:
         keep = [i for i, k in enumerate(keys) if k not in cache and k not in buffer.keys]

@@ -84,7 +84,8 @@ class MicroBatcher:
     def _lead(self) -> None:
         """Run the queue's next batch (it holds this thread's own call), then pass the lead on."""
         with self._lock:
-            batch, size = [], 0
+            batch: list[_Call] = []
+            size = 0
             while self._queue and (not batch or size + len(self._queue[0].texts) <= self.max_batch):
                 batch.append(self._queue.pop(0))
                 size += len(batch[-1].texts)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -57,14 +58,19 @@ class Ensemble(torch.nn.Module):
         self._sizes: list[int] = []  # memory tensors per member, set by encode
         self._state_sizes: list[int] = []  # state tensors per member, set by init_state
 
+    @property
+    def _decoders(self) -> Sequence[CaptionDecoder]:
+        # ModuleList is typed as holding plain Modules; its members are the decoders given above.
+        return cast("Sequence[CaptionDecoder]", self.members)
+
     def encode(self, pooled: Tensor, spatial: Tensor | None) -> Memory:
         if self.views is None:
-            memories = [m.encode(pooled, spatial) for m in self.members]
+            memories = [m.encode(pooled, spatial) for m in self._decoders]
         else:
             if pooled.dim() != 3:
                 raise ValueError("a multi-view ensemble needs pooled (B, V, F) and spatial (B, V, N, F)")
             memories = [m.encode(pooled[:, v], None if spatial is None else spatial[:, v])
-                        for m, v in zip(self.members, self.views)]
+                        for m, v in zip(self._decoders, self.views)]
         self._sizes = [len(mem) for mem in memories]
         return tuple(t for mem in memories for t in mem)
 
@@ -76,14 +82,15 @@ class Ensemble(torch.nn.Module):
         return parts
 
     def init_state(self, memory: Memory) -> State:
-        states = [m.init_state(mem) for m, mem in zip(self.members, self._split(memory, self._sizes))]
+        states = [m.init_state(mem) for m, mem in zip(self._decoders, self._split(memory, self._sizes))]
         self._state_sizes = [len(s) for s in states]
         return tuple(t for s in states for t in s)
 
     def step(self, tokens: Tensor, state: State, memory: Memory) -> tuple[Tensor, State, None]:
         mems = self._split(memory, self._sizes)
-        logps, new_states = [], []
-        for member, mem, st in zip(self.members, mems, self._split(state, self._state_sizes)):
+        logps: list[Tensor] = []
+        new_states: list[Tensor] = []
+        for member, mem, st in zip(self._decoders, mems, self._split(state, self._state_sizes)):
             logits, st, _ = member.step(tokens, st, mem)
             logps.append(F.log_softmax(logits.float(), dim=-1))  # (N, V)
             new_states.extend(st)
@@ -92,7 +99,8 @@ class Ensemble(torch.nn.Module):
 
 
 def _step_log_probs(
-    decoder: CaptionDecoder, tokens: Tensor, state: State, memory: Memory, *, t: int, max_len: int, block_unk: bool
+    decoder: CaptionDecoder | Ensemble, tokens: Tensor, state: State, memory: Memory, *,
+    t: int, max_len: int, block_unk: bool,
 ) -> tuple[Tensor, State]:
     logits, state, _ = decoder.step(tokens, state, memory)
     logp = F.log_softmax(logits.float(), dim=-1)  # (N, V)
@@ -111,7 +119,7 @@ def _step_log_probs(
 
 @torch.no_grad()
 def greedy_decode(
-    decoder: CaptionDecoder,
+    decoder: CaptionDecoder | Ensemble,
     pooled: Tensor,
     spatial: Tensor | None,
     *,
@@ -158,7 +166,7 @@ def _ban_repeated_ngrams(logp: Tensor, history: list[list[int]], n: int) -> None
 
 @torch.no_grad()
 def beam_search(
-    decoder: CaptionDecoder,
+    decoder: CaptionDecoder | Ensemble,
     pooled: Tensor,
     spatial: Tensor | None,
     *,
@@ -185,7 +193,7 @@ def beam_search(
 
 
 def _beam_chunk(
-    decoder: CaptionDecoder, pooled: Tensor, spatial: Tensor | None, *, beam_size: int, n_best: int,
+    decoder: CaptionDecoder | Ensemble, pooled: Tensor, spatial: Tensor | None, *, beam_size: int, n_best: int,
     max_len: int, length_penalty: float, no_repeat_ngram_size: int, block_unk: bool,
 ) -> list[list[Hypothesis]]:
     batch, k, device = pooled.shape[0], beam_size, pooled.device

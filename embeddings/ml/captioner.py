@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -127,7 +128,8 @@ class _DecoderBase(nn.Module):
             if bool((lengths[1:] > lengths[:-1]).any()):
                 raise ValueError("lengths must be sorted in decreasing order")
             active = [int(n) for n in (lengths.unsqueeze(0) > torch.arange(steps).unsqueeze(1)).sum(1)]
-        logits, alphas = [], []
+        logits: list[Tensor] = []
+        alphas: list[Tensor] = []
         tokens = inputs[:, 0]  # (B,)
         for t in range(steps):
             n = active[t]

@@ -16,7 +16,8 @@ import dataclasses
 import json
 import types
 import typing
-from typing import Any, Literal, Mapping, TypeVar, Union
+from typing import Any, Literal, TypeVar, Union, cast
+from collections.abc import Mapping
 
 T = TypeVar("T")
 
@@ -31,7 +32,8 @@ def dataclass_from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     if not isinstance(data, Mapping):
         raise ValueError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    # ``T`` is any dataclass; typeshed's ``fields`` wants a DataclassInstance it cannot name here.
+    names = {f.name for f in dataclasses.fields(cast(Any, cls)) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}; known: {sorted(names)}")
@@ -88,7 +90,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if value not in args:
             raise ValueError(f"{where}: {value!r} not one of {list(args)}")
         return value
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):  # a class, not an instance
         if isinstance(value, annotation):
             return value
         return dataclass_from_dict(annotation, value)

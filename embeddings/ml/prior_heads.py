@@ -39,6 +39,7 @@ Flickr8k, cannot drag it down there. Pure PyTorch (no Django).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -94,10 +95,9 @@ class Residual(nn.Module):
         if cfg.head == "mlp":
             self.net: nn.Module = nn.Sequential(nn.Linear(in_dim, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout),
                                                 nn.Linear(cfg.hidden, out_dim))
-            last = self.net[-1]
+            last = cast(nn.Linear, self.net[-1])  # Sequential indexing is typed as a plain Module
         else:
-            self.net = nn.Linear(in_dim, out_dim)
-            last = self.net
+            self.net = last = nn.Linear(in_dim, out_dim)
         if zero_init:
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
@@ -108,6 +108,11 @@ class Residual(nn.Module):
 
 class PriorEmbedding(nn.Module):
     """ConSE-prior residual (or DeViSE) model; same interface as heads.JointEmbedding."""
+
+    # Buffers registered in __init__ (nn.Module.__getattr__ would type them Tensor | Module).
+    class_vecs: Tensor  # (C, D)
+    fc_weight: Tensor  # (C, F)
+    fc_bias: Tensor  # (C,)
 
     def __init__(self, config: EmbeddingConfig, *, class_vecs: Tensor, fc_weight: Tensor, fc_bias: Tensor) -> None:
         super().__init__()
@@ -136,7 +141,7 @@ class PriorEmbedding(nn.Module):
             self.register_buffer(f"{side}_gate_bounds", torch.tensor([-2.0, -1.0]))  # (lo, hi)
 
     @classmethod
-    def empty(cls, config: EmbeddingConfig) -> "PriorEmbedding":
+    def empty(cls, config: EmbeddingConfig) -> PriorEmbedding:
         """A model of the right shapes whose buffers a checkpoint's tensors will overwrite."""
         c, d, f = config.num_classes, config.text_dim, config.image_dim
         return cls(config, class_vecs=torch.ones(c, d), fc_weight=torch.zeros(c, f), fc_bias=torch.zeros(c))

@@ -23,6 +23,7 @@ import os
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +68,7 @@ def pad_states(states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     return out, mask
 
 
-def bert_inference(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+def bert_inference(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Last hidden states (B, T, D) of an eval-mode BertModel, computed with plain functional ops.
 
@@ -79,6 +80,8 @@ def bert_inference(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
     Padded keys are masked out of attention; rows of padding positions are not meaningful
     (mean pooling ignores them), as in the reference.
     """
+    # ``model`` is a transformers BertModel; its submodules are read by name (typed Any: through
+    # nn.Module.__getattr__ every one of them would be Tensor | Module).
     cfg = model.config
     if getattr(cfg, "position_embedding_type", "absolute") != "absolute" or cfg.hidden_act != "gelu":
         return model(input_ids=input_ids, attention_mask=attention_mask,

@@ -69,9 +69,8 @@ _BICUBIC_SUPPORT = 2.0  # PIL's bicubic kernel reaches 2 source pixels each side
 
 def load_rgb(path: str | Path) -> Image.Image:
     """Open an image file as an upright RGB PIL image (EXIF orientation applied)."""
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
-        return img.convert("RGB")
+    with Image.open(path) as raw:
+        return ImageOps.exif_transpose(raw).convert("RGB")
 
 
 def _shorter_side_size(w: int, h: int, size: int) -> tuple[int, int]:

@@ -32,23 +32,26 @@ _PREFIX = struct.Struct("<8sQ32s")  # magic, manifest length, manifest sha256
 _CHUNK = 1 << 24  # hash 16 MiB at a time so a 2 GB payload is not copied
 
 
-def write_container(path: str | Path, manifest: dict[str, Any], sections: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
+def write_container(
+    path: str | Path, manifest: dict[str, Any], sections: list[tuple[str, np.ndarray]]
+) -> dict[str, Any]:
     """Write `sections` (uint8-viewable arrays) with `manifest` atomically; return the full manifest."""
     path = Path(path)
     buffers = [(name, np.ascontiguousarray(arr).view(np.uint8).reshape(-1)) for name, arr in sections]
     payload_sha = hashlib.sha256()
     layout, offset = [], 0
     for name, buf in buffers:
-        _update_hash(payload_sha, memoryview(buf))
+        _update_hash(payload_sha, buf.data)  # a memoryview of the contiguous bytes
         layout.append({"name": name, "offset": offset, "length": int(buf.nbytes)})
         offset += buf.nbytes
-    full = dict(manifest, format_version=FORMAT_VERSION, sections=layout, payload_bytes=offset, sha256=payload_sha.hexdigest())
+    full = dict(manifest, format_version=FORMAT_VERSION, sections=layout, payload_bytes=offset,
+                sha256=payload_sha.hexdigest())
     head = json.dumps(full, sort_keys=True).encode("utf-8")
     with atomic_open(path) as fh:
         fh.write(_PREFIX.pack(MAGIC, len(head), hashlib.sha256(head).digest()))
         fh.write(head)
         for _, buf in buffers:
-            fh.write(memoryview(buf))
+            fh.write(buf.data)
     logger.info("wrote index file %s (%d payload bytes)", path, offset)
     return full
 

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from embeddings.models import Caption
 from search.models import SearchIndex
 
-IMAGE, CAPTION = SearchIndex.Modality.IMAGE.value, SearchIndex.Modality.CAPTION.value
+# str() of a Django choice is its value (spelled so because, without Django stubs, mypy reads the
+# members as plain str).
+IMAGE, CAPTION = str(SearchIndex.Modality.IMAGE), str(SearchIndex.Modality.CAPTION)
 MODALITIES = (IMAGE, CAPTION)
 HUMAN_SOURCES = (Caption.Source.HUMAN, Caption.Source.IMPORTED)
 

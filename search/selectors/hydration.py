@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from django.db import connections
+from django.db import connections, models
 
 from embeddings import selectors as emb_selectors
 from embeddings.models import Caption, Collection, Image
@@ -12,7 +12,7 @@ from project.caching import BoundedCache
 from search.selectors.visibility import who
 
 
-def _attnames(model: type) -> list[str]:
+def _attnames(model: type[models.Model]) -> list[str]:
     return [f.attname for f in model._meta.concrete_fields]
 
 

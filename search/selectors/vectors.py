@@ -5,7 +5,7 @@ import logging
 from collections.abc import Iterable
 
 import numpy as np
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 
 from embeddings.models import CaptionEmbedding, ImageEmbedding
 from search.selectors.filters import CAPTION, IMAGE
@@ -19,7 +19,7 @@ def ids_of(qs: QuerySet, field: str = "pk") -> np.ndarray:
     return np.unique(np.fromiter(qs.values_list(field, flat=True).iterator(chunk_size=_CHUNK), dtype=np.int64))
 
 
-def _vector_model(modality: str) -> tuple[type, str]:
+def _vector_model(modality: str) -> tuple[type[Model], str]:
     if modality == IMAGE:
         return ImageEmbedding, "image_id"
     if modality == CAPTION:
@@ -55,7 +55,8 @@ def stored_vectors(*, version_id: int, modality: str, dim: int,
         keys.append(pk)
         rows.append(vec)
     if bad:
-        logger.error("skipped %d stored %s vectors of version %s with a wrong size or values", bad, modality, version_id)
+        logger.error("skipped %d stored %s vectors of version %s with a wrong size or values",
+                     bad, modality, version_id)
     vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
     return np.asarray(keys, dtype=np.int64), vectors
 

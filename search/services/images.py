@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections import Counter
+from collections import defaultdict
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -50,13 +51,14 @@ def imagenet_labels(*, image_id: int, k: int = 5) -> list[dict[str, Any]]:
 
 def caption_words(captions: list[tuple[str, float]], limit: int) -> list[dict[str, Any]]:
     """Words of the nearest captions, each weighted by the summed scores of the captions using it."""
-    weights: Counter[str] = Counter()
+    weights: dict[str, float] = defaultdict(float)  # summed float scores (Counter is typed int)
     for text, score in captions:
         for word in dict.fromkeys(_WORD.findall(text.lower())):  # ordered: ties keep rank order
             if word not in _STOPWORDS:
                 weights[word] += max(score, 0.0)
     total = sum(weights.values()) or 1.0
-    return [{"word": w, "score": s / total} for w, s in weights.most_common(limit)]
+    ranked = sorted(weights.items(), key=itemgetter(1), reverse=True)[:limit]  # = Counter.most_common
+    return [{"word": w, "score": s / total} for w, s in ranked]
 
 
 def image_labels(*, user: Any, image_id: int, k: int = 5, words: int = 8, neighbours: int = 20,

@@ -29,7 +29,7 @@ import subprocess  # nosec B404
 import tempfile
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import pycocoevalcap.tokenizer.ptbtokenizer as _ptb_module
 from pycocoevalcap.bleu.bleu import Bleu
@@ -43,6 +43,7 @@ from embeddings.ml.vocab import tokenize as simple_tokenize
 logger = logging.getLogger(__name__)
 
 Tokenizer = Literal["ptb", "simple"]
+K = TypeVar("K", bound=Hashable)  # an image key, the same type in hypotheses and references
 METRIC_NAMES: tuple[str, ...] = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d")
 
 # pycocoevalcap is a namespace package (no __file__); locate the jar next to its tokenizer module.
@@ -97,8 +98,8 @@ def _tokenize_all(sentences: list[str], tokenizer: Tokenizer) -> list[str]:
 
 
 def _prepare(
-    hypotheses: Mapping[Hashable, str],
-    references: Mapping[Hashable, Sequence[str]],
+    hypotheses: Mapping[K, str],
+    references: Mapping[K, Sequence[str]],
     tokenizer: Tokenizer,
 ) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
     """Tokenize in one batch and re-key by position (pycocoevalcap wants equal key sets)."""
@@ -136,8 +137,8 @@ def _meteor(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
 
 
 def caption_scores(
-    hypotheses: Mapping[Hashable, str],
-    references: Mapping[Hashable, Sequence[str]],
+    hypotheses: Mapping[K, str],
+    references: Mapping[K, Sequence[str]],
     *,
     tokenizer: Tokenizer = "ptb",
     meteor: bool = True,

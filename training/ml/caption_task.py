@@ -27,14 +27,14 @@ import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from embeddings.ml.caption_decoding import beam_search, greedy_decode
-from embeddings.ml.captioner import CaptionerConfig, build_decoder, caption_loss
+from embeddings.ml.caption_decoding import Ensemble, beam_search, greedy_decode
+from embeddings.ml.captioner import CaptionDecoder, CaptionerConfig, build_decoder, caption_loss
 from embeddings.ml.vocab import EOS_ID, PAD_ID, Vocabulary
 from training.ml.caption_metrics import caption_scores
 from training.ml.config import TrainConfig, register_kind
@@ -178,7 +178,8 @@ class CaptionTask:
             batch = {"pooled": self.train_data.pooled[chunk, views[chunk]].float(),  # (I, F)
                      "tokens": self._tokens[chunk, :, : int(lengths.max()) + 1],  # (I, K, L+1)
                      "lengths": lengths}
-            if self.model_config.decoder == "attention":
+            # __init__ checked that the attention decoder has spatial features.
+            if self.model_config.decoder == "attention" and self.train_data.spatial is not None:
                 batch["spatial"] = self.train_data.spatial[chunk, views[chunk]].float()  # (I, C, F)
             yield batch
 
@@ -190,7 +191,7 @@ class CaptionTask:
                             attention_weight=self.cfg.attention_weight)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        core = getattr(model, "module", model)  # unwrap DDP
+        core = cast(CaptionDecoder, getattr(model, "module", model))  # unwrap DDP; the task built a decoder
         hyps = decode_split(core, self.dev_data, self.vocab, beam_size=self.cfg.eval_beam_size,
                             length_penalty=self.cfg.eval_length_penalty, batch_size=self.cfg.eval_batch_size)
         self.last_hypotheses = hyps
@@ -220,7 +221,7 @@ def _caption_rows(tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tens
 
 
 @torch.no_grad()
-def decode_split(decoder: nn.Module, data: CaptionData, vocab: Vocabulary, *, beam_size: int = 1,
+def decode_split(decoder: CaptionDecoder | Ensemble, data: CaptionData, vocab: Vocabulary, *, beam_size: int = 1,
                  length_penalty: float = 0.0, no_repeat_ngram_size: int = 0, batch_size: int = 250,
                  view: int | None = 0) -> dict[str, str]:
     """Caption every image of ``data``: {image key: text}.

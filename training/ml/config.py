@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
+from collections.abc import Mapping, Sequence
 
 from embeddings.ml.config_dict import dataclass_from_dict, dataclass_to_dict, parse_field_value
 from embeddings.ml.heads import EmbeddingConfig
@@ -124,14 +125,14 @@ class TrainConfig:
             raise ValueError(f"kind {self.kind!r} needs model {model_cls.__name__} and task {task_cls.__name__}")
 
     @classmethod
-    def default(cls, kind: str = "embedding") -> "TrainConfig":
+    def default(cls, kind: str = "embedding") -> TrainConfig:
         if kind not in _KINDS:
             raise ValueError(f"unknown kind {kind!r}; known: {known_kinds()}")
         model_cls, task_cls = _KINDS[kind]
         return cls(kind=kind, loop=LoopConfig(), model=model_cls(), task=task_cls())
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         if not isinstance(data, Mapping):
             raise ValueError("TrainConfig: expected a mapping")
         unknown = sorted(set(data) - {"kind", "loop", "model", "task"})

@@ -28,7 +28,8 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -37,6 +38,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from training.ml.config import LoopConfig
 from training.ml.trainer import EventFn, LoopHooks, TrainResult, TrainTask, run_loop
+
+if TYPE_CHECKING:
+    from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +81,7 @@ class DDPHooks(LoopHooks):
         self.is_main = self.rank == 0
         self.device = device
         self.cfg = dist_config
-        self.averager = None
+        self.averager: PeriodicModelAverager | None = None
 
     def wrap(self, model: nn.Module) -> nn.Module:
         ids = [self.device.index] if self.device.type == "cuda" else None

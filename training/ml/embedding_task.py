@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
+from typing import Any
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -87,10 +88,11 @@ class EmbeddingTask:
         torch.manual_seed(seed)  # model init is part of the run's seed
         self.model = make_model(model_config) if make_model is not None else JointEmbedding(model_config)
         self.gate_bounds: dict[str, float] = {}
-        if getattr(model_config, "gate", "none") != "none" and hasattr(self.model, "calibrate"):
+        calibrate = getattr(self.model, "calibrate", None)  # the gated families calibrate their gates
+        if getattr(model_config, "gate", "none") != "none" and calibrate is not None:
             first = train.image_feats[:, 0].float()  # view 0
             pooled = first.mean(dim=1) if first.dim() == 3 else first  # (N, F)
-            self.gate_bounds = self.model.calibrate(pooled, train.text_feats.float(), seed=seed)
+            self.gate_bounds = calibrate(pooled, train.text_feats.float(), seed=seed)
         # Captions of each image, for sampling: list of 1-d long tensors.
         order = torch.argsort(train.text_image, stable=True)
         counts = torch.bincount(train.text_image, minlength=train.num_images).tolist()
@@ -193,7 +195,7 @@ def class_caption_loss(out: Mapping[str, Tensor]) -> Tensor:
 def encode_split(model: nn.Module, data: EmbeddingData, *, batch_size: int = 1024,
                  view: int = 0) -> tuple[Tensor, Tensor]:
     """Unit vectors of every image (one view) and caption: (N, dim), (M, dim) float32 CPU."""
-    core = getattr(model, "module", model)  # unwrap DDP
+    core: Any = getattr(model, "module", model)  # unwrap DDP; any family's encode_image / encode_text
     was_training = core.training
     core.eval()
     device = next(core.parameters()).device

@@ -11,7 +11,8 @@ raises TypeError rather than being pickled.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 import torch

@@ -35,7 +35,8 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -244,7 +245,10 @@ def _train_step(run: _Run, prog: _Progress, batch: dict[str, Tensor]) -> tuple[d
         group["lr"] = lr
     with run.autocast:
         parts = run.task.loss(run.train_model, batch)
-    loss = sum(v for k, v in parts.items() if k.endswith("_loss"))
+    losses = [v for k, v in parts.items() if k.endswith("_loss")]
+    if not losses:
+        raise ValueError(f"the task's loss returned no *_loss part: {sorted(parts)}")
+    loss = sum(losses[1:], losses[0])
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip > 0:

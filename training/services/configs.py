@@ -6,7 +6,7 @@ from typing import Any
 
 import training.ml.caption_task  # noqa: F401  (registers the "captioner" kind with TrainConfig)
 from project.exceptions import ApplicationError
-from training.ml.config import TrainConfig, apply_overrides, overrides_as_dict
+from training.ml.config import TrainConfig, overrides_as_dict
 
 KINDS = ("embedding", "captioner")
 

@@ -99,16 +99,17 @@ def training_run_execute(run_id: int, *, on_progress: Callable[[str, dict], None
 
 def should_stop_poller(run_id: int, beat: Heartbeat | None = None) -> Callable[[], bool]:
     """The trainer's `should_stop`: cancel_requested, read at most every CANCEL_POLL_S."""
-    last = [0.0, False]
+    last_poll, stop = 0.0, False
 
     def should_stop() -> bool:
+        nonlocal last_poll, stop
         if beat is not None and beat.lost.is_set():
             raise LeaseLost(f"run {run_id}: lease lost")
         now = time.monotonic()
-        if now - last[0] >= CANCEL_POLL_S:
-            last[0] = now
-            last[1] = TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists()
-        return last[1]
+        if now - last_poll >= CANCEL_POLL_S:
+            last_poll = now
+            stop = TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists()
+        return stop
 
     return should_stop
 
@@ -156,7 +157,8 @@ def _fit_torchrun(run: TrainingRun, token: str, recorder: RunRecorder, nproc: in
     # bandit B603: list, no shell
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)  # nosec B603
     output = proc.stdout + proc.stderr
-    atomic_write_bytes(fitting.run_dir(run.pk) / "torchrun.log", output.encode(), sync_dir=False)  # all of it, for diagnosis
+    # all of it, for diagnosis
+    atomic_write_bytes(fitting.run_dir(run.pk) / "torchrun.log", output.encode(), sync_dir=False)
     recorder.reload()
     for line in output.splitlines()[-60:]:
         recorder.add_line(f"torchrun: {line}")
@@ -191,8 +193,9 @@ def _finish_failed(run_id: int, token: str, recorder: RunRecorder, exc: BaseExce
 
 def _cancel_if_requested(run_id: int) -> None:
     """A run cancelled before any worker leased it ends here, when its task arrives."""
-    TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED, cancel_requested=True,
-                               lease_token=NO_LEASE).update(status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
+    TrainingRun.objects.filter(
+        pk=run_id, status=TrainingRun.Status.QUEUED, cancel_requested=True, lease_token=NO_LEASE
+    ).update(status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
 
 
 def _finish(run: TrainingRun, token: str, recorder: RunRecorder, outcome: fitting.FitOutcome) -> None:
@@ -212,7 +215,8 @@ def _finish(run: TrainingRun, token: str, recorder: RunRecorder, outcome: fittin
             status=ModelVersion.Status.CANDIDATE, directory=outcome.directory, files=outcome.files,
             config=run.config, encoders=outcome.encoders, dim=outcome.dim, parent=active,
             metrics={"dev": outcome.dev_metrics, "best_epoch": outcome.best_epoch, "stop": outcome.stop_reason,
-                     "data": outcome.data, "run": run.pk, "collections": list(run.collections.values_list("name", flat=True)),
+                     "data": outcome.data, "run": run.pk,
+                     "collections": list(run.collections.values_list("name", flat=True)),
                      "compared_with": baseline})
         recorder.log(f"registered candidate {version.name} (v{version.pk})")
         recorder.update(status=TrainingRun.Status.SUCCEEDED, finished_at=timezone.now(), model_version=version)

@@ -64,11 +64,12 @@ class Command(BaseCommand):
                 bar.write(f"epoch {payload['epoch']}: {dev}", file=self.stderr)
 
         try:
-            run = services.training_run_execute(run.pk, on_progress=on_progress)
+            finished = services.training_run_execute(run.pk, on_progress=on_progress)
         finally:
             bar.close()
-        if run is None:
+        if finished is None:
             raise CommandError("Another worker took this run over.")
+        run = finished
         self._report(run, opts)
         if run.status != "succeeded":
             raise CommandError(f"Run {run.pk} {run.status}: {run.error}")
