@@ -31,11 +31,15 @@ from embeddings.ml.image_encoder import ImageEncoder
 from embeddings.ml.text_encoder import TextEncoder
 from embeddings.ml.transforms import batch_tensors
 from embeddings.models import ModelVersion
+from project.caching import BoundedCache
 from project.exceptions import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
-_lock = threading.RLock()
-_objects: dict[Any, Any] = {}
+# Loaded models, encoders and class vectors per process (a version's embedder is a few MB, the
+# encoders ~100 MB each): at most 32 kept, the least recently used dropped first.
+_objects: BoundedCache[Any] = BoundedCache(32)
+_load_lock = threading.RLock()  # one load at a time, so a model is never loaded twice at once
+_MISSING = object()
 FEATURE_FIELDS = {"pooled": (1280,), "spatial": (49, 1280), "logits": (1000,)}
 
 
@@ -51,15 +55,19 @@ def device() -> str:
 
 
 def _cached(key: Any, factory):
-    with _lock:
-        if key not in _objects:
-            _objects[key] = factory()
-        return _objects[key]
+    hit = _objects.get(key, _MISSING)
+    if hit is not _MISSING:
+        return hit
+    with _load_lock:  # re-entrant: an embedder's factory loads the text encoder
+        hit = _objects.get(key, _MISSING)
+        if hit is _MISSING:
+            hit = _objects.put(key, factory())
+        return hit
 
 
 def reset() -> None:
     """Forget every loaded model (tests, or after files were replaced)."""
-    with _lock:
+    with _load_lock:
         _objects.clear()
 
 

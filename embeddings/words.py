@@ -6,7 +6,6 @@ on load by embeddings/ml/word2vec_io). Training runs in a Celery task; the page 
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,11 @@ from embeddings.ml.word2vec import UnknownWord, Word2Vec, Word2VecConfig, train_
 from embeddings.ml.word2vec_io import load_word2vec, save_word2vec
 from embeddings.models import Caption, Collection, WordVectorsRun
 from project import queueing
+from project.caching import BoundedCache
 from project.exceptions import ApplicationError, Conflict, NotFound
 
 logger = logging.getLogger(__name__)
-_cache: dict[tuple[int, float], Word2Vec] = {}
-_lock = threading.Lock()
+_cache: BoundedCache[Word2Vec] = BoundedCache(16)  # (collection, file mtime) -> loaded vectors
 MIN_CAPTIONS = 20
 RUN_STALE_AFTER = timedelta(hours=1)  # a queued run older than this was lost (worker died): no longer blocks
 _OPEN = (WordVectorsRun.Status.QUEUED, WordVectorsRun.Status.RUNNING)
@@ -106,10 +105,7 @@ def word2vec_get(*, collection: Collection) -> Word2Vec:
     if not path.exists():
         raise NotFound(f"No word vectors for {collection.name!r} yet; train them first.")
     key = (collection.pk, path.stat().st_mtime)
-    with _lock:
-        if key not in _cache:
-            _cache[key] = load_word2vec(path)
-        return _cache[key]
+    return _cache.get_or_make(key, lambda: load_word2vec(path))
 
 
 def _clean(word: str) -> str:

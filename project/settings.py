@@ -170,7 +170,7 @@ LOUPE_MAX_UPLOAD_BYTES = env.int("LOUPE_MAX_UPLOAD_BYTES", default=20 * 1024 * 1
 LOUPE_MAX_REQUEST_BYTES = env.int("LOUPE_MAX_REQUEST_BYTES", default=64 * 1024 * 1024)
 LOUPE_MAX_IMAGE_PIXELS = env.int("LOUPE_MAX_IMAGE_PIXELS", default=40_000_000)
 # Shape caps, checked from the header before decoding like the pixel cap: a 1x60000 strip is only
-# 60k pixels but would be resized to 224 x 13,440,000 for encoding (embeddings/imaging.py).
+# 60k pixels but would be resized to 224 x 13,440,000 for encoding (embeddings/ingest/imaging.py).
 LOUPE_MAX_IMAGE_SIDE = env.int("LOUPE_MAX_IMAGE_SIDE", default=20_000)  # pixels, either side
 LOUPE_MAX_ASPECT_RATIO = env.float("LOUPE_MAX_ASPECT_RATIO", default=20.0)  # longer / shorter side
 LOUPE_MAX_FILES_PER_REQUEST = env.int("LOUPE_MAX_FILES_PER_REQUEST", default=100)

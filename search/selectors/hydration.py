@@ -70,7 +70,7 @@ def images_in_order(*, user: Any, ids: Sequence[int]) -> list[tuple[Image, list[
     per caption; vanished or no longer visible ids are dropped. `image.collection` needs no
     query. The captions are plain tuples, not Caption objects with a prefetch cache: a page of
     20 images holds ~100 captions, and building their model objects and related managers cost
-    more than the query (bench/results/search_e2e.md)."""
+    more than the query (docs/design/search-latency.md)."""
     ids = list(dict.fromkeys(int(i) for i in ids))
     if not ids:
         return []

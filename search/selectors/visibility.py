@@ -93,7 +93,7 @@ def searchable_image_ids(*, user: Any, filters: SearchFilters) -> np.ndarray:
     """Sorted unique (N,) ids of the images this user may get from this search.
 
     Cached per process by (who is asking, filters, visibility fingerprint): at 100k images the
-    id list took ~1 s to read on every request (bench/results/search_e2e.md).
+    id list took ~1 s to read on every request (docs/design/search-latency.md).
     """
     if filters.keyword or filters.has_human_caption is not None:  # caption edits do not move the fingerprint
         return ids_of(searchable_images(user=user, filters=filters))
