@@ -22,18 +22,28 @@
     return { li, bar, result };
   }
 
+  // A new name is created once, then becomes the selected option, so the next batch goes to it
+  // without posting it again (which answered 409).
   async function ensureCollection() {
-    const fresh = document.getElementById("new-collection").value.trim();
-    if (!fresh) return document.getElementById("collection").value;
-    const resp = await fetch(form.dataset.collectionsEndpoint, {
-      method: "POST", credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: JSON.stringify({ name: fresh }),
-    });
-    if (resp.status !== 201 && resp.status !== 409) {
-      const body = await resp.json().catch(() => ({}));
-      throw new Error((body.error && body.error.message) || "could not create collection");
+    const field = document.getElementById("new-collection");
+    const select = document.getElementById("collection");
+    const fresh = field.value.trim();
+    if (!fresh) return select.value;
+    const known = Array.from(select.options).some((o) => o.value === fresh);
+    if (!known) {
+      const resp = await fetch(form.dataset.collectionsEndpoint, {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+        body: JSON.stringify({ name: fresh }),
+      });
+      if (resp.status !== 201 && resp.status !== 409) {
+        const body = await resp.json().catch(() => ({}));
+        throw new Error((body.error && body.error.message) || "could not create collection");
+      }
+      select.append(new Option(fresh, fresh));
     }
+    select.value = fresh;
+    field.value = "";
     return fresh;
   }
 
