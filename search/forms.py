@@ -33,7 +33,8 @@ class SearchForm(forms.Form):
                                     widget=forms.Select(attrs={"id": "f-has-caption"}))
     mine = forms.BooleanField(required=False, label="Only my collections")
     keyword = forms.CharField(required=False, max_length=100, label="Caption keyword")
-    keyword_mode = forms.ChoiceField(required=False, choices=[("filter", "must contain"), ("boost", "rank higher")],
+    keyword_mode = forms.ChoiceField(required=False,
+                                     choices=[("filter", "must contain"), ("boost", "rank higher (query if empty)")],
                                      widget=forms.Select(attrs={"id": "f-keyword-mode"}))
     trim = forms.ChoiceField(required=False, choices=TRIM_CHOICES, label="Results",
                              widget=forms.Select(attrs={"id": "f-trim"}))
@@ -84,9 +85,13 @@ class SearchForm(forms.Form):
         d = self.cleaned_data
         has = {"yes": True, "no": False}.get(d.get("has_caption") or "")
         owner = user.get_username() if d.get("mine") and user.is_authenticated else None
+        mode = d.get("keyword_mode") or "filter"
+        keyword = (d.get("keyword") or "").strip()
+        if mode == "boost" and not keyword:  # "rank higher" alone boosts captions containing the query text
+            keyword = (d.get("q") or "").strip()[:100]
         return SearchFilters(collections=(d["collection"],) if d.get("collection") else (),
                              split=d.get("split") or None, has_human_caption=has, owner=owner,
-                             keyword=(d.get("keyword") or "").strip(), keyword_mode=d.get("keyword_mode") or "filter")
+                             keyword=keyword, keyword_mode=mode)
 
     def cutoff(self) -> Cutoff:
         trim = self.cleaned_data.get("trim")

@@ -190,3 +190,19 @@ def test_image_page_extras_do_not_encode_an_unencoded_image_on_a_page_view(brows
     for path in ("similar", "labels"):
         resp = browser.get(f"/search/images/{img.pk}/{path}/", **HX)
         assert resp.status_code == 200 and "not been encoded" in resp.content.decode()
+
+
+def test_rank_higher_without_a_keyword_boosts_images_whose_captions_contain_the_query(browser, fake_version,
+                                                                                      collection):
+    """Issue 16: "frisbee" with "rank higher" gave the plain search's scores and order (the boost
+    needed a separate keyword); with none, the query text is the keyword."""
+    sea = ingest(collection, colour_jpeg((10, 10, 250)), caption="the sea")
+    kite = ingest(collection, colour_jpeg((10, 80, 250)), caption="a blue kite")
+    encoding.images_encode(image_ids=[sea.pk, kite.pk], version=fake_version)
+    index_rebuild(version=fake_version, modality="image")
+    plain = browser.get("/search/", {"q": "blue"}).content.decode()
+    assert tile_ids(plain) == [sea.pk, kite.pk]
+    boosted = browser.get("/search/", {"q": "blue", "keyword_mode": "boost"}).content.decode()
+    assert tile_ids(boosted) == [kite.pk, sea.pk] and boosted.count('class="kw"') == 1
+    explicit = browser.get("/search/", {"q": "blue", "keyword": "sea", "keyword_mode": "boost"}).content.decode()
+    assert tile_ids(explicit) == [sea.pk, kite.pk] and 'class="kw"' in explicit
