@@ -27,15 +27,16 @@ class SearchForm(forms.Form):
     collection = forms.CharField(required=False, max_length=100)
     split = forms.ChoiceField(required=False, choices=[("", "any split"), *Image.Split.choices],
                               widget=forms.Select(attrs={"id": "f-split"}))
-    has_caption = forms.ChoiceField(required=False, choices=[("", "with or without captions"),
-                                                             ("yes", "with a human caption"),
-                                                             ("no", "without a human caption")],
+    has_caption = forms.ChoiceField(required=False, choices=[("", "any"), ("yes", "human caption"),
+                                                             ("no", "no human caption")],
                                     widget=forms.Select(attrs={"id": "f-has-caption"}))
     mine = forms.BooleanField(required=False, label="Only my collections")
     keyword = forms.CharField(required=False, max_length=100, label="Caption keyword")
     keyword_mode = forms.ChoiceField(required=False,
-                                     choices=[("filter", "must contain"), ("boost", "rank higher (query if empty)")],
-                                     widget=forms.Select(attrs={"id": "f-keyword-mode"}))
+                                     choices=[("filter", "must contain"), ("boost", "rank higher")],
+                                     widget=forms.Select(attrs={"id": "f-keyword-mode", "title": (
+                                         "rank higher: images with a caption containing the keyword "
+                                         "(or, with no keyword, the query text) score higher")}))
     trim = forms.ChoiceField(required=False, choices=TRIM_CHOICES, label="Results",
                              widget=forms.Select(attrs={"id": "f-trim"}))
     k = forms.TypedChoiceField(required=False, choices=PAGE_SIZES, coerce=int, empty_value=24, label="Per page",

@@ -17,6 +17,9 @@
     const input = document.getElementById(inputId);
     if (!zone || !input) return;
     const preview = document.getElementById(previewId);
+    // A file the browser cannot decode would show the broken-image icon: hide the preview instead
+    // (the server's answer says what is wrong with the file).
+    if (preview) preview.addEventListener("error", () => { if (preview.getAttribute("src")) preview.hidden = true; });
     function show() {
       const file = input.files && input.files[0];
       if (preview) {

@@ -103,3 +103,45 @@ def test_caption_page_captions_a_chosen_file(page, fake_version, fake_captioner,
     page.set_input_files("#caption-image", str(photo))
     page.wait_for_selector("#caption-result li")
     assert "a blue thing number 0" in page.inner_text("#caption-result")
+
+
+def test_caption_page_shows_no_broken_preview_for_a_bad_file(page, fake_version, fake_captioner, tmp_path):
+    UserFactory(username="fay")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"<html>not an image</html>")
+    login(page, "fay")
+    page.goto(page.base + "/caption/")
+    page.set_input_files("#caption-image", str(bad))
+    page.wait_for_selector("#caption-result .error-box")
+    page.wait_for_timeout(200)  # the preview's load or error event has fired by now
+    preview = page.locator("#caption-preview")
+    assert not preview.is_visible() or preview.evaluate("img => img.naturalWidth") > 0  # never the broken icon
+    good = tmp_path / "good.jpg"
+    good.write_bytes(colour_jpeg((10, 10, 240)))
+    page.set_input_files("#caption-image", str(good))
+    page.wait_for_selector("#caption-result li")
+    page.wait_for_function("document.getElementById('caption-preview').naturalWidth > 0")
+    assert preview.is_visible()
+
+
+def test_search_box_is_styled_like_the_other_inputs_and_filter_choices_fit(page, indexed):
+    page.goto(page.base + "/search/")
+    q, keyword = page.locator("#q").bounding_box(), page.locator("#f-keyword").bounding_box()
+    assert q["height"] >= keyword["height"]
+    assert page.locator("#q").evaluate("e => getComputedStyle(e).borderRadius") == \
+        page.locator("#f-keyword").evaluate("e => getComputedStyle(e).borderRadius")
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        # each select's widest option, in the select's font, fits inside it (with room for the arrow)
+        clipped = page.evaluate("""() => {
+          const ctx = document.createElement('canvas').getContext('2d');
+          const out = [];
+          for (const s of document.querySelectorAll('#search-filters select')) {
+            const cs = getComputedStyle(s);
+            ctx.font = cs.font;
+            const room = s.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight) - 20;
+            for (const o of s.options) if (ctx.measureText(o.text).width > room) out.push(s.id + ': ' + o.text);
+          }
+          return out;
+        }""")
+        assert clipped == [], (width, clipped)
