@@ -48,15 +48,20 @@ dev: migrate
 	DEBUG=true $(PY) manage.py loupe_setup
 	DEBUG=true $(PY) manage.py runserver $(HOST):$(PORT)
 
-# The whole suite against this machine's PostgreSQL and Redis, plus the architecture contract.
+# The whole suite against this machine's PostgreSQL and Redis, plus the architecture contract,
+# ruff (ruff.toml) and mypy (mypy.ini) over the product packages.
 test: install-test
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy embeddings search training project
 	$(VENV)/bin/bandit -q -r embeddings search training project -x '*/migrations/*'
 	$(PY) manage.py makemigrations --check --dry-run -v0
 	$(PY) -m pytest
 
 lint: install-test
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy embeddings search training project
 
 $(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.test-installed
 	$(PIP) install -q -r requirements-bench.txt

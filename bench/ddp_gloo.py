@@ -132,7 +132,8 @@ def main() -> None:
         "",
         f"Command: `.venv/bin/python bench/ddp_gloo.py --epochs {args.epochs} --rounds {args.rounds}`",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs, no GPU; torch {torch.__version__}; "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs, no GPU; "
+        f"torch {torch.__version__}; "
         f"load average before / after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f}.",
         "",
         f"Joint-embedding heads (bench/train_embedding_flickr8k.py recipe, orig view only, dropout 0 so both arms "

@@ -139,7 +139,6 @@ def candidate(k: int):
 
 
 def promote_timed(version) -> tuple[float, dict]:
-    from training.models import ModelSwitch
     from training.services.promotion import model_version_promote
 
     t0 = time.perf_counter()
@@ -221,9 +220,11 @@ def main() -> None:
     body = [
         "## Embedding fan-out: promotion re-encoding with 1 and 2 worker processes",
         "",
-        f"Command: `.venv/bin/python bench/fanout.py --images {args.images} --rounds {args.rounds} --chunk {args.chunk}`",
+        f"Command: `.venv/bin/python bench/fanout.py --images {args.images} --rounds {args.rounds} "
+        f"--chunk {args.chunk}`",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other jobs), no GPU; torch {torch.__version__}; "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other jobs), no GPU; "
+        f"torch {torch.__version__}; "
         f"PostgreSQL + Redis; load average before / after: {load_before[0]:.1f} / {load_after[0]:.1f}.",
         "",
         f"Data: {n_images} Flickr8k dev images, {n_captions} captions (upload processing by 2 workers took "

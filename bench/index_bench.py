@@ -25,8 +25,10 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import faiss
 import numpy as np
@@ -108,8 +110,8 @@ def bench_exact(xb: np.ndarray, xq: np.ndarray, args: argparse.Namespace) -> dic
 
     nq = xq[: args.exact_queries]
     res = {}
-    res["numpy_exact"] = {"qps_batch": len(nq) / median_time(lambda: [numpy_knn(nq[i:i + 50]) for i in range(0, len(nq), 50)], args.runs),
-                    "recall": 1.0, "bytes_per_vector": 4 * xb.shape[1]}
+    seconds = median_time(lambda: [numpy_knn(nq[i:i + 50]) for i in range(0, len(nq), 50)], args.runs)
+    res["numpy_exact"] = {"qps_batch": len(nq) / seconds, "recall": 1.0, "bytes_per_vector": 4 * xb.shape[1]}
     flat = faiss.IndexFlatIP(xb.shape[1])
     flat.add(xb)
     res["faiss_flat"] = qps(lambda q: flat.search(q, K), lambda q: flat.search(q, K), nq, args.runs,
@@ -130,23 +132,28 @@ def bench_ours(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, args: argparse.Na
     def ours(q: np.ndarray) -> list:
         return index.search(q, K)
 
+    def raw_search(q: np.ndarray, cand: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        # the faiss call under ours at the candidate's parameters (built per call, as ours does)
+        return raw.search(q, K, params=ib.search_params(typ, cand, K, None))
+
     res = qps(ours, ours, xq, args.runs, args.threads, faiss.omp_set_num_threads)
     found = np.array([h.ids for h in index.search(xq, K)])
+    index_bytes = file_bytes(lambda p: faiss.write_index(raw, p), "f.idx")
     res.update(kind=label, index_type=typ, params=params, build_s=build_s, recall=recall(found, gt),
-               build_recall=index.recall, bytes_per_vector=file_bytes(lambda p: faiss.write_index(raw, p), "f.idx") / len(xb))
+               build_recall=index.recall, bytes_per_vector=index_bytes / len(xb))
     curve = []
     for cand in curve_candidates(typ, params)[: args.curve_points]:
-        sp = lambda c=cand: ib.search_params(typ, c, K, None)
-        f = lambda q, c=cand: raw.search(q, K, params=sp(c))
         faiss.omp_set_num_threads(args.threads)
-        r = recall(labels[f(xq)[1]], gt)
-        curve.append({"params": cand, "recall": r, "qps_batch": len(xq) / median_time(lambda: f(xq), args.runs)})
+        r = recall(labels[raw_search(xq, cand)[1]], gt)
+        seconds = median_time(partial(raw_search, xq, cand), args.runs)
+        curve.append({"params": cand, "recall": r, "qps_batch": len(xq) / seconds})
         if r >= 0.999:
             break
     res["curve"] = curve
     if keep is not None:
         keep.append(index)
-    del index, raw
+    # No `del index, raw` here: the closures above read both (a name deleted in this scope is
+    # undefined for them), and both are freed when this function returns anyway.
     return res
 
 
@@ -177,8 +184,8 @@ def bench_hnswlib(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, args: argparse
 
     for ef in EF_GRID:
         r = recall_at(ef)
-        point = {"params": {"ef": ef}, "recall": r,
-                 "qps_batch": len(xq) / median_time(lambda: idx.knn_query(xq, k=K, num_threads=args.threads), args.runs)}
+        seconds = median_time(lambda: idx.knn_query(xq, k=K, num_threads=args.threads), args.runs)
+        point = {"params": {"ef": ef}, "recall": r, "qps_batch": len(xq) / seconds}
         curve.append(point)
         if tuned is None and r >= goal:
             tuned = ef
@@ -222,7 +229,7 @@ def side_by_side(ours: Any, other: Any, xq: np.ndarray, args: argparse.Namespace
     }
     single: dict[str, list[float]] = {name: [] for name in contenders}
     batch: dict[str, list[float]] = {name: [] for name in contenders}
-    for name, (fs, fb) in contenders.items():  # warm caches once
+    for fs, _ in contenders.values():  # warm caches once
         fs(one[0][None, :])
     for _ in range(args.side_rounds):
         for name, (fs, fb) in contenders.items():

@@ -46,14 +46,15 @@ def _match_rule(other: dict) -> str:
 
 
 def _table(d: dict[str, Any]) -> list[str]:
-    lines = ["| index | params | recall@10 | QPS batch (%d thr) | QPS 1 query/call, 1 core | build s | bytes/vector |"
-             % d["threads"], "|---|---|---|---|---|---|---|"]
+    lines = [f"| index | params | recall@10 | QPS batch ({d['threads']} thr) | QPS 1 query/call, 1 core | build s "
+             "| bytes/vector |", "|---|---|---|---|---|---|---|"]
     for key, name in ROWS:
         if key not in d:
             continue
         r = d[key]
         lines.append(f"| {name} | {_params(r)} | {_fmt(r.get('recall'), 4)} | {_fmt(r.get('qps_batch'))} | "
-                     f"{_fmt(r.get('qps_single_1core'))} | {_fmt(r.get('build_s'), 1)} | {_fmt(r.get('bytes_per_vector'), 1)} |")
+                     f"{_fmt(r.get('qps_single_1core'))} | {_fmt(r.get('build_s'), 1)} | "
+                     f"{_fmt(r.get('bytes_per_vector'), 1)} |")
     return lines
 
 
@@ -77,11 +78,14 @@ def index_md(data: list[dict[str, Any]]) -> str:
         if "loadavg_start" in d:
             end = d.get("loadavg_end", [float("nan")])[0]
             load = (f" Load average (1 min) at start / end: {d['loadavg_start'][0]:.1f} / {end:.1f} "
-                    f"on {d['machine'].split(',')[1].strip().split()[0]} cores (any other work on the machine shared the CPU).")
+                    f"on {d['machine'].split(',')[1].strip().split()[0]} cores "
+                    "(any other work on the machine shared the CPU).")
         partial = "" if d.get("complete") else (
-            " **Partial run: stopped before every contender was measured (session time); rows below are all it measured.**")
+            " **Partial run: stopped before every contender was measured (session time); "
+            "rows below are all it measured.**")
         out += [f"### N = {d['n']:,} (d = {d['dim']}, runs = {d['runs']})", "",
-                (f"Wall time {d['wall_s']:,.0f} s." if "wall_s" in d else "Wall time not recorded.") + f"{load}{partial}", "",
+                (f"Wall time {d['wall_s']:,.0f} s." if "wall_s" in d else "Wall time not recorded.")
+                + f"{load}{partial}", "",
                 f"Command: `.venv/bin/python {' '.join(d['argv'])}`", ""]
         if "ivfpq_argv" in d:  # IVF-PQ rows added by a later --only-ivfpq run on the same data
             out += [f"The IVF-PQ rows come from a later run on the same data (same seed and sizes): "
@@ -89,11 +93,13 @@ def index_md(data: list[dict[str, Any]]) -> str:
                     f"{d['ivfpq_loadavg_start'][0]:.1f} / {d['ivfpq_loadavg_end'][0]:.1f}, "
                     "timings from the --runs it was given.", ""]
         out += _table(d) + [""]
-        ours, other = d.get("ours") or d.get("ours_hnsw"), d.get("hnswlib")  # runs before 2026-12-01: HNSW was the choice
+        # runs before 2026-12-01: HNSW was the choice
+        ours, other = d.get("ours") or d.get("ours_hnsw"), d.get("hnswlib")
         if ours and other:
             rule = ("; since 2026-11-25 (late): grid, then bisection, and the 95% lower bound of the mean must "
                     "reach the target" if "matched_to" in other else "; coarse grid, mean at the target")
-            out.append(f"Operating points: ours ({ours.get('index_type', 'hnsw')}) {_params(ours)} (chosen by build_index's own tuning on "
+            out.append(f"Operating points: ours ({ours.get('index_type', 'hnsw')}) {_params(ours)} "
+                       "(chosen by build_index's own tuning on "
                        f"{ours.get('tune_queries', 500)} vectors held out of the index{rule}) gives recall "
                        f"{ours['recall']:.4f} on the bench queries; hnswlib ef={other['params']['ef']} "
                        f"({_match_rule(other)}) gives {other['recall']:.4f}. "
@@ -106,7 +112,8 @@ def index_md(data: list[dict[str, Any]]) -> str:
                 rs, rb = sbs["ratio_single"], sbs["ratio_batch"]
                 qs, qb = sbs["qps_single_1core"], sbs["qps_batch"]
                 out.append("")
-                out.append(f"**Side by side** (the same two indexes at these operating points, timed in alternation over "
+                out.append("**Side by side** (the same two indexes at these operating points, timed in alternation "
+                           "over "
                            f"{sbs['rounds']} rounds; each ratio is the median of the per-round ratios, so both sides "
                            f"saw the same machine load): ours / hnswlib single-query 1-core "
                            f"**{rs['ours/hnswlib']:.2f}x** ({qs['ours']:,.0f} vs {qs['hnswlib']:,.0f} QPS), batch "
@@ -117,7 +124,8 @@ def index_md(data: list[dict[str, Any]]) -> str:
                            "call's QPS. The table's QPS columns above come from separate timings per contender.")
             a, b = _at_target(ours["curve"]), _at_target(other["curve"])
             if a and b:
-                out.append(f"Best batch QPS on the curves at recall >= 0.95: raw faiss ({ours.get('index_type', 'hnsw')}) "
+                out.append("Best batch QPS on the curves at recall >= 0.95: "
+                           f"raw faiss ({ours.get('index_type', 'hnsw')}) "
                            f"{a['qps_batch']:,.0f} ({_params(a)}, recall {a['recall']:.4f}) vs hnswlib "
                            f"{b['qps_batch']:,.0f} (ef={b['params']['ef']}, recall {b['recall']:.4f}): "
                            f"{a['qps_batch'] / b['qps_batch']:.2f}x.")
@@ -132,7 +140,8 @@ def index_md(data: list[dict[str, Any]]) -> str:
             out.append("")
         if "faiss_flat" in d and ours:
             out.append(f"Ours vs exact faiss Flat, batch: {ours['qps_batch'] / d['faiss_flat']['qps_batch']:.1f}x; "
-                       f"faiss Flat vs numpy matmul: {d['faiss_flat']['qps_batch'] / d['numpy_exact']['qps_batch']:.2f}x.")
+                       "faiss Flat vs numpy matmul: "
+                       f"{d['faiss_flat']['qps_batch'] / d['numpy_exact']['qps_batch']:.2f}x.")
             out.append("")
         out += ["Recall / QPS curves (batch):", "", "| index | params | recall@10 | QPS |", "|---|---|---|---|"]
         for key in ("ours", "ours_hnsw", "hnswlib", "ours_ivfpq_sq8", "ours_ivfpq"):
@@ -169,7 +178,8 @@ def plot(data: list[dict[str, Any]]) -> None:
     fig.savefig(PLOT, dpi=110)
 
 
-KINDS = [("faiss_flat", "Flat"), ("ours", "IVF-PQ fast-scan + exact re-rank (default)"), ("ours_hnsw", "HNSW"), ("ours_ivfpq_sq8", "IVF-PQ + SQ8 refine"), ("ours_ivfpq", "IVF-PQ")]
+KINDS = [("faiss_flat", "Flat"), ("ours", "IVF-PQ fast-scan + exact re-rank (default)"), ("ours_hnsw", "HNSW"),
+         ("ours_ivfpq_sq8", "IVF-PQ + SQ8 refine"), ("ours_ivfpq", "IVF-PQ")]
 
 
 def _largest(data: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
@@ -196,7 +206,8 @@ def scaling_md(data: list[dict[str, Any]]) -> str:
            f"Bytes/vector = faiss file size / N + {BOOKKEEPING} B of wrapper bookkeeping (int64 key + alive flag). "
            "The CPU was shared with other jobs (load averages in index.md), so QPS and build times are pessimistic "
            "and noisy.", "",
-           "| index | N0 | params | recall@10 | bytes/vector | build s | QPS per core |", "|---|---|---|---|---|---|---|"]
+           "| index | N0 | params | recall@10 | bytes/vector | build s | QPS per core |",
+           "|---|---|---|---|---|---|---|"]
     rows = []
     for key, name in KINDS:
         d = _largest(data, key)
@@ -204,7 +215,8 @@ def scaling_md(data: list[dict[str, Any]]) -> str:
             r = d[key]
             rows.append((key, name, d["n"], r))
             out.append(f"| {name} | {d['n']:,} | {_params(r)} | {r['recall']:.4f} | "
-                       f"{r['bytes_per_vector'] + BOOKKEEPING:,.0f} | {r['build_s']:,.0f} | {r['qps_single_1core']:,.1f} |")
+                       f"{r['bytes_per_vector'] + BOOKKEEPING:,.0f} | {r['build_s']:,.0f} | "
+                       f"{r['qps_single_1core']:,.1f} |")
     hnsw = sorted((d for d in data if "ours_hnsw" in d), key=lambda d: d["n"])
     exp = ""
     if len(hnsw) >= 2:
@@ -212,13 +224,15 @@ def scaling_md(data: list[dict[str, Any]]) -> str:
         e = math.log(hi["ours_hnsw"]["build_s"] / lo["ours_hnsw"]["build_s"]) / math.log(hi["n"] / lo["n"])
         exp = f" Measured HNSW build growth between {lo['n']:,} and {hi['n']:,}: t ~ N^{e:.2f}."
     out += ["", "Formulas (N0 and the measured values from the table above):", "",
-            "- memory(N) = N x bytes/vector (each structure's per-vector cost is constant; IVF adds nlist x d x 4 B of centroids).",
+            "- memory(N) = N x bytes/vector (each structure's per-vector cost is constant; "
+            "IVF adds nlist x d x 4 B of centroids).",
             "- Flat: QPS(N) = QPS(N0) x N0 / N (a full scan); build ~ 0.",
             "- HNSW: QPS(N) ~ QPS(N0) x ln N0 / ln N (greedy search depth grows with log N; optimistic, as efSearch "
             "for a fixed recall also creeps up); build(N) = build(N0) x (N / N0) x ln N / ln N0." + exp,
             "- IVF-PQ with nlist ~ 4 sqrt(N) and fixed nprobe: a query scans nlist centroids + nprobe N / nlist codes, "
             "both ~ sqrt(N): QPS(N) = QPS(N0) x sqrt(N0 / N); add time ~ N x nlist ~ N^1.5. The build column applies "
-            "(N / N0)^1.5 to the whole measured build, training included, although training runs on a fixed-size sample: "
+            "(N / N0)^1.5 to the whole measured build, training included, although training runs on a "
+            "fixed-size sample: "
             "an upper bound (the bench does not time training and adding separately).",
             "", "| index | N | memory | build (1 machine, 2 cores) | QPS per core |", "|---|---|---|---|---|"]
     for n in (100_000_000, 1_000_000_000):

@@ -65,7 +65,8 @@ def main() -> None:
     p.add_argument("--ood", type=Path, default=REPO / "var" / "ood")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--train", action="store_true",
-                   help="also encode the 6,000 train images (var/cache/lite2-train.npz) for bench/prior_flickr8k.py --encoder")
+                   help="also encode the 6,000 train images (var/cache/lite2-train.npz) "
+                        "for bench/prior_flickr8k.py --encoder")
     args = p.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     torch.set_num_threads(args.threads)
@@ -80,7 +81,8 @@ def main() -> None:
     f_ood, r_ood = encode(ood_paths, enc, REPO / "var" / "cache" / "lite2-ood.npz")
     if args.train:
         train_files = read_manifest(args.cache)["splits"]["train"]
-        _, r_train = encode([args.data / "images" / f for f in train_files], enc, REPO / "var" / "cache" / "lite2-train.npz")
+        _, r_train = encode([args.data / "images" / f for f in train_files], enc,
+                            REPO / "var" / "cache" / "lite2-train.npz")
         print(json.dumps({"lite2_images_per_s": {"flickr8k_train": r_train}}), flush=True)
         return
     lite0 = ImageEncoder()

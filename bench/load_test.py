@@ -127,8 +127,9 @@ def main() -> int:
             all_ok &= ok
         if not args.skip_sqlite:
             env = base_env(tmp_path / "sqlite")
-            section, ok = one_setup(f"Embedded default (SQLite WAL + file-system broker), {args.sqlite_clients} clients",
-                                    env, args.sqlite_clients, args.seconds, tmp_path / "sqlite-logs", args.drain_timeout)
+            section, ok = one_setup(
+                f"Embedded default (SQLite WAL + file-system broker), {args.sqlite_clients} clients",
+                env, args.sqlite_clients, args.seconds, tmp_path / "sqlite-logs", args.drain_timeout)
             sections.append(section)
             all_ok &= ok
 

@@ -17,7 +17,8 @@ HISTORY = ROOT / "bench" / "results" / "embedding_history.json"
 TRAINING_PNG = ROOT / "docs" / "img" / "embedding_training.png"
 INDEX_RAW = ROOT / "bench" / "results" / "index_raw.json"
 LATENCY_PNG = ROOT / "docs" / "img" / "latency_vs_n.png"
-LABELS = {"faiss_flat": "exact (faiss Flat)", "ours": "ours (default: IVF-PQ fast-scan + exact re-rank)", "ours_hnsw": "ours (HNSW, recall@10 >= 0.95)",
+LABELS = {"faiss_flat": "exact (faiss Flat)", "ours": "ours (default: IVF-PQ fast-scan + exact re-rank)",
+          "ours_hnsw": "ours (HNSW, recall@10 >= 0.95)",
           "hnswlib": "hnswlib (same recall)", "ours_ivfpq_sq8": "ours (IVF-PQ + SQ8 refine)",
           "ours_ivfpq": "ours (IVF-PQ, 100 B/vector; low recall)"}
 

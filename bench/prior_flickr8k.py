@@ -147,14 +147,16 @@ def main() -> None:
         if name == "epoch":
             d = payload["dev"]
             print(f"epoch {payload['epoch']}: dev t2i {d['t2i_r1']:.1f} i2t {d['i2t_r1']:.1f} | ood t2i "
-                  f"{d['ood_t2i_r1']:.1f} r10 {d['ood_t2i_r10']:.1f} | train {payload['train']}", file=sys.stderr, flush=True)
+                  f"{d['ood_t2i_r1']:.1f} r10 {d['ood_t2i_r10']:.1f} | train {payload['train']}",
+                  file=sys.stderr, flush=True)
 
     result = train(config.loop, task, device="cpu", on_event=on_event)
     wall = time.perf_counter() - start
     model = task.model.eval()
     flick = split_metrics(model, dev)
     oodm = split_metrics(model, ood_data(ood))
-    emit({"variant": args.variant, "encoder": args.encoder, "sets_overrides": args.sets, "best_epoch": result.best_epoch,
+    emit({"variant": args.variant, "encoder": args.encoder, "sets_overrides": args.sets,
+          "best_epoch": result.best_epoch,
           "epochs": result.epochs, "wall_s": round(wall, 1), "flickr8k_dev": flick, "ood_dev": oodm})
     if args.out:
         from embeddings.ml.checkpoint import checkpoint_to_dict, save_checkpoint

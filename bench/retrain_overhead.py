@@ -141,7 +141,8 @@ def main() -> None:
         "| --- | --- | --- | --- | --- |",
         *[f"| {i + 1} | {w:.1f} s | {j:.0f} | {b:.0f} | {j / b:.3f} |" for i, (w, j, b) in enumerate(rows)],
         "", f"Median ratio {statistics.median(ratios):.3f} (goal >= 0.95); median job wall "
-        f"{statistics.median([w for w, _, _ in rows]):.1f} s for {args.epochs} epoch(s) (goal <= 5 min for a full run).", "",
+        f"{statistics.median([w for w, _, _ in rows]):.1f} s for {args.epochs} epoch(s) "
+        "(goal <= 5 min for a full run).", "",
     ]
     args.results.parent.mkdir(parents=True, exist_ok=True)
     with args.results.open("a") as fh:

@@ -76,7 +76,8 @@ def report(args, info: dict, scenarios: list[dict], loads: list, cmd: str) -> st
             f"2-3 of {info['seeds']} real ConSE v0 vectors of Flickr8k train images (from cached logits) plus "
             "noise (sigma 0.05 per dim). "
             f"Index built by `search.services.index_rebuild`: {info['index_type']}, build-time recall@10 "
-            f"{info['recall']:.4f}; rows inserted in {info['rows_s']:.0f} s, index built in {info['index_s']:.0f} s.", "",
+            f"{info['recall']:.4f}; rows inserted in {info['rows_s']:.0f} s, "
+            f"index built in {info['index_s']:.0f} s.", "",
             f"Server: gunicorn, 2 workers (sync, or gthread where the scenario says), DEBUG=false, 127.0.0.1, "
             "PostgreSQL, THROTTLE_* raised to "
             f"1000000/min and counted in the cache at {os.environ.get('CACHE_URL', 'locmem')}, a fresh server per "

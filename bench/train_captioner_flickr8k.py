@@ -110,7 +110,8 @@ def train_seed(args: argparse.Namespace, config: TrainConfig, train_data: Captio
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     result = train(loop, task, device="cpu", on_event=on_event)
-    info = {"seed": seed, "wall_s": result.wall_s, "cpu_s": time.process_time() - cpu0, "epochs": result.epochs, "best_epoch": result.best_epoch,
+    info = {"seed": seed, "wall_s": result.wall_s, "cpu_s": time.process_time() - cpu0, "epochs": result.epochs,
+            "best_epoch": result.best_epoch,
             "best": result.best_metrics, "status": result.status}
     print(f"  seed {seed}: {result.status} after {result.epochs} epochs, best epoch {result.best_epoch}, "
           f"{result.wall_s:.0f}s", flush=True)
@@ -244,7 +245,7 @@ def write_results(path: Path, r: dict) -> None:
               f"of the cores); feature loading {r['load_s']:.0f} s; whole script {r['total_s']:.0f} s wall, "
               f"{r['total_cpu_s']:.0f} s CPU.",
               f"- Peak memory (max RSS of the process): {r['peak_mb']:.0f} MB.",
-              f"- Dev decoding time (1,000 images): " + ", ".join(
+              "- Dev decoding time (1,000 images): " + ", ".join(
                   f"beam {f['beam']}: {f['decode_s']:.1f} s" for f in r["finals"]) + ".",
               f"- Vocabulary: {r['vocab_size']} tokens. Config: `{json.dumps(r['config'])}`",
               f"- Checkpoint: `{r['checkpoint']}`.", "", "Decoding sweep on dev (simple tokenizer, no METEOR):", "",

@@ -97,7 +97,8 @@ def timing_table(results: dict[tuple[str, int], list[tuple[Word2Vec, float, floa
     ]
     for (name, t), runs in results.items():
         model, walls, cpus = runs[0][0], [r[1] for r in runs], [r[2] for r in runs]
-        same = "n/a" if len(runs) == 1 else "yes" if all(torch.equal(r[0].vectors, model.vectors) for r in runs) else "NO"
+        identical = all(torch.equal(r[0].vectors, model.vectors) for r in runs)
+        same = "n/a" if len(runs) == 1 else "yes" if identical else "NO"
         rows.append(
             f"| {name} | {t} | {statistics.median(walls):.1f} | {', '.join(f'{x:.1f}' for x in walls)} "
             f"| {statistics.median(cpus):.1f} | {model.epoch_losses[0]:.3f} -> {model.epoch_losses[-1]:.3f} | {same} |"
@@ -150,7 +151,8 @@ def main() -> None:
         model = results[(name, threads[0])][0][0]
         path = save_word2vec(model, args.cache / f"flickr8k-train-{name}.safetensors")
         assert torch.equal(load_word2vec(path).vectors, model.vectors)
-        out += quality_section(name, model, path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path)
+        shown = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
+        out += quality_section(name, model, shown)
     text = "\n".join(out)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(text)

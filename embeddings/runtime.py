@@ -151,7 +151,8 @@ def embedder_for(version: ModelVersion) -> Embedder:
         if version.family == "conse":
             cfg = version.config or {}
             return ConseEmbedder(encode_texts_base, conse_class_vectors(), _classifier,
-                                 k=int(cfg.get("k", DEFAULT_K)), temperature=float(cfg.get("temperature", DEFAULT_TEMPERATURE)))
+                                 k=int(cfg.get("k", DEFAULT_K)),
+                                 temperature=float(cfg.get("temperature", DEFAULT_TEMPERATURE)))
         return _checked_load(version, lambda: JointEmbedder.from_checkpoint(version_path(version), encode_texts_base))
 
     return _cached(("embedder", version.pk), build)

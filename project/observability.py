@@ -69,7 +69,8 @@ class StateCollector(Collector):
             images.add_metric([row["status"]], row["n"])
         yield images
         size = GaugeMetricFamily("loupe_index_vectors", "Vectors in each index", labels=["model_version", "modality"])
-        recall = GaugeMetricFamily("loupe_index_recall_at_10", "Measured recall@10 vs exact", labels=["model_version", "modality"])
+        recall = GaugeMetricFamily("loupe_index_recall_at_10", "Measured recall@10 vs exact",
+                                   labels=["model_version", "modality"])
         for idx in SearchIndex.objects.filter(status="ready"):
             labels = [str(idx.model_version_id), idx.modality]
             size.add_metric(labels, idx.count)
@@ -77,11 +78,13 @@ class StateCollector(Collector):
                 recall.add_metric(labels, idx.recall_at_10)
         yield size
         yield recall
-        runs = GaugeMetricFamily("loupe_training_runs", "Training runs by status (task outcomes)", labels=["kind", "status"])
+        runs = GaugeMetricFamily("loupe_training_runs", "Training runs by status (task outcomes)",
+                                 labels=["kind", "status"])
         for row in TrainingRun.objects.values("kind", "status").annotate(n=Count("id")):
             runs.add_metric([row["kind"], row["status"]], row["n"])
         yield runs
-        progress = GaugeMetricFamily("loupe_training_progress", "Fraction of steps done of running runs", labels=["run", "kind"])
+        progress = GaugeMetricFamily("loupe_training_progress", "Fraction of steps done of running runs",
+                                     labels=["run", "kind"])
         for run in TrainingRun.objects.filter(status="running"):
             progress.add_metric([str(run.pk), run.kind], run.step / run.total_steps if run.total_steps else 0.0)
         yield progress

@@ -31,7 +31,8 @@ def threads_for(role: str) -> int:
         raise ValueError(f"unknown process role {role!r}; one of {ROLES}")
     if role == "web":
         return max(1, int(settings.LOUPE_WEB_THREADS))
-    worker = int(settings.LOUPE_WORKER_THREADS) or max(1, (os.cpu_count() or 1) // max(1, int(settings.LOUPE_WORKER_PROCESSES)))
+    worker = int(settings.LOUPE_WORKER_THREADS) or max(
+        1, (os.cpu_count() or 1) // max(1, int(settings.LOUPE_WORKER_PROCESSES)))
     if role == "worker":
         return max(1, worker)
     return max(1, int(settings.LOUPE_COMMAND_THREADS) or worker)

@@ -29,12 +29,14 @@ def test_ingest_end_to_end_on_sqlite_and_filesystem_broker(tmp_path):
     (folder / "broken.jpg").write_bytes(mk.truncated_jpeg())
     run(env, "migrate", "-v0")
     journal = subprocess.run(
-        [sys.executable, "-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('pragma journal_mode').fetchone()[0])",
+        [sys.executable, "-c",
+         "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('pragma journal_mode').fetchone()[0])",
          str(tmp_path / "var" / "loupe.sqlite3")], capture_output=True, text=True, check=True)
     assert journal.stdout.strip() == "wal"
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "default,gpu,bulk",
-                               "--pool=solo", "--loglevel=INFO"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                               "--pool=solo", "--loglevel=INFO"],
+                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         out = run(env, "import_dataset", str(folder), "--format", "folder", "--collection", "local", "--no-progress")
         assert "3 imported" in out.stdout and "1 rejected" in out.stdout and "broken.jpg" in out.stdout

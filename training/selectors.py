@@ -83,7 +83,8 @@ def run_comparison(run: TrainingRun) -> dict[str, Any] | None:
     names += sorted(n for n in mine if n not in names and not n.endswith("medr"))
     return {
         "candidate": {"id": version.pk, "name": version.name, "status": version.status},
-        "active": {"id": other.get("version"), "name": other.get("name"), "error": other.get("error")} if other else None,
+        "active": ({"id": other.get("version"), "name": other.get("name"), "error": other.get("error")}
+                   if other else None),
         "rows": [{"metric": n, "candidate": mine.get(n), "active": theirs.get(n),
                   "better": (mine.get(n) is not None and theirs.get(n) is not None and mine[n] > theirs[n])}
                  for n in names],

@@ -93,7 +93,8 @@ def shipped_model_export(*, version: ModelVersion, name: str, root: Path | None 
     dest = root / name
     if dest.exists():
         shutil.rmtree(dest)
-    save_checkpoint(dest, tensors=tensors, config=config, meta={**meta, "stored_dtype": "float16" if half else "float32"})
+    save_checkpoint(dest, tensors=tensors, config=config,
+                    meta={**meta, "stored_dtype": "float16" if half else "float32"})
     manifest = root / MANIFEST
     data = json.loads(manifest.read_text()) if manifest.exists() else {"models": []}
     data["models"] = [m for m in data["models"] if m["name"] != name] + [{

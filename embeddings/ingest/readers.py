@@ -43,7 +43,8 @@ def read_flickr8k(root: Path, images_dir: Path | None = None) -> list[ImportItem
     token = root / "Flickr8k.token.txt"
     if not token.is_file():
         raise DatasetError(f"{token} not found (expected the Flickr8k layout).")
-    folder = images_dir or next((root / d for d in ("images", "Flicker8k_Dataset", "Flickr8k_Dataset") if (root / d).is_dir()), None)
+    folder = images_dir or next(
+        (root / d for d in ("images", "Flicker8k_Dataset", "Flickr8k_Dataset") if (root / d).is_dir()), None)
     if folder is None:
         raise DatasetError(f"No image folder (images/ or Flicker8k_Dataset/) under {root}.")
     splits: dict[str, str] = {}

@@ -25,6 +25,7 @@ from embeddings.services.versions import conse_version_ensure
 __all__ = [
     "MAX_CAPTION_CHARS", "IngestResult", "InvalidImage", "clean_caption_text", "collection_create",
     "collection_get_or_create", "collection_name_clean", "conse_version_ensure", "enqueue_image_processing",
-    "image_delete", "image_ingest", "raster_features", "read_upload", "safe_source_name", "sanitize_bytes", "strip_controls",
+    "image_delete", "image_ingest", "raster_features", "read_upload", "safe_source_name", "sanitize_bytes",
+    "strip_controls",
     "upload_features",
 ]

@@ -18,7 +18,8 @@ def collection_name_clean(name: str | None) -> str:
     """NFC-normalised, stripped; 1 to 100 characters without control or bidi-override characters."""
     name = unicodedata.normalize("NFC", str(name or "")).strip()
     if not name or len(name) > 100:
-        raise ApplicationError("A collection name of 1 to 100 characters is required.", fields={"name": ["Invalid name."]})
+        raise ApplicationError("A collection name of 1 to 100 characters is required.",
+                               fields={"name": ["Invalid name."]})
     bad = sorted({f"U+{ord(ch):04X}" for ch in name
                   if ch in _BIDI_CONTROLS or unicodedata.category(ch) in ("Cc", "Zl", "Zp")})
     if bad:

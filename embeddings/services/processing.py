@@ -37,7 +37,8 @@ def _claim(image_ids: list[int]) -> list[Image]:
         # Images that already had `limit` tries (each ended by a crash, or they would not be
         # open) are failed without counting another attempt, so `attempts` is the tries made.
         open_.filter(attempts__gte=limit).update(
-            status=Image.Status.FAILED, status_reason=f"gave up after {limit} attempts (none finished; the worker died or was killed)"
+            status=Image.Status.FAILED,
+            status_reason=f"gave up after {limit} attempts (none finished; the worker died or was killed)"
         )
         open_.filter(attempts__lt=limit).update(attempts=F("attempts") + 1, status=Image.Status.PROCESSING)
     return list(Image.objects.filter(pk__in=image_ids, status=Image.Status.PROCESSING).select_related("collection"))

@@ -63,9 +63,9 @@ class _SearchBase(APIView):
 
     def _input(self, request: Request) -> tuple[dict[str, Any], bytes | None]:
         if request.method == "GET":
-            data = self.SearchGetInput(data=request.query_params)
-            data.is_valid(raise_exception=True)
-            return dict(data.validated_data), None
+            get_input = self.SearchGetInput(data=request.query_params)
+            get_input.is_valid(raise_exception=True)
+            return dict(get_input.validated_data), None
         multipart = (request.content_type or "").startswith(("multipart/", "application/x-www-form-urlencoded"))
         checked = (self.SearchMultipartInput if multipart else self.SearchJsonInput)(data=request.data)
         checked.is_valid(raise_exception=True)

@@ -123,7 +123,9 @@ def after_add(index: faiss.Index, index_type: str, params: dict[str, Any]) -> No
             ivf.make_direct_map()
 
 
-def search_params(index_type: str, params: dict[str, Any], k: int, sel: Any, scale: float = 1.0) -> faiss.SearchParameters | None:
+def search_params(
+    index_type: str, params: dict[str, Any], k: int, sel: Any, scale: float = 1.0
+) -> faiss.SearchParameters | None:
     """Per-call parameters (never mutate the shared index: readers run concurrently).
 
     `scale` widens the tuned efSearch / nprobe: callers pass about (k / tuned k) / selectivity,
@@ -221,7 +223,8 @@ def tune(index: faiss.Index, index_type: str, params: dict[str, Any], xb: np.nda
         failed.append(candidate)
     if best is None:
         raise ValueError(f"no candidate parameters for index type {index_type!r}")
-    logger.warning("%s cannot reach recall %.3f; best %s gives %.4f", index_type, config.recall_target, best[0], best[1])
+    logger.warning("%s cannot reach recall %.3f; best %s gives %.4f",
+                   index_type, config.recall_target, best[0], best[1])
     return best
 
 

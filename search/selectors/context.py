@@ -96,8 +96,10 @@ def _context_query(user: Any, model_version_id: int | None, modality: str) -> tu
     tagged = (
         versions.annotate(tag=Value(_T_VERSION), stamp=_version_stamp()).values_list("tag", "pk", "stamp")
         .union(RemovedItem.objects.filter(model_version_id=version_key, modality=modality).order_by()
-               .annotate(tag=Value(_T_REMOVED), stamp=Value("", output_field=TextField())).values_list("tag", "item_id", "stamp"),
-               hidden_items(user, modality).order_by().annotate(tag=Value(_T_HIDDEN), stamp=Value("", output_field=TextField()))
+               .annotate(tag=Value(_T_REMOVED), stamp=Value("", output_field=TextField()))
+               .values_list("tag", "item_id", "stamp"),
+               hidden_items(user, modality).order_by()
+               .annotate(tag=Value(_T_HIDDEN), stamp=Value("", output_field=TextField()))
                .values_list("tag", "pk", "stamp"), all=True))
     sql, params = tagged.query.sql_with_params()
     return tagged.db, sql, tuple(params)

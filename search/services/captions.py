@@ -67,10 +67,13 @@ def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: byt
     feats = encoding.features_for([image.pk]) if image is not None else raster_features(clean)
     spatial = torch.from_numpy(feats["spatial"]) if generator.needs_spatial else None
     hyps = generator.caption(torch.from_numpy(feats["pooled"]), spatial, beam_size=beam, n=n)[0]
-    out = [{"text": h.text, "score": float(h.score), "log_prob": float(h.log_prob), "id": None} for h in hyps if h.text]
+    kept = [h for h in hyps if h.text]
+    out: list[dict[str, Any]] = [
+        {"text": h.text, "score": float(h.score), "log_prob": float(h.log_prob), "id": None} for h in kept
+    ]
     saved = None
     if image is not None and out and emb_selectors.collection_can_write(user=user, collection=image.collection):
-        saved = _save_generated(image_id=image.pk, text=out[0]["text"], log_prob=out[0]["log_prob"],
+        saved = _save_generated(image_id=image.pk, text=kept[0].text, log_prob=float(kept[0].log_prob),
                                 version=version, user=user)
         out[0]["id"] = saved.pk
     return GeneratedCaptions(version.pk, out, image.pk if image else None, saved)

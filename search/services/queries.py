@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from django.conf import settings
@@ -55,7 +55,8 @@ class Query:
 def clean_text(text: str, field: str = "q") -> str:
     """Strip control characters and fold white space; 400 for empty or over-long text."""
     if "\x00" in text:
-        raise ApplicationError("Text may not contain NUL characters.", fields={field: ["Null characters are not allowed."]})
+        raise ApplicationError("Text may not contain NUL characters.",
+                               fields={field: ["Null characters are not allowed."]})
     if len(text) > MAX_TEXT_CHARS:
         raise ApplicationError(f"Text is longer than {MAX_TEXT_CHARS} characters.",
                                fields={field: [f"Ensure this field has no more than {MAX_TEXT_CHARS} characters."]})
@@ -226,7 +227,7 @@ def _text_vectors(version: ModelVersion, texts: list[str]) -> list[np.ndarray]:
         for text, vec in fresh.items():
             cache.put(version.pk, embedder, text, vec)
         found = [fresh[t] if v is None else v for t, v in zip(texts, found)]
-    return found
+    return cast("list[np.ndarray]", found)  # every None (a cache miss) was filled just above
 
 
 def query_encode(*, version: ModelVersion, terms: Sequence[QueryTerm]) -> Query:
@@ -243,6 +244,8 @@ def query_encode(*, version: ModelVersion, terms: Sequence[QueryTerm]) -> Query:
             vec = _upload_vector(version, term.image_bytes or b"")
         part = term.weight * _unit(vec)
         total = part if total is None else total + part
+    if total is None:
+        raise ValueError("query_encode needs at least one term (query_check rejects a query without one)")
     # Pages 2+ use the vector from the token (float16): page 1 uses the same rounding, so the
     # ranking is identical on every page and no result is repeated or skipped at a boundary.
     vector = _unit(np.asarray(_unit(total), dtype="<f2"))

@@ -106,7 +106,7 @@ class _Allowed:
 
     @classmethod
     def build(cls, index: si.VectorIndex, narrowed: np.ndarray | None, hidden: np.ndarray,
-              exclude: Sequence[int] = ()) -> _Allowed:
+              exclude: Sequence[int] | np.ndarray = ()) -> _Allowed:
         """index ids ∩ `narrowed` (None = no narrowing) minus `hidden` and `exclude` (sorted ids)."""
         deny = _union(hidden, np.asarray(list(exclude), dtype=np.int64))
         if narrowed is None:
@@ -178,8 +178,9 @@ class _Ranking:
         if self.boosted is None or self.rest is None:
             ids, scores = self.allowed.search(self.vector, n)
             return ids, scores, np.zeros(len(ids), bool)
-        a_ids, a_scores = self.boosted.search(self.vector, n) if self.boosted.count else (np.empty(0, np.int64), np.empty(0))
-        b_ids, b_scores = self.rest.search(self.vector, n) if self.rest.count else (np.empty(0, np.int64), np.empty(0))
+        none = (np.empty(0, np.int64), np.empty(0))
+        a_ids, a_scores = self.boosted.search(self.vector, n) if self.boosted.count else none
+        b_ids, b_scores = self.rest.search(self.vector, n) if self.rest.count else none
         ids = np.concatenate([a_ids, b_ids])
         scores = np.concatenate([a_scores + self.boost, b_scores])
         flags = np.concatenate([np.ones(len(a_ids), bool), np.zeros(len(b_ids), bool)])
@@ -229,18 +230,18 @@ def _prepare(user: Any, terms: Sequence[QueryTerm], token: str | None, model_ver
              modality: str) -> _Request:
     """Take the model version once (from the token, the request, or the active one) together with
     the ids this user must not get (one round trip, read fresh), then its index."""
-    vector = None
+    vector: np.ndarray | None = None
     if token:
         model_version_id, vector = token_checked(token=token, model_version_id=model_version_id)
     version, hidden = selectors.search_context(user=user, model_version_id=model_version_id, modality=modality)
-    if token:
+    if token and vector is not None:  # (always both or neither: the vector is the token's)
         query, checked = Query(version=version, vector=vector, token=token), None
     else:
         query, checked = None, query_check(user=user, terms=terms)
     return _Request(user, version, index_for_search(version=version, modality=modality), checked, query, hidden)
 
 
-_ALLOWED_CACHE: dict[tuple, tuple[np.ndarray, si.VectorIndex, np.ndarray]] = {}
+_ALLOWED_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # (visible, index ids, allowed)
 _ALLOWED_LOCK = threading.Lock()
 
 
@@ -262,12 +263,15 @@ def _visible_in_index(index: si.VectorIndex, visible: np.ndarray) -> np.ndarray:
     return allowed
 
 
-def _page(ranking: _Ranking, k: int, page: int, cutoff: Cutoff) -> tuple[int, float | None, np.ndarray, np.ndarray, np.ndarray]:
+def _page(
+    ranking: _Ranking, k: int, page: int, cutoff: Cutoff
+) -> tuple[int, float | None, np.ndarray, np.ndarray, np.ndarray]:
     count, threshold = ranking.allowed.count, None
     if cutoff.active and count:
         best = float(ranking.top(1)[1][0])
         threshold = cutoff.threshold(best)
-        count = ranking.count_at_least(threshold)
+        if threshold is not None:  # None: only a ratio, and best <= 0, where the ratio does not apply
+            count = ranking.count_at_least(threshold)
     offset = (page - 1) * k
     if offset >= count:  # past the end: an empty page, without searching
         return count, threshold, np.empty(0, np.int64), np.empty(0), np.empty(0, bool)

@@ -109,7 +109,8 @@ def test_a_training_that_fails_in_the_worker_is_shown_by_the_api_and_the_page_th
     assert api.get("/api/v1/words/train/", {"collection": "mine"}).json()["status"] == "queued"
     client.force_login(user)
     assert b'data-watch="1"' in client.get("/words/?collection=mine").content  # the page watches it
-    Caption.objects.filter(pk__in=list(Caption.objects.filter(image__collection=collection).values_list("pk", flat=True)[:5])).delete()  # deleted before the worker ran
+    first_five = list(Caption.objects.filter(image__collection=collection).values_list("pk", flat=True)[:5])
+    Caption.objects.filter(pk__in=first_five).delete()  # deleted before the worker ran
     from embeddings.tasks import train_word2vec
 
     with pytest.raises(ApplicationError):

@@ -41,7 +41,8 @@ def test_threads_for_each_role_come_from_the_settings(settings):
 
 
 def test_the_wsgi_app_pins_web_threads_and_manage_py_pins_command_threads(tmp_path):
-    probe = "import torch, os; print(torch.get_num_threads(), os.environ['OMP_NUM_THREADS'], os.environ['LOUPE_PROCESS_ROLE'])"
+    probe = ("import torch, os; "
+             "print(torch.get_num_threads(), os.environ['OMP_NUM_THREADS'], os.environ['LOUPE_PROCESS_ROLE'])")
     web = _threads(_env(tmp_path, LOUPE_WEB_THREADS="1"), "-c", f"import project.wsgi; {probe}")
     assert web == "1 1 web"
     command = _threads(_env(tmp_path, LOUPE_COMMAND_THREADS="2"), "manage.py", "shell", "-c", probe)
@@ -88,7 +89,8 @@ def test_make_run_serves_without_debug_and_one_sigterm_to_its_group_stops_everyt
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(f"{base}/no-such-page/", timeout=10)
         page = missing.value.read().decode()
-        assert missing.value.code == 404 and "Not found" in page and "Traceback" not in page  # ours, not Django's debug page
+        # ours, not Django's debug page
+        assert missing.value.code == 404 and "Not found" in page and "Traceback" not in page
         with urllib.request.urlopen(f"{base}/static/css/loupe.css", timeout=10) as css:  # whitenoise
             assert css.status == 200
         started = time.monotonic()

@@ -136,7 +136,8 @@ VERIFY = """
 from embeddings.models import Image, ImageEmbedding
 ids, version = {ids}, {version}
 images = dict(Image.objects.filter(pk__in=ids).values_list("pk", "status"))
-vectors = set(ImageEmbedding.objects.filter(image_id__in=ids, model_version_id=version).values_list("image_id", flat=True))
+vectors = set(ImageEmbedding.objects.filter(image_id__in=ids, model_version_id=version)
+              .values_list("image_id", flat=True))
 print(json.dumps({{"found": len(images), "ready": sum(s == "ready" for s in images.values()),
                   "failed": sorted(p for p, s in images.items() if s == "failed"),
                   "with_vector": len(vectors), "missing": sorted(set(ids) - set(images)),

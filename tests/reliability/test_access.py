@@ -45,7 +45,8 @@ def test_anonymous_writes_are_refused_on_every_write_endpoint_and_change_nothing
         ("post", "/api/v1/models/1/rollback/", None, None),
     ]
     for method, path, data, fmt in attempts:
-        resp = getattr(anon_api, method)(path, data, format=fmt) if data is not None else getattr(anon_api, method)(path)
+        call = getattr(anon_api, method)
+        resp = call(path, data, format=fmt) if data is not None else call(path)
         assert resp.status_code in (401, 403), (method, path, resp.status_code)
         assert set(resp.json()) == {"error"}
     assert Image.objects.count() == 1 and Collection.objects.count() == 1
@@ -99,7 +100,8 @@ def test_another_users_private_image_is_indistinguishable_from_a_missing_one_eve
     page = browser.get("/").content.decode() + browser.get("/", {"collection": "theirs"}).content.decode()
     assert f"/images/{hidden.pk}/" not in page and "their secret" not in page and hidden.thumbnail.name not in page
     assert _upload(api, "theirs").json() == _upload(api, "no-such").json()
-    assert Image.objects.filter(collection=theirs).count() == 1 and Caption.objects.get(pk=cap.pk).text == "their secret"
+    assert Image.objects.filter(collection=theirs).count() == 1
+    assert Caption.objects.get(pk=cap.pk).text == "their secret"
 
 
 # --- case 13: staff-only retraining, CSRF, double click ---------------------------------------
@@ -142,7 +144,8 @@ def test_retrain_clicked_twice_starts_one_run_and_the_second_gets_409_already_ru
     browser = Client()
     browser.force_login(staff)
     form = RetrainForm(kind="embedding")
-    data = {name: field.initial for name, field in form.fields.items() if field.initial is not None and field.initial is not False}
+    data = {name: field.initial for name, field in form.fields.items()
+            if field.initial is not None and field.initial is not False}
     page = browser.post("/admin/training/trainingrun/retrain/?kind=embedding",
                         {**data, "collections": [captioned.pk], "loop__batch_size": 4}, follow=True)
     assert "already running" in page.content.decode(), page.context["form"].errors

@@ -36,7 +36,8 @@ def test_short_load_on_postgres_and_redis_gives_no_5xx_and_loses_no_upload(live_
         result = run_load(stack, data["users"], seconds=12, swap_env=env)
         verify = verify_uploads(env, result.uploaded, data["version"], timeout=120)
     with capsys.disabled():
-        print("\n" + markdown("PostgreSQL + Redis (short)", "pytest tests/reliability/test_load.py", result, verify, {}))
+        report = markdown("PostgreSQL + Redis (short)", "pytest tests/reliability/test_load.py", result, verify, {})
+        print("\n" + report)
     _check(result, verify, stack)
 
 

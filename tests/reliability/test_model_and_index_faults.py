@@ -35,7 +35,7 @@ def _ids(resp) -> list[int]:
 
 
 @pytest.fixture
-def indexed(fake_version, collection):
+def indexed(fake_version, collection):  # noqa: F811 (the fixture imported above, requested by name)
     images = [ingest(collection, colour_jpeg(rgb)) for rgb in [(250, 5, 5), (5, 250, 5), (5, 5, 250), (200, 50, 50)]]
     encoding.images_encode(image_ids=[i.pk for i in images], version=fake_version)
     index_rebuild(version=fake_version, modality="image")
@@ -44,7 +44,7 @@ def indexed(fake_version, collection):
 
 @pytest.mark.parametrize("failure", ["enospc-on-write", "enospc-on-fsync", "killed-before-rename"])
 def test_a_rebuild_that_dies_while_publishing_leaves_the_previous_index_serving(
-        api, indexed, fake_version, collection, failure):
+        api, indexed, fake_version, collection, failure):  # noqa: F811 (fixture)
     before = _ids(api.get("/api/v1/search/", {"q": "red", "k": 10}))
     path = registry.index_path(fake_version.pk, "image")
     on_disk = path.read_bytes()

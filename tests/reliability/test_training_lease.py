@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transa
 
 
 @pytest.fixture
-def two_workers(live_broker, settings, fake_encoders):
+def two_workers(live_broker, settings, fake_encoders):  # noqa: F811 (the fixture imported above)
     env = worker_env(settings, DJANGO_SETTINGS_MODULE="tests.reliability.training_worker_settings",
                      LOUPE_TEST_VISIBILITY_TIMEOUT="2")
     workers = [WorkerProcess(env).start(), WorkerProcess(env).start()]
@@ -37,7 +37,7 @@ def _received(worker: WorkerProcess) -> int:
 
 
 def test_run_longer_than_the_visibility_timeout_is_redelivered_but_never_runs_twice_at_once(
-        tiny_collection, two_workers):
+        tiny_collection, two_workers):  # noqa: F811 (the fixture imported above)
     config = {**TINY_EMBEDDING, "loop": {**TINY_EMBEDDING["loop"], "epochs": 300}}
     run = services.training_run_start(kind="embedding", collections=[tiny_collection], config_overrides=config,
                                       user=None)

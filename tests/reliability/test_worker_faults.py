@@ -182,7 +182,7 @@ def test_poison_image_that_raises_fails_after_max_attempts_while_its_batch_mates
         Image.objects.filter(pk=bad.pk).update(created_at=timezone.now() - timedelta(minutes=5))
         runs_before = len(step_runs(fault_dir))
         sweep_pending.delay()
-        wait_for(lambda: len(step_runs(fault_dir)) > runs_before or
+        wait_for(lambda runs_before=runs_before: len(step_runs(fault_dir)) > runs_before or
                  Image.objects.get(pk=bad.pk).status == Image.Status.FAILED, timeout=60, interval=0.3)
     bad.refresh_from_db()
     assert bad.status == Image.Status.FAILED and bad.attempts == limit

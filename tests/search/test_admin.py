@@ -13,8 +13,8 @@ from tests.search.conftest import colour_jpeg, ingest
 CHANGELIST = "admin:search_searchindex_changelist"
 
 
-def test_coverage_column_and_reindex_missing_action_bring_coverage_to_100(fake_version, collection, staff,
-                                                                           published, django_capture_on_commit_callbacks):
+def test_coverage_column_and_reindex_missing_action_bring_coverage_to_100(
+        fake_version, collection, staff, published, django_capture_on_commit_callbacks):
     done = ingest(collection, colour_jpeg((255, 0, 0)), caption="red")
     encoding.images_encode(image_ids=[done.pk], version=fake_version)
     for i in range(3):

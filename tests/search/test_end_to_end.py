@@ -11,7 +11,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from embeddings.models import Image, ImageEmbedding, ModelVersion
+from embeddings.models import Image, ImageEmbedding
 from search.models import SearchIndex
 from tests.conftest import FLICKR8K, wait_for
 from tests.factories import CollectionFactory, UserFactory

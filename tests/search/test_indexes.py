@@ -52,7 +52,8 @@ def test_rebuild_indexes_exactly_the_stored_vectors_and_records_it(fake_version,
     assert hits.ids.tolist() == [images[i].pk for i in expected]
     np.testing.assert_allclose(hits.scores, (vectors @ q)[expected], atol=1e-5)
     manifest = si.read_manifest(registry.index_path(fake_version.pk, "image"))
-    assert (manifest.model_version_id, manifest.dim, manifest.modality, manifest.count) == (str(fake_version.pk), DIM, "image", 30)
+    got = (manifest.model_version_id, manifest.dim, manifest.modality, manifest.count)
+    assert got == (str(fake_version.pk), DIM, "image", 30)
 
 
 def test_missing_index_with_vectors_answers_503_and_enqueues_a_rebuild(fake_version, collection, enqueued):
@@ -98,7 +99,8 @@ def test_corrupt_file_keeps_last_good_index_serving_and_enqueues_rebuild(fake_ve
 
 
 @pytest.mark.parametrize("how", ["truncated", "bitflip", "zero-length", "other-model"])
-def test_corrupt_file_without_a_good_copy_answers_503_until_the_rebuild_task_ran(fake_version, collection, enqueued, how):
+def test_corrupt_file_without_a_good_copy_answers_503_until_the_rebuild_task_ran(
+        fake_version, collection, enqueued, how):
     images, vectors = _images_with_vectors(collection, fake_version, 12)
     other = ModelVersion.objects.create(kind="embedding", name="other", family="fake", dim=DIM)
     store_vector(images[0], other, vectors[0])

@@ -71,7 +71,8 @@ def test_uploaded_image_query_finds_the_matching_colour_and_is_not_stored(fake_v
     blue = ingest(collection, colour_jpeg((20, 20, 240)))
     encoding.images_encode(image_ids=[red.pk, blue.pk], version=fake_version)
     _rebuild(fake_version)
-    page = search_images(user=collection.owner, terms=[QueryTerm(image_bytes=colour_jpeg((200, 40, 30), (99, 77)))], k=2)
+    upload = QueryTerm(image_bytes=colour_jpeg((200, 40, 30), (99, 77)))
+    page = search_images(user=collection.owner, terms=[upload], k=2)
     assert _ids(page) == [red.pk, blue.pk]
     assert collection.images.count() == 2
 
@@ -247,6 +248,22 @@ def test_adaptive_cutoff_keeps_exactly_the_results_the_documented_rule_keeps(fak
     page = search_images(user=collection.owner, terms=[QueryTerm(text="green")], k=100, cutoff=cutoff)
     assert sure <= page.count <= maybe and page.count < 120 and page.threshold == pytest.approx(threshold, abs=1e-5)
     assert _ids(page) == order[:page.count][:100] and all(h.score >= page.threshold for h in page.results)
+
+
+def test_a_ratio_cutoff_keeps_every_result_when_the_best_score_is_not_positive(fake_version, collection):
+    # The ratio applies only when best > 0; with nothing else set there is no threshold, and the
+    # page used to fail comparing scores with None.
+    q = _text("green")
+    rng = np.random.default_rng(5)
+    vectors = unit(-unit(q)[None, :] + 0.2 * rng.standard_normal((6, DIM)))  # all pointing away from q
+    images = [ingest(collection, colour_jpeg((10, 20 * i, 30), (40 + i, 40))) for i in range(6)]
+    for img, vec in zip(images, vectors):
+        store_vector(img, fake_version, vec)
+    _rebuild(fake_version)
+    order, scores = _brute(images, vectors, q)
+    assert scores.max() < 0
+    page = search_images(user=collection.owner, terms=[QueryTerm(text="green")], k=10, cutoff=Cutoff(ratio=0.6))
+    assert page.count == 6 and page.threshold is None and _ids(page) == order
 
 
 def test_query_token_pins_the_model_version_even_after_a_promotion(fake_version, collection):

@@ -96,7 +96,8 @@ def test_version_list_shows_both_evaluation_sets_with_their_sizes(admin_client, 
         kind="embedding", name="prior-a", family="joint", status="candidate", dim=896,
         metrics={"dev": {"t2i_r1": 24.2, "i2t_r1": 30.1, "ood_t2i_r1": 5.0, "ood_i2t_r1": 4.4},
                  "data": {"dev_images": 1000, "dev_captions": 5000, "ood_images": 680, "ood_captions": 680}})
-    conse_v0.metrics = {"sets": {"in_domain": {"images": 1000, "captions": 5000, "metrics": {"t2i_r1": 6.1, "i2t_r1": 4.8}},
+    conse_v0.metrics = {"sets": {"in_domain": {"images": 1000, "captions": 5000,
+                                               "metrics": {"t2i_r1": 6.1, "i2t_r1": 4.8}},
                                  "ood": {"images": 680, "captions": 680, "metrics": {"t2i_r1": 5.0, "i2t_r1": 4.3}}}}
     conse_v0.save()
     html = admin_client.get(reverse("admin:embeddings_modelversion_changelist")).content.decode()

@@ -50,7 +50,8 @@ def test_retrain_watch_compare_promote_while_searching(page, tiny_collection, st
     for name, value in {"loop__epochs": "20", "loop__batch_size": "4", "loop__warmup_steps": "0",
                         "loop__patience": "0", "model__dim": "400"}.items():
         page.fill(f"input[name={name}]", value)
-    page.fill("textarea[name=extra]", "model.joint_dim=16\nmodel.gate_centroids=2\nmodel.hidden=32\nloop.log_every_steps=1")
+    page.fill("textarea[name=extra]",
+              "model.joint_dim=16\nmodel.gate_centroids=2\nmodel.hidden=32\nloop.log_every_steps=1")
     page.click("input[type=submit][value='Start training']")
 
     page.wait_for_selector("#run-live, .errornote, .errorlist")

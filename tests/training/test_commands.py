@@ -12,7 +12,8 @@ from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-TINY_SETS = ["loop.epochs=2", "loop.batch_size=4", "loop.warmup_steps=0", "model.family=joint", "model.dim=16", "model.hidden=32"]
+TINY_SETS = ["loop.epochs=2", "loop.batch_size=4", "loop.warmup_steps=0", "model.family=joint", "model.dim=16",
+             "model.hidden=32"]
 
 
 def run_command(*args: str) -> tuple[str, str]:

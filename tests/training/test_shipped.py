@@ -103,5 +103,6 @@ def test_the_shipped_embedding_serves_through_the_embedder_api():
     feats = fake_image_features([1, 2])
     img, txt = embedder.encode_features(feats), embedder.encode_texts(["a cat", "a rocket"])
     assert img.shape == (2, 896) and txt.shape == (2, 896)
-    assert np.allclose(np.linalg.norm(img, axis=1), 1, atol=1e-5) and np.allclose(np.linalg.norm(txt, axis=1), 1, atol=1e-5)
+    assert np.allclose(np.linalg.norm(img, axis=1), 1, atol=1e-5)
+    assert np.allclose(np.linalg.norm(txt, axis=1), 1, atol=1e-5)
     assert embedder.cell_scores(feats["spatial"][0], txt[0]).shape == (49,)

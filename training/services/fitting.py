@@ -154,7 +154,8 @@ def fit(*, run_id: int, collection_ids: list[int], config: TrainConfig, encoders
     else:
         save_captioner(model_dir, task.model, task.vocab, decoding=DecodingConfig(), extra_meta=meta)
     outcome.directory = str(model_dir.relative_to(Path(settings.MODEL_DIR)))
-    outcome.files = {p.name: _sha256(p) for p in sorted(model_dir.iterdir()) if p.is_file() and not p.name.endswith(".part")}
+    outcome.files = {p.name: _sha256(p) for p in sorted(model_dir.iterdir())
+                     if p.is_file() and not p.name.endswith(".part")}
     return outcome
 
 

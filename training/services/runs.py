@@ -108,8 +108,8 @@ def training_runs_reap(*, now=None) -> dict[str, int]:
                 continue
             stats[_reap_one(run, now)] += 1
     forgotten = now - timedelta(seconds=requeue_after())
-    for run in TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED, lease_token=NO_LEASE, cancel_requested=False,
-                                          heartbeat_at__lt=forgotten):
+    for run in TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED, lease_token=NO_LEASE,
+                                          cancel_requested=False, heartbeat_at__lt=forgotten):
         TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(heartbeat_at=now)
         queueing.publish("training.tasks.run_training", run.pk, queue="gpu")
         stats["republished"] += 1

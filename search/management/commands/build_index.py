@@ -20,7 +20,8 @@ class Command(BaseCommand):
     help = "Build the FAISS index(es) of a model version from the vectors stored in the database."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--model-version", type=int, default=None, help="embedding model version id (default: active)")
+        parser.add_argument("--model-version", type=int, default=None,
+                            help="embedding model version id (default: active)")
         parser.add_argument("--modality", choices=MODALITIES, default=None, help="image or caption (default: both)")
         parser.add_argument("--missing", action="store_true",
                             help="first encode images and captions without vectors (reindex missing)")

@@ -79,7 +79,8 @@ def test_flickr8k_small_layout_records_splits(tmp_path):
     (tmp_path / "Flickr_8k.trainImages.txt").write_text("0.jpg\n1.jpg\n")
     (tmp_path / "Flickr_8k.devImages.txt").write_text("2.jpg\n")
     run(tmp_path, "--format", "flickr8k", "--collection", "f8")
-    assert dict(Image.objects.values_list("source_name", "split")) == {"0.jpg": "train", "1.jpg": "train", "2.jpg": "dev"}
+    splits = dict(Image.objects.values_list("source_name", "split"))
+    assert splits == {"0.jpg": "train", "1.jpg": "train", "2.jpg": "dev"}
     assert Caption.objects.count() == 15
 
 

@@ -1,4 +1,5 @@
-"""search/index/container.py and save/load: one checksummed file, written atomically, refused when damaged or foreign."""
+"""search/index/container.py and save/load: one checksummed file, written atomically, refused when damaged or
+foreign."""
 from __future__ import annotations
 
 import errno
@@ -23,7 +24,8 @@ def test_save_load_round_trip(kind, tmp_path):
     xq = clustered(10, seed=4)
     assert ids_of(loaded.search(xq, 12)) == ids_of(index.search(xq, 12))
     m = read_manifest(path)
-    assert (m.count, m.index_type, m.dim, m.modality, m.model_version_id) == (1193, TYPE_OF.get(kind, kind), DIM, "image", MODEL)
+    got = (m.count, m.index_type, m.dim, m.modality, m.model_version_id)
+    assert got == (1193, TYPE_OF.get(kind, kind), DIM, "image", MODEL)
     assert m.recall == index.recall and m.params == index.params and m.sha256 == written.sha256
     assert loaded.tombstones == index.tombstones and not list(tmp_path.glob("*.part"))
 

@@ -34,7 +34,8 @@ def _write_cache(root: Path, n_train: int = 3, n_dev: int = 2, skip_flip: bool =
         feats[view] = arrays
     keys = [k for f in files for k, _ in captions[f]]
     text = rng.random((len(keys), 5)).astype(np.float32)
-    FeatureCache(root / "text" / "sentence", encoder_identity=TXT_ID, fields={"sentence": (5,)}).add(keys, {"sentence": text})
+    sentences = FeatureCache(root / "text" / "sentence", encoder_identity=TXT_ID, fields={"sentence": (5,)})
+    sentences.add(keys, {"sentence": text})
     feats["text"] = text
     return feats
 

@@ -41,7 +41,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             task = _task()
             events: list[str] = []
             res = train_distributed(LOOP, task, device="cpu", dist_config=cfg,
-                                    on_event=lambda n, p: events.append(n),
+                                    on_event=lambda n, p, events=events: events.append(n),
                                     checkpoint_dir=Path(out_dir) / name)
             state = {k: v.contiguous() for k, v in task.model.state_dict().items()}
             save_file(state, str(Path(out_dir) / f"{name}_rank{rank}.safetensors"))
@@ -56,7 +56,8 @@ def test_two_gloo_ranks_match_single_process_training_on_the_global_batch(tmp_pa
     single = _task()
     ref = train(LOOP, single, device="cpu")
     ref_state = single.model.state_dict()
-    rank0, rank1 = load_file(str(tmp_path / "ddp_rank0.safetensors")), load_file(str(tmp_path / "ddp_rank1.safetensors"))
+    rank0 = load_file(str(tmp_path / "ddp_rank0.safetensors"))
+    rank1 = load_file(str(tmp_path / "ddp_rank1.safetensors"))
     for k, v in ref_state.items():
         assert torch.equal(rank0[k], rank1[k]), k  # ranks agree exactly
         assert torch.allclose(rank0[k], v, rtol=1e-4, atol=1e-5), (k, (rank0[k] - v).abs().max())

@@ -51,8 +51,10 @@ def _ref_hinge(img, txt, iid, tid, margin, hardest):
             if int(iid[i]) != int(tid[t]):
                 continue
             s = float(img[i] @ txt[t])
-            neg_t = [max(0.0, margin - s + float(img[i] @ txt[u])) for u in range(len(txt)) if int(tid[u]) != int(iid[i])]
-            neg_i = [max(0.0, margin - s + float(img[j] @ txt[t])) for j in range(len(img)) if int(iid[j]) != int(tid[t])]
+            neg_t = [max(0.0, margin - s + float(img[i] @ txt[u]))
+                     for u in range(len(txt)) if int(tid[u]) != int(iid[i])]
+            neg_i = [max(0.0, margin - s + float(img[j] @ txt[t]))
+                     for j in range(len(img)) if int(iid[j]) != int(tid[t])]
             agg = max if hardest else sum
             total += (agg(neg_t) if neg_t else 0.0) + (agg(neg_i) if neg_i else 0.0)
             pairs += 1

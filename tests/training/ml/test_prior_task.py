@@ -39,7 +39,8 @@ def test_training_the_prior_model_lowers_every_loss_part() -> None:
     with torch.no_grad():
         after = {k: float(v) for k, v in task.loss(task.model, batch).items() if k.endswith("_loss")}
     assert after["contrastive_loss"] < before["contrastive_loss"]
-    assert after["contrastive_loss"] + after["class_caption_loss"] < before["contrastive_loss"] + before["class_caption_loss"]
+    total_after = after["contrastive_loss"] + after["class_caption_loss"]
+    assert total_after < before["contrastive_loss"] + before["class_caption_loss"]
 
 
 def test_evaluate_scores_dev_and_each_extra_set_and_their_sum() -> None:

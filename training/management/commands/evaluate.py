@@ -1,4 +1,5 @@
-"""python manage.py evaluate --collection NAME --split dev|test [--ood-collection ood-dev] [--model-version ID] [--record] [--json]
+"""python manage.py evaluate --collection NAME --split dev|test [--ood-collection ood-dev] [--model-version ID]
+[--record] [--json]
 
 Scores the ACTIVE embedding (Recall@1/5/10 and median rank, both directions) and the ACTIVE
 captioner (BLEU-1..4, METEOR when Java is present, ROUGE-L, CIDEr-D) on a collection split.
