@@ -148,7 +148,7 @@ def version_path(version: ModelVersion) -> Path:
 
 def embedder_for(version: ModelVersion) -> Embedder:
     def build() -> Embedder:
-        if version.family == "conse":
+        if version.family == ModelVersion.Family.CONSE:
             cfg = version.config or {}
             return ConseEmbedder(encode_texts_base, conse_class_vectors(), _classifier,
                                  k=int(cfg.get("k", DEFAULT_K)),

@@ -54,7 +54,7 @@ def _register(root: Path, entry: dict) -> str:
         shutil.rmtree(dest)
     shutil.copytree(src, dest)
     active = ModelVersion.objects.filter(kind=kind, status=ModelVersion.Status.ACTIVE).first()
-    fresh = active is None or active.family == "conse"
+    fresh = active is None or active.family == ModelVersion.Family.CONSE
     # Nothing processed yet (a fresh install: the demo images are still pending): flip at once,
     # the processing pipeline then encodes and captions them with the shipped models.
     direct = fresh and not Image.objects.filter(status=Image.Status.READY).exists()
@@ -62,7 +62,7 @@ def _register(root: Path, entry: dict) -> str:
         if direct and active is not None:
             ModelVersion.objects.filter(pk=active.pk).update(status=ModelVersion.Status.RETIRED)
         version = ModelVersion.objects.create(
-            kind=kind, name=name, family=entry.get("family", "joint" if kind == "embedding" else "captioner"),
+            kind=kind, name=name, family=entry.get("family", _default_family(kind)),
             status=ModelVersion.Status.ACTIVE if direct else ModelVersion.Status.CANDIDATE,
             directory=str(dest_rel), files=files, config=entry.get("config", {}), encoders=entry.get("encoders", {}),
             metrics=entry.get("metrics", {}), dim=int(entry.get("dim", 0)), parent=active,
@@ -76,6 +76,10 @@ def _register(root: Path, entry: dict) -> str:
         return (f"Shipped {kind} model {name!r} registered as v{version.pk}; promotion started in the "
                 "background (existing images are re-encoded first).")
     return f"Shipped {kind} model {name!r} registered as v{version.pk}, candidate (a trained version is active)."
+
+
+def _default_family(kind: str) -> str:
+    return str(ModelVersion.Family.JOINT if kind == "embedding" else ModelVersion.Family.CAPTIONER)
 
 
 def shipped_model_export(*, version: ModelVersion, name: str, root: Path | None = None, half: bool = True,

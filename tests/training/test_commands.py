@@ -78,7 +78,7 @@ def test_train_defaults_to_the_prior_family_scored_on_both_sets_and_evaluate_rep
     out, err = run_command("train", "--kind", "embedding", "--collection", "tiny", *sets, "--json")
     result = json.loads(out)
     version = ModelVersion.objects.get(pk=result["model_version"])
-    assert version.config["model"]["family"] == "prior" and version.dim == 400
+    assert version.config["model"]["family"] == version.family == "prior" and version.dim == 400
     assert {"ood_t2i_r1", "both_rsum"} <= set(result["dev"]) and version.metrics["data"]["ood_images"] == 3
     assert evaluation_set(version, "ood")["images"] == 3 and evaluation_set(version, "in_domain")["images"] == 4
     assert "ood_t2i_r1" in result["compared_with"]["dev"]  # the active ConSE v0, on the same OOD set

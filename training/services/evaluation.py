@@ -24,7 +24,7 @@ from training.encoders import Encoders, get_encoders
 
 
 def _fields(version: ModelVersion) -> list[str]:
-    if version.family == "conse":
+    if version.family == ModelVersion.Family.CONSE:
         return ["logits"]
     model_cfg = (version.config or {}).get("model", version.config or {})
     return ["spatial" if model_cfg.get("image_input") == "spatial" else "pooled"]

@@ -198,6 +198,14 @@ def _cancel_if_requested(run_id: int) -> None:
     ).update(status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
 
 
+def _family(run: TrainingRun) -> str:
+    """The version's family as its config says (a ConSE-prior run is "prior", not "joint")."""
+    if run.kind != ModelVersion.Kind.EMBEDDING:
+        return str(ModelVersion.Family.CAPTIONER)
+    family = (run.config.get("model") or {}).get("family", "joint")
+    return str(ModelVersion.Family(family))
+
+
 def _finish(run: TrainingRun, token: str, recorder: RunRecorder, outcome: fitting.FitOutcome) -> None:
     from training.services import promotion
 
@@ -211,7 +219,7 @@ def _finish(run: TrainingRun, token: str, recorder: RunRecorder, outcome: fittin
         if locked is None:
             raise LeaseLost(f"run {run.pk}: lease lost before the model was registered")
         version = ModelVersion.objects.create(
-            kind=run.kind, name=f"{run.kind}-run{run.pk}", family="joint" if run.kind == "embedding" else "captioner",
+            kind=run.kind, name=f"{run.kind}-run{run.pk}", family=_family(run),
             status=ModelVersion.Status.CANDIDATE, directory=outcome.directory, files=outcome.files,
             config=run.config, encoders=outcome.encoders, dim=outcome.dim, parent=active,
             metrics={"dev": outcome.dev_metrics, "best_epoch": outcome.best_epoch, "stop": outcome.stop_reason,
