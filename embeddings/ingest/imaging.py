@@ -82,7 +82,7 @@ def _check_size(img: Image.Image, max_pixels: int, max_side: int, max_aspect: fl
     if long > max_aspect * short:
         raise ImageRejected(
             "bad_aspect_ratio",
-            f"Image aspect ratio too extreme: {width}x{height} is {long / short:.4g}:1; the longer side "
+            f"Image aspect ratio too extreme: {width}x{height} is {long / short:,.1f}:1; the longer side "
             f"may be at most {max_aspect:g} times the shorter ({max_aspect:g}:1).",
         )
     if long > max_side:
