@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: gunicorn (DEBUG off, static files through whitenoise), one Celery worker and one
 # Celery beat, all in this process group. Ctrl-C or one SIGTERM to the group stops all of them
-# within 10 s: each gets SIGTERM, and whatever still runs after 8 s gets SIGKILL (tasks are
+# within 10 s: each gets SIGTERM, and whatever still runs after 6 s gets SIGKILL (tasks are
 # acknowledged late, so a task cut short is delivered again).
 set -uo pipefail
 PY=${PY:-.venv/bin/python}
@@ -15,7 +15,7 @@ pids=()
 stop() {
   trap - INT TERM EXIT
   kill -TERM "${pids[@]}" 2>/dev/null
-  for _ in $(seq 80); do
+  for _ in $(seq 60); do
     alive=0
     for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
     [ "$alive" = 0 ] && exit 0
