@@ -1,4 +1,4 @@
-"""Index benchmark: search/index.py (faiss) vs hnswlib vs exact search, at 100k and 1M vectors.
+"""Index benchmark: search/index (faiss) vs hnswlib vs exact search, at 100k and 1M vectors.
 
 Vectors are normalised random mixtures of 2-3 "seed" vectors plus noise, so neighbours
 share seeds without being near-copies. Seeds: --seed-vectors path.npy (N, D) when given
@@ -214,7 +214,7 @@ def bench_hnswlib(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, args: argparse
 
 def side_by_side(ours: Any, other: Any, xq: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     """Both indexes at their matched operating points, timed in alternation: each of --side-rounds
-    rounds times ours (search/index.py, what the service calls), the raw faiss call under it
+    rounds times ours (search/index, what the service calls), the raw faiss call under it
     (same parameters) and hnswlib, one query per call on one thread, then in one batch on
     --threads threads. The ratios are taken per round (same moment, same machine load), then
     their median: on a shared machine a separate run per contender compares two loads."""

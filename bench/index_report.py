@@ -64,7 +64,7 @@ def _at_target(curve: list[dict[str, Any]], target: float = 0.95) -> dict[str, A
 
 
 def index_md(data: list[dict[str, Any]]) -> str:
-    out = ["## Vector index: search/index.py vs hnswlib vs exact", ""]
+    out = ["## Vector index: search/index vs hnswlib vs exact", ""]
     d0 = data[0]
     out += [f"Machine: {d0['machine']}; faiss {d0['faiss']}, hnswlib {d0.get('hnswlib', {}).get('version', '-')}, "
             f"numpy {d0['numpy']}, matplotlib {version('matplotlib')}. faiss and hnswlib both limited to "

@@ -298,7 +298,7 @@ SEARCH_QUERY_CACHE_SIZE = env.int("SEARCH_QUERY_CACHE_SIZE", default=4096)
 # Query texts encoded at once when request threads of one web process search together
 # (gthread workers; embeddings/ml/batching.py). <= 1 turns the batching off.
 SEARCH_ENCODE_BATCH = env.int("SEARCH_ENCODE_BATCH", default=16)
-# FAISS index choice (search/index_types.IndexConfig fields as JSON; unknown keys are an error),
+# FAISS index choice (search.index.types.IndexConfig fields as JSON; unknown keys are an error),
 # e.g. '{"hnsw_max": 5000000}' for the HNSW tier, '{"memory_budget_bytes": 2000000000}' for
 # compressed IVF-PQ codes. Empty = the defaults. Applies to indexes built from then on.
 SEARCH_INDEX_CONFIG = env.json("SEARCH_INDEX_CONFIG", default={})

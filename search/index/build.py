@@ -1,4 +1,4 @@
-"""Choosing, creating and tuning the FAISS index behind search/index.py (pure: no Django).
+"""Choosing, creating and tuning the FAISS index behind search/index (pure: no Django).
 
 autofaiss-style: exact Flat while small, then HNSW up to `hnsw_max` (by default none: see
 IndexConfig.hnsw_max for the measured reason), then IVF-PQ: 4-bit fast-scan codes re-ranked

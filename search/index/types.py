@@ -1,4 +1,4 @@
-"""Plain types shared by the pure FAISS wrapper (search/index.py).
+"""Plain types shared by the pure FAISS wrapper (search/index).
 
 Config, manifest, search hits and the typed load errors. No Django, no FAISS: this module
 is imported by the build, file and index modules alike.
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-# Version of the on-disk container (search/index_file.py). Bump when the layout changes;
+# Version of the on-disk container (search/index/container.py). Bump when the layout changes;
 # load refuses any other version with IndexMismatch so a stale cache is rebuilt, not misread.
 FORMAT_VERSION = 1
 

@@ -3,7 +3,7 @@
 No Django here: the search service passes vectors, ids, paths and a model version id.
 
 - `build_index(vectors, ids, ...)` picks Flat / HNSW / IVF-PQ by size and memory budget and
-  tunes efSearch / nprobe (and the re-rank depth) to the recall target (search/index_build.py).
+  tunes efSearch / nprobe (and the re-rank depth) to the recall target (search/index/build.py).
 - `VectorIndex.add` upserts, `remove` deletes, `search` returns ranks [offset, offset + k)
   per query with an optional id allow-list, pages stay full, -1 padding never escapes.
 - Removal: Flat compacts in place. faiss HNSW has no remove_ids, so HNSW (and IVF-PQ, for one

@@ -3,7 +3,7 @@
 The database rows (ImageEmbedding / CaptionEmbedding) are the truth; an index file is a cache
 rebuilt from them at any time. One writer per (version, modality) at a time, enforced by the
 database: every write holds a row lock on its SearchIndex record (select_for_update). A write
-saves the file atomically (search/index_file.py) and publishes the new index to this process;
+saves the file atomically (search/index/container.py) and publishes the new index to this process;
 other processes pick the file up through search/registry.py.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""embeddings/imaging.py: what is accepted, what is rejected and why, and what is stored."""
+"""embeddings/ingest/imaging.py: what is accepted, what is rejected and why, and what is stored."""
 import io
 
 import pytest

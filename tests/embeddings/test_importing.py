@@ -1,4 +1,4 @@
-"""embeddings/importing.py: bulk imports validate each file like an upload and go on past rejects."""
+"""embeddings/services/importing.py: bulk imports validate each file like an upload and go on past rejects."""
 from io import StringIO
 
 import pytest

@@ -4,7 +4,7 @@ Issue 7, cases 15, 16 and 18. Every test runs real `celery worker` subprocesses 
 database (tests/reliability/fault_settings.py adds a step after encode/caption that records each
 run and can pause or crash). The task is `embeddings.tasks.process_images` with
 acks_late + reject_on_worker_lost; poison protection is the attempts counter in
-embeddings/processing.py.
+embeddings/services/processing.py.
 """
 from __future__ import annotations
 
