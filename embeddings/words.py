@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from embeddings.ml.word2vec import UnknownWord, Word2Vec, Word2VecConfig, train_word2vec
@@ -38,9 +39,9 @@ def word2vec_path(collection: Collection) -> Path:
     return Path(settings.MODEL_DIR) / "word2vec" / f"collection-{collection.pk}.safetensors"
 
 
-def _training_texts(collection: Collection) -> list[str]:
-    return list(Caption.objects.filter(image__collection=collection)
-                .exclude(source=Caption.Source.GENERATED).values_list("text", flat=True))
+def _training_captions(collection: Collection) -> QuerySet[Caption]:
+    """What word vectors learn from: the collection's human and imported captions."""
+    return Caption.objects.filter(image__collection=collection).exclude(source=Caption.Source.GENERATED)
 
 
 def _check_enough(collection: Collection, n_texts: int) -> None:
@@ -52,7 +53,7 @@ def _check_enough(collection: Collection, n_texts: int) -> None:
 
 def word2vec_train(*, collection: Collection, config: Word2VecConfig | None = None) -> int:
     """Train on the collection's human and imported captions; return the vocabulary size."""
-    texts = _training_texts(collection)
+    texts = list(_training_captions(collection).values_list("text", flat=True))
     _check_enough(collection, len(texts))
     cfg = config or Word2VecConfig(min_count=2 if len(texts) < 2000 else 5)
     model = train_word2vec(texts, cfg)
@@ -66,7 +67,7 @@ def word2vec_train(*, collection: Collection, config: Word2VecConfig | None = No
 def word2vec_enqueue(*, collection: Collection, user: Any = None) -> WordVectorsRun:
     """Check there is enough to learn from (400 with the reason, nothing queued), record the
     request and queue the training after commit. One request at a time per collection (409)."""
-    n_texts = Caption.objects.filter(image__collection=collection).exclude(source=Caption.Source.GENERATED).count()
+    n_texts = _training_captions(collection).count()
     _check_enough(collection, n_texts)
     with transaction.atomic():
         Collection.objects.select_for_update().filter(pk=collection.pk).first()  # one request at a time

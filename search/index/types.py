@@ -37,6 +37,14 @@ class IndexCorrupt(IndexFileError):
     """The file is truncated, empty, or fails its checksum: rebuild it from stored vectors."""
 
 
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` if every key is a field of the dataclass `cls`; ValueError naming the others."""
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    return data
+
+
 @dataclass(frozen=True)
 class IndexConfig:
     """How the index type and its parameters are chosen. Stored in the manifest."""
@@ -103,11 +111,7 @@ class IndexConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IndexConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown IndexConfig keys: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**_known_fields(cls, data))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -136,12 +140,7 @@ class Manifest:
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         """The one rule of every from_dict here: unknown keys are an error (a typo, or a file of
         another format), except the container's own layout keys, which describe the file."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        fields = {k: v for k, v in data.items() if k not in CONTAINER_KEYS}
-        unknown = set(fields) - known
-        if unknown:
-            raise ValueError(f"unknown Manifest keys: {sorted(unknown)}")
-        return cls(**fields)
+        return cls(**_known_fields(cls, {k: v for k, v in data.items() if k not in CONTAINER_KEYS}))
 
 
 CONTAINER_KEYS = frozenset({"sections", "payload_bytes"})  # written by container.write_container

@@ -164,15 +164,7 @@ def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfi
     field's type ("true"/"false", numbers, "none", JSON lists for tuples). Unknown keys,
     ambiguous keys and bad values raise ValueError; ``kind`` cannot be overridden.
     """
-    changes: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"override {item!r} is not key=value")
-        section, name = _resolve(config, key)
-        hints = typing.get_type_hints(type(getattr(config, section)))
-        changes[section][name] = parse_field_value(text.strip(), hints[name], f"{section}.{name}")
+    changes = overrides_as_dict(config, overrides)
     try:
         return dataclasses.replace(
             config, **{s: dataclasses.replace(getattr(config, s), **c) for s, c in changes.items() if c}
