@@ -92,32 +92,73 @@ def image_features(images: Sequence[PILImage.Image]) -> dict[str, np.ndarray]:
     return {k: v.numpy().astype(np.float32) for k, v in out.items()}
 
 
-# --- feature cache ------------------------------------------------------------------------
-def _cache_dir() -> Path:
-    ident = image_encoder().identity
-    return Path(settings.FEATURE_DIR) / hashlib.sha256(ident.encode()).hexdigest()[:16]
+# --- feature caches ------------------------------------------------------------------------
+# The product's two encoder caches, named here once: image features keyed by image id (one
+# folder per image-encoder identity) and MiniLM sentence vectors keyed by a digest of the text
+# (one folder per text-encoder identity). Training, evaluation and `manage.py compute_features`
+# all go through these functions; several processes may add shards at once (a file lock each).
+TEXT_FIELDS = {"vector": (384,)}
+TEXT_BATCH = 256
+
+
+def image_feature_key(image_id: int | str) -> str:
+    return str(int(image_id))
+
+
+def text_vector_key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @contextmanager
-def _cache_locked():
-    directory = _cache_dir()
+def _locked_cache(directory: Path, identity: str, fields: dict[str, tuple[int, ...]]):
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory.parent / f"{directory.name}.lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # several worker processes may add shards at once
+        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield FeatureCache(directory, encoder_identity=image_encoder().identity, fields=FEATURE_FIELDS)
+            yield FeatureCache(directory, encoder_identity=identity, fields=fields)
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def image_feature_cache():
+    """The image-feature cache of the current image encoder, locked while the block runs."""
+    ident = image_encoder().identity
+    directory = Path(settings.FEATURE_DIR) / hashlib.sha256(ident.encode()).hexdigest()[:16]
+    return _locked_cache(directory, ident, FEATURE_FIELDS)
+
+
+def text_vector_cache():
+    """The sentence-vector cache of the current text encoder, locked while the block runs."""
+    ident = text_encoder().identity
+    directory = Path(settings.FEATURE_DIR) / f"text-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+    return _locked_cache(directory, ident, TEXT_FIELDS)
+
+
 def cached_features(keys: Sequence[str], load_image) -> dict[str, np.ndarray]:
     """Features of the images named by `keys`, computed once per (image, encoder) and kept."""
-    with _cache_locked() as cache:
+    with image_feature_cache() as cache:
         missing = cache.missing(keys)
         if missing:
             feats = image_features([load_image(k) for k in missing])
             cache.add(missing, feats)
         return cache.get(list(keys), dtype=np.float32)
+
+
+def cached_text_vectors(texts: Sequence[str]) -> tuple[np.ndarray, int]:
+    """((M, 384) float32 unit MiniLM vectors of `texts`, how many were newly encoded): each
+    distinct text is encoded once per text encoder and kept."""
+    keys = [text_vector_key(t) for t in texts]
+    with text_vector_cache() as cache:
+        missing = cache.missing(dict.fromkeys(keys))
+        text_of = dict(zip(keys, texts))
+        for start in range(0, len(missing), 4096):  # one shard per 4,096 new texts
+            batch = missing[start:start + 4096]
+            vecs = np.concatenate([encode_texts_base([text_of[k] for k in batch[i:i + TEXT_BATCH]])
+                                   for i in range(0, len(batch), TEXT_BATCH)])
+            cache.add(batch, {"vector": vecs})
+        if not keys:
+            return np.zeros((0, TEXT_FIELDS["vector"][0]), np.float32), 0
+        return cache.get(keys, dtype=np.float32)["vector"], len(missing)
 
 
 # --- model versions -----------------------------------------------------------------------

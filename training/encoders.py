@@ -9,11 +9,8 @@ the same object, so a test can swap the whole thing for a small fake with
 """
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -24,7 +21,6 @@ from embeddings.models import ModelVersion
 
 logger = logging.getLogger(__name__)
 IMAGE_CHUNK = 256  # images per features_for call: bounds the float32 spatial block (256x49x1280)
-TEXT_CHUNK = 256
 
 
 class Encoders(Protocol):
@@ -73,29 +69,8 @@ class RuntimeEncoders:
 
     def text_features(self, texts: Sequence[str]) -> np.ndarray:
         from embeddings import runtime
-        from embeddings.ml.feature_cache import FeatureCache
 
-        ident = runtime.text_encoder().identity
-        directory = Path(settings.FEATURE_DIR) / f"text-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
-        directory.mkdir(parents=True, exist_ok=True)
-        keys = [hashlib.sha256(t.encode()).hexdigest()[:32] for t in texts]
-        with open(directory.parent / f"{directory.name}.lock", "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)  # several processes may add shards at once
-            try:
-                cache = FeatureCache(directory, encoder_identity=ident, fields={"vector": (384,)})
-                missing = cache.missing(dict.fromkeys(keys))
-                if missing:
-                    text_of = dict(zip(keys, texts))
-                    for start in range(0, len(missing), 4096):
-                        batch = missing[start:start + 4096]
-                        vecs = np.concatenate([
-                            runtime.encode_texts_base([text_of[k] for k in batch[i:i + TEXT_CHUNK]])
-                            for i in range(0, len(batch), TEXT_CHUNK)])
-                        cache.add(batch, {"vector": vecs})
-                out = cache.get(keys, dtype=np.float32)["vector"]
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-        return out
+        return runtime.cached_text_vectors(texts)[0]
 
     def identities(self) -> dict[str, str]:
         from embeddings import runtime
