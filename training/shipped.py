@@ -12,14 +12,17 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from embeddings.ml.atomic import atomic_open
 from embeddings.ml.checkpoint import load_checkpoint
-from embeddings.models import Image, ModelVersion
+from embeddings.models import Collection, Image, ModelVersion
 
 logger = logging.getLogger(__name__)
 MANIFEST = "shipped.json"
@@ -83,15 +86,23 @@ def _default_family(kind: str) -> str:
 
 
 def shipped_model_export(*, version: ModelVersion, name: str, root: Path | None = None, half: bool = True,
-                         card: dict | None = None) -> Path:
+                         card: dict | None = None, decoding: dict | None = None) -> Path:
     """Copy a version's checkpoint into the repository's models/<name>/ (float16 weights when
-    `half`: the loaders cast back to float32) and record it in models/shipped.json."""
+    `half`: the loaders cast back to float32) and record it in models/shipped.json.
+
+    `decoding` (captioners) sets the decoding defaults stored with the copy (beam width, length
+    penalty, no-repeat n-gram; the fields of `DecodingConfig`), the weights unchanged."""
+    from embeddings.ml.caption_generator import DecodingConfig
     from embeddings.ml.checkpoint import save_checkpoint
     from embeddings.runtime import version_path
 
     root = Path(root or settings.SHIPPED_MODEL_DIR)
     kind = "embedding" if version.kind == ModelVersion.Kind.EMBEDDING else "captioner"
     tensors, config, meta = load_checkpoint(version_path(version), expected_kind=kind)
+    if decoding:
+        if kind != "captioner":
+            raise ValueError("decoding defaults belong to captioners")
+        meta = {**meta, "decoding": DecodingConfig.from_dict({**meta.get("decoding", {}), **decoding}).to_dict()}
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     dest = root / name
@@ -101,11 +112,61 @@ def shipped_model_export(*, version: ModelVersion, name: str, root: Path | None 
                     meta={**meta, "stored_dtype": "float16" if half else "float32"})
     manifest = root / MANIFEST
     data = json.loads(manifest.read_text()) if manifest.exists() else {"models": []}
-    data["models"] = [m for m in data["models"] if m["name"] != name] + [{
+    new_entry = {
         "name": name, "kind": kind, "family": version.family, "directory": name, "dim": version.dim,
         "config": version.config, "encoders": version.encoders,
-        "metrics": {"dev": (version.metrics or {}).get("dev", {}), **(card or {})}}]
-    part = manifest.with_name(MANIFEST + ".part")
-    part.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    part.replace(manifest)
+        "metrics": {"dev": (version.metrics or {}).get("dev", {}), **(card or {})}}
+    names = [m["name"] for m in data["models"]]
+    if name in names:  # a replaced model keeps its place in the list
+        data["models"][names.index(name)] = new_entry
+    else:
+        data["models"].append(new_entry)
+    _write_manifest(manifest, data)
     return dest
+
+
+def _write_manifest(manifest: Path, data: dict) -> None:
+    with atomic_open(manifest) as fh:
+        fh.write((json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+
+
+def shipped_model_measure(*, name: str, collections: Sequence[Collection], ood_collections: Sequence[Collection] = (),
+                          root: Path | None = None) -> dict[str, Any]:
+    """Score the shipped copy models/<name>/ (its float16 weights, as a fresh install loads
+    them) on the dev split of `collections` (and the out-of-domain `ood_collections`, for an
+    embedding) with `model_evaluate`, and store the figures as its model-card metrics in
+    models/shipped.json: "dev" (and "ood_dev"), with "measured" saying on what.
+
+    The copy is scored through a transient model version that is deleted afterwards."""
+    from training.services.evaluation import model_evaluate
+
+    root = Path(root or settings.SHIPPED_MODEL_DIR)
+    manifest = root / MANIFEST
+    data = json.loads(manifest.read_text())
+    entry = next((m for m in data["models"] if m["name"] == name), None)
+    if entry is None:
+        raise ValueError(f"{name!r} is not in {manifest}")
+    kind = entry["kind"]
+    version = ModelVersion.objects.create(
+        kind=kind, name=f"{name} (measuring the shipped copy)", family=entry.get("family", _default_family(kind)),
+        status=ModelVersion.Status.RETIRED, directory=str((root / entry["directory"]).resolve()),
+        config=entry.get("config", {}), encoders=entry.get("encoders", {}), dim=int(entry.get("dim", 0)))
+    try:
+        out = model_evaluate(collections=collections, split="dev", kinds=[kind], versions=[version],
+                             ood_collections=ood_collections if kind == "embedding" else ())
+    finally:
+        version.delete()
+    scored = out[kind]
+    metrics = {**entry.get("metrics", {}), "dev": scored["metrics"]}
+    sets = [f"{', '.join(c.name for c in collections)} dev ({out['images']} images, {out['captions']} captions)"]
+    if "ood_metrics" in scored:
+        metrics["ood_dev"] = scored["ood_metrics"]
+        sets.append(f"{', '.join(out['ood']['collections'])} ({out['ood']['images']} images)")
+    else:
+        metrics.pop("ood_dev", None)
+    stored = load_checkpoint(root / entry["directory"])[2].get("stored_dtype", "float32")
+    metrics["measured"] = (f"manage.py ship_model --measure: the shipped {stored} "
+                           f"copy on {'; '.join(sets)}, {timezone.now():%Y-%m-%d}")
+    entry["metrics"] = metrics
+    _write_manifest(manifest, data)
+    return metrics

@@ -87,3 +87,29 @@ def test_train_defaults_to_the_prior_family_scored_on_both_sets_and_evaluate_rep
     assert "out-of-domain dev (ood-dev): 3 images, 6 captions" in out and "out-of-domain: i2t_r1" in out
     version.refresh_from_db()
     assert version.metrics["sets"]["ood"]["images"] == 3 and "t2i_r1" in version.metrics["sets"]["ood"]["metrics"]
+
+
+def test_ship_model_command_stores_decoding_and_measures_the_copy(tiny_collection, fake_encoders, tmp_path,
+                                                                   settings):
+    from embeddings.ml.caption_generator import load_captioner
+
+    settings.SHIPPED_MODEL_DIR = tmp_path / "models"
+    from tests.training.conftest import TINY_CAPTIONER
+    from training import services
+
+    run = services.training_run_start(kind="captioner", collections=[tiny_collection], user=None, enqueue=False,
+                                      config_overrides={**TINY_CAPTIONER, "loop": {**TINY_CAPTIONER["loop"],
+                                                                                   "epochs": 1}})
+    version = services.training_run_execute(run.pk).model_version
+    out = io.StringIO()
+    call_command("ship_model", "--model-version", str(version.pk), "--name", "cap", "--decoding",
+                 '{"beam_size": 2}', "--measure", "tiny", "--source", "manage.py train ...", stdout=out)
+    assert "dev: bleu_1" in out.getvalue()
+    entry = json.loads((tmp_path / "models" / "shipped.json").read_text())["models"][0]
+    assert entry["metrics"]["source"] == "manage.py train ..." and "bleu_4" in entry["metrics"]["dev"]
+    assert load_captioner(tmp_path / "models" / "cap").decoding.beam_size == 2
+    for bad, message in ((["--decoding", "{nope"], "not JSON"), (["--decoding", "[1]"], "JSON object"),
+                         (["--measure", "missing"], "Unknown collection"), (["--decoding", '{"beam": 2}'], "Bad")):
+        with pytest.raises(CommandError, match=message):
+            call_command("ship_model", "--model-version", str(version.pk), "--name", "cap2", *bad)
+    assert not (tmp_path / "models" / "cap2").exists()

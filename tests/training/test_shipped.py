@@ -13,7 +13,7 @@ from tests.training.conftest import TINY_CAPTIONER, TINY_EMBEDDING
 from tests.training.fakes import fake_image_features, fake_text_vectors
 from training import services
 from training.models import ModelSwitch
-from training.shipped import shipped_model_export, shipped_models_register
+from training.shipped import shipped_model_export, shipped_model_measure, shipped_models_register
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -106,3 +106,50 @@ def test_the_shipped_embedding_serves_through_the_embedder_api():
     assert np.allclose(np.linalg.norm(img, axis=1), 1, atol=1e-5)
     assert np.allclose(np.linalg.norm(txt, axis=1), 1, atol=1e-5)
     assert embedder.cell_scores(feats["spatial"][0], txt[0]).shape == (49,)
+
+
+def test_export_stores_decoding_defaults_and_keeps_a_replaced_model_in_place(shipped_root, tiny_collection,
+                                                                               fake_encoders):
+    root, _ = shipped_root
+    one = {"epochs": 1}
+    cap = train(tiny_collection, "captioner", {**TINY_CAPTIONER, "loop": {**TINY_CAPTIONER["loop"], **one}})
+    shipped_model_export(version=cap, name="embedding-first", root=root)  # a third entry, appended
+    shipped_model_export(version=cap, name="captioner-default", root=root,
+                         decoding={"beam_size": 4, "length_penalty": 0.25, "no_repeat_ngram_size": 3})
+    manifest = json.loads((root / "shipped.json").read_text())
+    assert [m["name"] for m in manifest["models"]] == ["embedding-default", "captioner-default", "embedding-first"]
+    decoding = load_captioner(root / "captioner-default").decoding
+    assert (decoding.beam_size, decoding.length_penalty, decoding.no_repeat_ngram_size) == (4, 0.25, 3)
+    assert load_captioner(root / "embedding-first").decoding.beam_size == 3  # untouched: the trained default
+
+
+def test_export_rejects_bad_decoding_and_writes_nothing(shipped_root, tiny_collection, fake_encoders):
+    root, _ = shipped_root
+    before = (root / "shipped.json").read_bytes()
+    cap = train(tiny_collection, "captioner", {**TINY_CAPTIONER, "loop": {**TINY_CAPTIONER["loop"], "epochs": 1}})
+    emb = train(tiny_collection, "embedding", {**TINY_EMBEDDING, "loop": {**TINY_EMBEDDING["loop"], "epochs": 1}})
+    with pytest.raises((TypeError, ValueError)):  # not a DecodingConfig field
+        shipped_model_export(version=cap, name="captioner-new", root=root, decoding={"beam_width": 5})
+    with pytest.raises(ValueError, match="captioners"):
+        shipped_model_export(version=emb, name="embedding-new", root=root, decoding={"beam_size": 5})
+    assert (root / "shipped.json").read_bytes() == before
+    assert not (root / "captioner-new").exists() and not (root / "embedding-new").exists()
+
+
+def test_measure_scores_the_shipped_copy_and_stores_its_metrics(shipped_root, tiny_collection, fake_encoders):
+    root, _ = shipped_root
+    versions_before = set(ModelVersion.objects.values_list("pk", flat=True))
+    metrics = shipped_model_measure(name="embedding-default", collections=[tiny_collection],
+                                    ood_collections=[tiny_collection], root=root)
+    entry = next(m for m in json.loads((root / "shipped.json").read_text())["models"]
+                 if m["name"] == "embedding-default")
+    assert entry["metrics"]["dev"] == metrics["dev"] and 0 <= metrics["dev"]["t2i_r1"] <= 100
+    assert entry["metrics"]["ood_dev"] == metrics["ood_dev"]
+    assert "float16" in entry["metrics"]["measured"] and "tiny dev (4 images" in entry["metrics"]["measured"]
+    assert entry["metrics"]["command"] == "manage.py train"  # the rest of the card is kept
+    assert set(ModelVersion.objects.values_list("pk", flat=True)) == versions_before  # transient version gone
+    cap = shipped_model_measure(name="captioner-default", collections=[tiny_collection],
+                                ood_collections=[tiny_collection], root=root)
+    assert "bleu_4" in cap["dev"] and "ood_dev" not in cap  # out-of-domain recall is for embeddings
+    with pytest.raises(ValueError, match="not in"):
+        shipped_model_measure(name="nope", collections=[tiny_collection], root=root)
