@@ -30,7 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from embeddings.ml.batch_encode import encode_images  # noqa: E402
+from bench.batch_encode import encode_images  # noqa: E402
 from embeddings.ml.feature_cache import FeatureCache, atomic_write_bytes  # noqa: E402
 from embeddings.ml.image_encoder import ImageEncoder  # noqa: E402
 from embeddings.ml.text_encoder import TextEncoder  # noqa: E402
@@ -184,9 +184,9 @@ keys = [k for f in m["splits"]["dev"] for k, _ in m["captions"][f]]           # 
 t = txt.get(keys, dtype=np.float32)["sentence"]                               # (5000, 384)
 ```
 
-`get` returns rows in the order asked, raises `MissingKeysError` (with `.keys`) for keys
+`get` returns rows in the order asked, raises `MissingKeys` (with `.keys`) for keys
 not cached yet (the script may still be running: check `FeatureCache.missing(keys)`), and
-`CorruptShardError` / `IdentityMismatchError` for bad shards or other encoders. Shards are
+`CorruptShard` / `IdentityMismatch` for bad shards or other encoders. Shards are
 memory-mapped; `spatial` for all 7,000 images is ~0.9 GB as float16, so ask only for what
 you need (or pass `dtype=None` to keep float16).
 """

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from training.ml.cached_features import load_split  # noqa: E402
+from bench.cached_features import load_split  # noqa: E402
 from training.ml.config import TrainConfig, apply_overrides  # noqa: E402
 from training.ml.embedding_task import EmbeddingTask  # noqa: E402
 from train_embedding_flickr8k import BENCH_DEFAULTS  # noqa: E402

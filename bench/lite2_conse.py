@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from embeddings.ml.conse import conse_image_vectors  # noqa: E402
 from embeddings.ml.image_encoder import LITE2, ImageEncoder  # noqa: E402
 from embeddings.ml.transforms import batch_tensors, load_rgb  # noqa: E402
-from training.ml.cached_features import load_split, read_manifest  # noqa: E402
+from bench.cached_features import load_split, read_manifest  # noqa: E402
 from training.ml.retrieval_metrics import retrieval_metrics  # noqa: E402
 
 

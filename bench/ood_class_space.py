@@ -12,7 +12,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 sys.path.insert(0, ".")
 torch.set_num_threads(1)
 # imported after HF_HUB_OFFLINE and the thread count are set
-from training.ml.cached_features import load_split  # noqa: E402
+from bench.cached_features import load_split  # noqa: E402
 from training.ml.retrieval_metrics import retrieval_metrics  # noqa: E402
 from embeddings.ml.image_encoder import ImageEncoder  # noqa: E402
 

@@ -9,7 +9,7 @@ import torch  # noqa: F401  (loaded before faiss, as this script always did)
 import faiss
 
 sys.path.insert(0, ".")
-from training.ml.cached_features import load_split
+from bench.cached_features import load_split
 
 ood = np.load("var/ood/features-lite0.npz")
 tr = load_split("var/cache/flickr8k", "train").data

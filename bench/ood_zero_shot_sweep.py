@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 from embeddings.ml.conse import class_vectors, conse_image_vectors, load_class_names  # noqa: E402
 from embeddings.ml.text_encoder import TextEncoder  # noqa: E402
 from embeddings.ml.image_encoder import ImageEncoder  # noqa: E402
-from training.ml.cached_features import load_split  # noqa: E402
+from bench.cached_features import load_split  # noqa: E402
 from training.ml.retrieval_metrics import retrieval_metrics  # noqa: E402
 
 te = TextEncoder()

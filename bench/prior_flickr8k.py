@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from embeddings.ml.conse import class_vectors, conse_image_vectors, load_class_names  # noqa: E402
 from embeddings.ml.prior_heads import PriorEmbedding  # noqa: E402
-from training.ml.cached_features import load_split  # noqa: E402
+from bench.cached_features import load_split  # noqa: E402
 from training.ml.config import TrainConfig, apply_overrides  # noqa: E402
 from training.ml.embedding_task import EmbeddingData, EmbeddingTask, split_metrics  # noqa: E402
 from training.ml.retrieval_metrics import retrieval_metrics  # noqa: E402

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from embeddings.ml.checkpoint import checkpoint_to_dict, save_checkpoint  # noqa: E402
 from embeddings.ml.feature_cache import FeatureCache  # noqa: E402
-from training.ml.cached_features import available_views, load_split, read_manifest  # noqa: E402
+from bench.cached_features import available_views, load_split, read_manifest  # noqa: E402
 from training.ml.config import TrainConfig, apply_overrides  # noqa: E402
 from training.ml.embedding_task import EmbeddingTask  # noqa: E402
 from training.ml.trainer import train  # noqa: E402

@@ -16,7 +16,7 @@ Layout (``FORMAT_VERSION`` 1)::
 Every ``add`` writes new shard files then the index, each atomically (``.part``, fsync,
 ``os.replace``), so a crash leaves the previous consistent state. Checksums are verified
 the first time a shard is read. Opening with another encoder identity raises
-``IdentityMismatchError``; a bad checksum raises ``CorruptShardError``. One writer at a
+``IdentityMismatch``; a bad checksum raises ``CorruptShard``. One writer at a
 time (the caller's job); readers see the index as of ``open``/``reload``.
 """
 
@@ -34,13 +34,13 @@ import numpy as np
 from embeddings.ml.atomic import atomic_write_bytes
 
 __all__ = [
-    "CorruptShardError",
+    "CorruptShard",
     "FORMAT_VERSION",
     "FeatureCache",
     "FeatureCacheError",
-    "IdentityMismatchError",
-    "IncompatibleCacheError",
-    "MissingKeysError",
+    "IdentityMismatch",
+    "IncompatibleCache",
+    "MissingKeys",
     "atomic_write_bytes",
 ]
 
@@ -57,19 +57,19 @@ class FeatureCacheError(Exception):
     """Base class of feature-cache errors."""
 
 
-class IncompatibleCacheError(FeatureCacheError):
+class IncompatibleCache(FeatureCacheError):
     """The cache on disk has another format version or other fields than asked for."""
 
 
-class IdentityMismatchError(IncompatibleCacheError):
+class IdentityMismatch(IncompatibleCache):
     """The cache was written by another encoder (weights or preprocessing)."""
 
 
-class CorruptShardError(FeatureCacheError):
+class CorruptShard(FeatureCacheError):
     """A shard file is missing or its sha256 does not match the index."""
 
 
-class MissingKeysError(FeatureCacheError, KeyError):
+class MissingKeys(FeatureCacheError, KeyError):
     """Some requested keys are not in the cache; ``.keys`` lists them."""
 
     def __init__(self, keys: Sequence[str]) -> None:
@@ -123,7 +123,7 @@ class FeatureCache:
         if (self.directory / INDEX_NAME).is_file():
             self.reload()
             if wanted is not None and wanted != self.fields:
-                raise IncompatibleCacheError(
+                raise IncompatibleCache(
                     f"{self.directory}: fields {self.fields} on disk, {wanted} requested"
                 )
         elif wanted is None:
@@ -166,12 +166,12 @@ class FeatureCache:
         """Re-read ``index.json`` (picks up shards added by another process)."""
         index = json.loads((self.directory / INDEX_NAME).read_text())
         if index.get("format_version") != FORMAT_VERSION:
-            raise IncompatibleCacheError(
+            raise IncompatibleCache(
                 f"{self.directory}: format_version {index.get('format_version')}, "
                 f"this code reads {FORMAT_VERSION}"
             )
         if index["encoder_identity"] != self.encoder_identity:
-            raise IdentityMismatchError(
+            raise IdentityMismatch(
                 f"{self.directory} holds features of {index['encoder_identity']!r}, "
                 f"not {self.encoder_identity!r}"
             )
@@ -270,9 +270,9 @@ class FeatureCache:
     def _load_npy(self, name: str, expected_sha: str) -> np.ndarray:
         path = self.directory / name
         if not path.is_file():
-            raise CorruptShardError(f"shard file missing: {path}")
+            raise CorruptShard(f"shard file missing: {path}")
         if _sha256_file(path) != expected_sha:
-            raise CorruptShardError(f"sha256 mismatch for {path}")
+            raise CorruptShard(f"sha256 mismatch for {path}")
         return np.load(path, mmap_mode="r", allow_pickle=False)
 
     def _field_arrays(self, pos: int, name: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -293,14 +293,14 @@ class FeatureCache:
         dtype: np.dtype | type | None = None,
     ) -> dict[str, Any]:
         """Features of ``keys`` in order: ``{field: (n, *shape) array}`` (a list of arrays for a
-        ragged field), stored float16 unless ``dtype`` is given. Raises ``MissingKeysError``."""
+        ragged field), stored float16 unless ``dtype`` is given. Raises ``MissingKeys``."""
         names = list(self.fields) if fields is None else list(fields)
         unknown = [n for n in names if n not in self.fields]
         if unknown:
             raise ValueError(f"unknown fields {unknown}; cache has {sorted(self.fields)}")
         missing = self.missing(keys)
         if missing:
-            raise MissingKeysError(missing)
+            raise MissingKeys(missing)
         where = np.array([self._where[k] for k in keys], dtype=np.int64).reshape(-1, 2)
         out_dtype = np.dtype(dtype) if dtype is not None else np.dtype(STORE_DTYPE)
         return {name: self._gather(name, where, out_dtype) for name in names}
@@ -324,7 +324,7 @@ class FeatureCache:
         return out
 
     def verify(self) -> None:
-        """Check every shard's checksum now (raises ``CorruptShardError``)."""
+        """Check every shard's checksum now (raises ``CorruptShard``)."""
         for pos in range(len(self._shards)):
             for name in self.fields:
                 self._loaded.pop((pos, name), None)

@@ -51,7 +51,7 @@ _PTB_JAR = Path(_ptb_module.__file__).parent / _ptb_module.STANFORD_CORENLP_3_4_
 _PUNCTUATION = frozenset(PUNCTUATIONS)
 
 
-class MetricUnavailableError(RuntimeError):
+class MetricUnavailable(RuntimeError):
     """A metric needs a tool (Java) that is not installed."""
 
 
@@ -62,7 +62,7 @@ def java_available() -> bool:
 
 def _require_java(what: str) -> None:
     if not java_available():
-        raise MetricUnavailableError(f"{what} needs Java 17 ('java' not found on PATH)")
+        raise MetricUnavailable(f"{what} needs Java 17 ('java' not found on PATH)")
 
 
 def ptb_tokenize(sentences: Sequence[str]) -> list[str]:
@@ -148,7 +148,7 @@ def caption_scores(
     ``hypotheses`` maps an image key to its generated caption; ``references`` maps the same keys
     (and possibly more, which are ignored) to the reference captions. Returns ``bleu_1`` ..
     ``bleu_4``, ``rouge_l``, ``cider_d`` and, when ``meteor`` is true, ``meteor``; all x100.
-    Raises ``MetricUnavailableError`` if Java is needed (PTB tokenizer, METEOR) and absent.
+    Raises ``MetricUnavailable`` if Java is needed (PTB tokenizer, METEOR) and absent.
     """
     if not hypotheses:
         raise ValueError("no hypotheses to score")

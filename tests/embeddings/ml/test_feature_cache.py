@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from embeddings.ml.feature_cache import (
-    CorruptShardError,
+    CorruptShard,
     FeatureCache,
-    IdentityMismatchError,
-    IncompatibleCacheError,
-    MissingKeysError,
+    IdentityMismatch,
+    IncompatibleCache,
+    MissingKeys,
 )
 
 FIELDS = {"pooled": (4,), "spatial": (3, 2)}
@@ -53,7 +53,7 @@ def test_missing_keys_are_reported_and_raise_a_typed_error(tmp_path):
     cache.add(["a"], _arrays(1))
     assert cache.missing(["a", "b", "c"]) == ["b", "c"]
     assert "a" in cache and "b" not in cache
-    with pytest.raises(MissingKeysError) as err:
+    with pytest.raises(MissingKeys) as err:
         cache.get(["a", "b"])
     assert err.value.keys == ["b"]
     assert isinstance(err.value, KeyError)
@@ -61,18 +61,18 @@ def test_missing_keys_are_reported_and_raise_a_typed_error(tmp_path):
 
 def test_another_encoder_identity_is_refused(tmp_path):
     FeatureCache(tmp_path, encoder_identity="enc-a", fields=FIELDS).add(["a"], _arrays(1))
-    with pytest.raises(IdentityMismatchError):
+    with pytest.raises(IdentityMismatch):
         FeatureCache(tmp_path, encoder_identity="enc-b")
 
 
 def test_other_fields_or_format_version_are_refused(tmp_path):
     FeatureCache(tmp_path, encoder_identity="enc-a", fields=FIELDS)
-    with pytest.raises(IncompatibleCacheError):
+    with pytest.raises(IncompatibleCache):
         FeatureCache(tmp_path, encoder_identity="enc-a", fields={"pooled": (5,)})
     index = json.loads((tmp_path / "index.json").read_text())
     index["format_version"] = 99
     (tmp_path / "index.json").write_text(json.dumps(index))
-    with pytest.raises(IncompatibleCacheError, match="format_version"):
+    with pytest.raises(IncompatibleCache, match="format_version"):
         FeatureCache(tmp_path, encoder_identity="enc-a")
 
 
@@ -84,10 +84,10 @@ def test_corrupt_or_missing_shard_is_detected(tmp_path):
     data[-1] ^= 0xFF
     shard.write_bytes(bytes(data))
     fresh = FeatureCache(tmp_path, encoder_identity="enc-a")
-    with pytest.raises(CorruptShardError, match="sha256"):
+    with pytest.raises(CorruptShard, match="sha256"):
         fresh.get(["a"])
     (tmp_path / "spatial-00000.npy").unlink()
-    with pytest.raises(CorruptShardError, match="missing"):
+    with pytest.raises(CorruptShard, match="missing"):
         FeatureCache(tmp_path, encoder_identity="enc-a").verify()
 
 

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from training.ml.caption_metrics import (
-    MetricUnavailableError,
+    MetricUnavailable,
     caption_scores,
     java_available,
     ptb_tokenize,
@@ -175,7 +175,7 @@ def test_meteor_runs_and_ranks_identical_above_unrelated() -> None:
 
 def test_missing_java_raises_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(MetricUnavailableError):
+    with pytest.raises(MetricUnavailable):
         caption_scores({0: "a dog"}, {0: ["a dog"]}, tokenizer="ptb", meteor=False)
-    with pytest.raises(MetricUnavailableError):
+    with pytest.raises(MetricUnavailable):
         caption_scores({0: "a dog"}, {0: ["a dog"]}, tokenizer="simple", meteor=True)

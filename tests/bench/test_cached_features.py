@@ -1,4 +1,4 @@
-"""Tests for training/ml/cached_features.py on a tiny cache written with the real FeatureCache."""
+"""Tests for bench/cached_features.py on a tiny cache written with the real FeatureCache."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from embeddings.ml.feature_cache import FeatureCache, MissingKeysError
-from training.ml.cached_features import available_views, load_split
+from embeddings.ml.feature_cache import FeatureCache, MissingKeys
+from bench.cached_features import available_views, load_split
 
 IMG_ID, TXT_ID = "img-enc", "txt-enc"
 
@@ -64,7 +64,7 @@ def test_spatial_field_and_available_views(tmp_path: Path) -> None:
 
 def test_incomplete_cache_and_bad_views_raise(tmp_path: Path) -> None:
     _write_cache(tmp_path / "c", skip_flip=True)
-    with pytest.raises(MissingKeysError):
+    with pytest.raises(MissingKeys):
         load_split(tmp_path / "c", "dev", views=("orig", "flip"))
     with pytest.raises(ValueError):
         load_split(tmp_path / "c", "dev", views=("flip",))

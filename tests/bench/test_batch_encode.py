@@ -1,4 +1,4 @@
-"""Tests for embeddings/ml/batch_encode.py with a fake mapper and tiny images on disk."""
+"""Tests for bench/batch_encode.py with a fake mapper and tiny images on disk."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from embeddings.ml.batch_encode import encode_images, image_batches
-from embeddings.ml.feature_cache import FeatureCache, IdentityMismatchError
+from bench.batch_encode import encode_images, image_batches
+from embeddings.ml.feature_cache import FeatureCache, IdentityMismatch
 
 
 class FakeEncoder:
@@ -72,7 +72,7 @@ def test_batches_from_a_loader_skip_cached_rows(tmp_path):
 
 
 def test_mapper_of_another_encoder_is_refused(tmp_path, image_paths):
-    with pytest.raises(IdentityMismatchError):
+    with pytest.raises(IdentityMismatch):
         encode_images(image_paths, FakeEncoder().encode, _cache(tmp_path / "c", "other"))
 
 

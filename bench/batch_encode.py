@@ -22,7 +22,7 @@ from typing import Any, TypeGuard, cast
 import numpy as np
 import torch
 
-from embeddings.ml.feature_cache import FeatureCache, IdentityMismatchError
+from embeddings.ml.feature_cache import FeatureCache, IdentityMismatch
 from embeddings.ml.transforms import load_rgb, view_tensor
 
 __all__ = ["EncodeReport", "encode_images", "image_batches"]
@@ -121,7 +121,7 @@ def encode_images(
         getattr(mapper, "__self__", None), "identity", None
     )
     if identity is not None and identity != cache.encoder_identity:
-        raise IdentityMismatchError(f"mapper is {identity!r}, cache is {cache.encoder_identity!r}")
+        raise IdentityMismatch(f"mapper is {identity!r}, cache is {cache.encoder_identity!r}")
     started = time.perf_counter()
     skipped, total = 0, None
     if _is_path_list(source):

@@ -51,7 +51,7 @@ def load_split(root: str | Path, split: str, *, image_field: str = "pooled",
     """Features of one split as float16 tensors: image (N, V, *field shape), text (5N, D).
 
     ``views`` must start with "orig" (view 0 is what dev evaluation uses). Raises
-    feature_cache.MissingKeysError if the cache is not complete for this split yet.
+    feature_cache.MissingKeys if the cache is not complete for this split yet.
     """
     root = Path(root)
     if not views or views[0] != "orig":
