@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from embeddings import selectors as emb_selectors
 from embeddings.models import Caption, ModelVersion
+from embeddings.services import captions as caption_services
 from project.exceptions import ApplicationError
 from search import selectors, services
 from search.forms import CaptionForm, SearchForm
@@ -127,7 +128,7 @@ def image_captions_partial(request: HttpRequest, pk: int) -> HttpResponse:
     status = 200
     if request.method == "POST":
         try:
-            extra["result"] = services.caption_generate(user=request.user, image_id=pk)
+            extra["result"] = caption_services.caption_generate(user=request.user, image_id=pk)
         except ApplicationError as exc:
             extra["error"], status = exc.message, exc.status_code
     return render(request, "search/_image_captions.html", _captions_context(request, image, **extra),
@@ -142,7 +143,7 @@ def caption_accept_partial(request: HttpRequest, pk: int) -> HttpResponse:
     extra: dict[str, Any] = {}
     status = 200
     try:
-        services.caption_accept(user=request.user, caption_id=pk, text=request.POST.get("text"))
+        caption_services.caption_accept(user=request.user, caption_id=pk, text=request.POST.get("text"))
         extra["accepted"] = pk
     except ApplicationError as exc:
         extra["error"], status = exc.message, exc.status_code
@@ -161,7 +162,7 @@ def caption_page(request: HttpRequest) -> HttpResponse:
             d = form.cleaned_data
             try:
                 data = d["image"].read(settings.LOUPE_MAX_UPLOAD_BYTES + 1)
-                context["result"] = services.caption_generate(user=request.user, image_bytes=data,
+                context["result"] = caption_services.caption_generate(user=request.user, image_bytes=data,
                                                               beam=d.get("beam") or None, n=d.get("n") or 3)
             except ApplicationError as exc:
                 context["error"], status = exc.message, exc.status_code

@@ -5,7 +5,10 @@
 - `images`: ingest (validate, store, record, enqueue), delete, upload features;
 - `importing`: datasets and the demo, batched through the same validation;
 - `processing`: the worker's follow-up steps for fresh images and the pending sweeper;
-- `versions`: model versions the install always has (ConSE v0).
+- `versions`: model versions the install always has (ConSE v0);
+- `captions`: generate captions with the active captioner, save, accept or edit them (the one
+  writer of captions besides ingest; import it as `embeddings.services.captions`);
+- `features`: a collection's encoder features ahead of training (`manage.py compute_features`).
 """
 from embeddings.services.collections import collection_create, collection_get_or_create, collection_name_clean
 from embeddings.services.images import (

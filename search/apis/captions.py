@@ -12,11 +12,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from embeddings.models import Caption
+from embeddings.services import captions as caption_services
+from embeddings.services.captions import MAX_BEAM, MAX_N
 from project.parsers import JSONParser
 from project.schema import ERROR, UNAVAILABLE
-from search import services
 from search.apis.common import DbIdField, read_upload
-from search.services.captions import MAX_BEAM, MAX_N
 
 
 class CaptionDetailOutput(serializers.ModelSerializer):
@@ -69,7 +69,7 @@ class CaptionGenerateApi(APIView):
         checked = serializer(data=request.data)
         checked.is_valid(raise_exception=True)
         data: dict[str, Any] = checked.validated_data
-        result = services.caption_generate(
+        result = caption_services.caption_generate(
             user=request.user, image_id=data.get("image_id"),
             image_bytes=read_upload(data["image"]) if multipart else None, beam=data.get("beam"), n=data["n"])
         body = {"captions": result.captions, "model_version": result.model_version_id,
@@ -90,5 +90,6 @@ class CaptionAcceptApi(APIView):
     def patch(self, request: Request, pk: int) -> Response:
         data = self.CaptionAcceptInput(data=request.data)
         data.is_valid(raise_exception=True)
-        caption = services.caption_accept(user=request.user, caption_id=pk, text=data.validated_data.get("text"))
+        text = data.validated_data.get("text")
+        caption = caption_services.caption_accept(user=request.user, caption_id=pk, text=text)
         return Response(CaptionDetailOutput(caption).data)

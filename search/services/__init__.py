@@ -5,10 +5,9 @@
 - queries: query terms -> one unit vector; signed query tokens for the next pages.
 - search: the one search service (text/image -> images or captions, filters, cutoff, pages).
 - images: zero-shot labels and query heatmaps of one image.
-- captions: generate, save, accept or edit captions.
+(Captions are written by `embeddings.services.captions`.)
 """
 from search.selectors import SearchFilters
-from search.services.captions import GeneratedCaptions, caption_accept, caption_generate
 from search.services.coverage import reindex_missing
 from search.services.images import image_explain, image_labels
 from search.services.indexes import (IndexRebuilding, enqueue_index_rebuild, enqueue_reindex_missing, index_apply,
@@ -18,8 +17,8 @@ from search.services.search import (CaptionHit, Cutoff, ImageHit, SearchPage, du
                                     image_similar, search_captions, search_images)
 
 __all__ = [
-    "CaptionHit", "Cutoff", "GeneratedCaptions", "ImageHit", "IndexRebuilding", "Query", "QueryTerm",
-    "SearchFilters", "SearchPage", "caption_accept", "caption_generate", "duplicate_cutoff", "enqueue_index_rebuild",
+    "CaptionHit", "Cutoff", "ImageHit", "IndexRebuilding", "Query", "QueryTerm",
+    "SearchFilters", "SearchPage", "duplicate_cutoff", "enqueue_index_rebuild",
     "enqueue_reindex_missing", "image_duplicates",
     "image_explain", "image_labels", "image_similar", "index_apply", "index_for_search", "index_rebuild",
     "index_sync", "query_check", "query_encode", "reindex_missing", "search_captions", "search_images", "token_loads",

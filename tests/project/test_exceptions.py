@@ -11,7 +11,7 @@ from embeddings.words import OutOfVocabulary
 from project.exceptions import (ApplicationError, Conflict, NotFound, PermissionDenied, ServiceUnavailable,
                                 exception_handler)
 from search.services import IndexRebuilding
-from search.services.captions import CaptionPermissionDenied
+from embeddings.services.captions import CaptionPermissionDenied
 
 
 @pytest.mark.parametrize("exc,status,code", [

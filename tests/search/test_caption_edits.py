@@ -16,7 +16,8 @@ from rest_framework.test import APIClient
 
 from embeddings import encoding, runtime
 from embeddings.models import Caption, CaptionEmbedding
-from search.services import caption_accept, index_for_search, index_rebuild
+from embeddings.services.captions import caption_accept
+from search.services import index_for_search, index_rebuild
 from tests.search.conftest import FakeEmbedder, colour_jpeg, ingest
 
 

@@ -1,10 +1,10 @@
-"""search/services/captions.py: what an upload to caption gets before any model is asked."""
+"""embeddings/services/captions.py: what an upload to caption gets before any model is asked."""
 from __future__ import annotations
 
 import pytest
 
 from project.exceptions import ApplicationError
-from search.services import caption_generate
+from embeddings.services.captions import caption_generate
 
 
 @pytest.mark.django_db

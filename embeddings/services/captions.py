@@ -16,7 +16,8 @@ from django.db import transaction
 from embeddings import encoding, runtime
 from embeddings import selectors as emb_selectors
 from embeddings.models import Caption, ModelVersion
-from embeddings.services import clean_caption_text, raster_features, sanitize_bytes
+from embeddings.services.images import raster_features, sanitize_bytes
+from embeddings.services.text import clean_caption_text
 from project.exceptions import ApplicationError, NotFound, PermissionDenied
 
 MAX_BEAM = 10
