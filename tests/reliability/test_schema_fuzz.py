@@ -20,14 +20,13 @@ from __future__ import annotations
 import copy
 
 import pytest
+import schemathesis  # requirements-test.txt; a missing install fails the run, it never skips
 from django.db import transaction
 from hypothesis import HealthCheck, Phase, settings
 from rest_framework.authtoken.models import Token
-
-schemathesis = pytest.importorskip("schemathesis", reason="schemathesis==4.32.5 (requirements-test.txt) is needed")
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.core.failures import FailureGroup  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
+from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
