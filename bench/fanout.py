@@ -142,7 +142,7 @@ def promote_timed(version) -> tuple[float, dict]:
     from training.services.promotion import model_version_promote
 
     t0 = time.perf_counter()
-    switch = model_version_promote(version=version)
+    switch = model_version_promote(version=version, force=True)
     encoded_at = None
     while True:
         switch.refresh_from_db()

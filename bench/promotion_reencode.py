@@ -63,7 +63,7 @@ def main() -> None:
         worker = start_worker(log)  # a fresh worker per round: it loads the models lazily, inside the timing
         try:
             t0 = time.perf_counter()
-            switch = model_version_promote(version=version)
+            switch = model_version_promote(version=version, force=True)
             while ModelSwitch.objects.get(pk=switch.pk).status not in ("succeeded", "failed"):
                 time.sleep(0.5)
             promo_s = time.perf_counter() - t0

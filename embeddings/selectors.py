@@ -4,7 +4,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models import Case, Count, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models.functions import Coalesce
 
 from embeddings.models import Caption, Collection, Image, ModelVersion
 
@@ -25,6 +26,25 @@ def collection_visibility_q(user: Any, prefix: str = "") -> Q:
 
 def collection_list(*, user: Any) -> QuerySet[Collection]:
     return Collection.objects.filter(collection_visibility_q(user))
+
+
+def collection_manageable(*, user: Any) -> QuerySet[Collection]:
+    """The collections this user may rename or delete (their own; staff: all), with their image
+    counts by status and how many images the active embedding has encoded (`n_encoded`): an
+    image is searchable once encoded."""
+    if not (user is not None and user.is_authenticated):
+        return Collection.objects.none()
+    qs = Collection.objects.all() if _is_admin(user) else Collection.objects.filter(owner=user)
+    active = ModelVersion.objects.active(ModelVersion.Kind.EMBEDDING).values("pk")[:1]
+    encoded = Image.objects.filter(collection=OuterRef("pk"), embeddings__model_version=Subquery(active))
+    return qs.select_related("owner").annotate(
+        n_images=Count("images", distinct=True),
+        n_ready=Count("images", filter=Q(images__status=Image.Status.READY), distinct=True),
+        n_waiting=Count("images", filter=Q(images__status__in=[Image.Status.PENDING, Image.Status.PROCESSING]),
+                        distinct=True),
+        n_failed=Count("images", filter=Q(images__status=Image.Status.FAILED), distinct=True),
+        n_encoded=Coalesce(Subquery(encoded.values("collection").annotate(n=Count("pk")).values("n")[:1]), 0),
+    )
 
 
 def _named_visible(user: Any, name: str) -> QuerySet[Collection]:
@@ -70,6 +90,14 @@ def image_get_visible(*, user: Any, image_id: int) -> Image | None:
 def image_visible(*, user: Any, image_id: int) -> Image | None:
     """The image (its collection loaded) if this user may see it; None for missing or hidden alike."""
     return visible_image_ids(user=user).select_related("collection").filter(pk=image_id).first()
+
+
+_SOURCE_ORDER = {Caption.Source.HUMAN: 0, Caption.Source.IMPORTED: 1, Caption.Source.GENERATED: 2}
+
+
+def image_captions_ordered(*, image: Image) -> list[Caption]:
+    """Every caption of the image once: human, imported, then generated, oldest first in each."""
+    return sorted(Caption.objects.filter(image=image).order_by("id"), key=lambda c: _SOURCE_ORDER.get(c.source, 3))
 
 
 def caption_visible(*, user: Any, caption_id: int) -> Caption | None:

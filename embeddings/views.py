@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import mimetypes
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from embeddings import selectors, words
+from embeddings import selectors, services, words
+from embeddings.forms import CollectionForm
 from embeddings.models import Collection, Image
 from project.exceptions import ApplicationError
 
@@ -32,7 +34,9 @@ def image_detail(request: HttpRequest, pk: int) -> HttpResponse:
     image = selectors.image_get_visible(user=request.user, image_id=pk)
     if image is None:
         raise Http404("No such image.")
-    return render(request, "embeddings/image_detail.html", {"image": image})
+    can_write = selectors.collection_can_write(user=request.user, collection=image.collection)
+    return render(request, "embeddings/image_detail.html", {
+        "image": image, "captions": selectors.image_captions_ordered(image=image), "can_write": can_write})
 
 
 @login_required
@@ -43,6 +47,60 @@ def upload_page(request: HttpRequest) -> HttpResponse:
     else:
         collections = Collection.objects.filter(owner=request.user)
     return render(request, "embeddings/upload.html", {"collections": collections})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def collections_page(request: HttpRequest) -> HttpResponse:
+    """The user's collections (staff: all) with counts and indexing state; POST creates one."""
+    form = CollectionForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            made = services.collection_create(owner=request.user, **form.cleaned_data)
+        except ApplicationError as exc:
+            form.add_error("name", exc.message)
+        else:
+            messages.success(request, f"Collection {made.name!r} created.")
+            return redirect("collections")
+    rows = [(c, CollectionForm(initial={"name": c.name, "description": c.description, "is_public": c.is_public},
+                               prefix=f"c{c.pk}"))
+            for c in selectors.collection_manageable(user=request.user)]
+    status = 400 if request.method == "POST" else 200
+    return render(request, "embeddings/collections.html", {"form": form, "rows": rows}, status=status)
+
+
+def _manageable(request: HttpRequest, pk: int) -> Collection:
+    collection = selectors.collection_manageable(user=request.user).filter(pk=pk).first()
+    if collection is None:  # someone else's, or missing: the same answer
+        raise Http404("No such collection.")
+    return collection
+
+
+@login_required
+@require_POST
+def collection_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    collection = _manageable(request, pk)
+    form = CollectionForm(request.POST, prefix=f"c{pk}")
+    if not form.is_valid():
+        messages.error(request, "Not saved: " + "; ".join(e for errs in form.errors.values() for e in errs))
+        return redirect("collections")
+    try:
+        services.collection_update(collection=collection, **form.cleaned_data)
+    except ApplicationError as exc:
+        messages.error(request, f"Not saved: {exc.message}")
+    else:
+        messages.success(request, f"Collection {collection.name!r} saved.")
+    return redirect("collections")
+
+
+@login_required
+@require_POST
+def collection_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    collection = _manageable(request, pk)
+    name = collection.name
+    count = services.collection_delete(collection=collection)
+    messages.success(request, f"Collection {name!r} and its {count} image{'s' if count != 1 else ''} deleted.")
+    return redirect("collections")
 
 
 @require_GET

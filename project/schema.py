@@ -4,8 +4,9 @@
 the view rather than from the view itself, all in the one error shape (project/exceptions.py):
 
 - 400 where the operation takes query parameters or a body (validation, a parse error);
-- 403 everywhere: a bad token is refused before any view runs, and without credentials DRF
-  answers 403, not 401, because session authentication comes first;
+- 401 everywhere: no credentials where they are needed, or a bad token (refused before any view
+  runs), with `WWW-Authenticate: Token`;
+- 403 everywhere: signed in but not allowed (another user's object, staff only, no CSRF token);
 - 404 where the path has an id, or the list is paginated (a page past the end);
 - 413 and 415 where there is a body (size cap, unsupported content type);
 - 429 everywhere (throttles; the token endpoint's lockout), with `Retry-After`.
@@ -46,8 +47,9 @@ _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer", "minimum": 0}, "re
                                 "description": "seconds after which one more request is let through"}}
 _DESCRIPTIONS = {
     "400": "Invalid parameters or body (`invalid`, `parse_error`, ...); `fields` names the culprits.",
-    "403": "Not logged in, a bad token, or not allowed (`not_authenticated`, `authentication_failed`, "
-           "`permission_denied`).",
+    "401": "Not logged in, or a bad token (`not_authenticated`, `authentication_failed`); the answer carries "
+           "`WWW-Authenticate: Token`.",
+    "403": "Signed in but not allowed (`permission_denied`), or a session write without its CSRF token.",
     "404": "No such object, or not one you may see (`not_found`).",
     "413": "Request body too large (`too_large`).",
     "415": "Unsupported content type (`unsupported_media_type`).",
@@ -64,7 +66,7 @@ class AutoSchema(openapi.AutoSchema):
         codes = []
         if has_body or any(p["in"] == "query" for p in params):
             codes.append("400")
-        codes.append("403")
+        codes += ["401", "403"]
         paginated = self.method == "GET" and self._get_paginator() is not None and self._is_list_view()
         if paginated or any(p["in"] == "path" for p in params):
             codes.append("404")

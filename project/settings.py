@@ -183,9 +183,11 @@ FILE_UPLOAD_PERMISSIONS = 0o640
 
 # --- API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # Token first: DRF takes the WWW-Authenticate challenge from the first class, so a missing or
+    # bad token is 401 with `WWW-Authenticate: Token` (session first would make it a bare 403).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_PAGINATION_CLASS": "project.pagination.PageNumberPagination",
@@ -316,6 +318,8 @@ SEARCH_RELOAD_CHECK_SECONDS = env.float("SEARCH_RELOAD_CHECK_SECONDS", default=1
 # by LOUPE_PROMOTE_MARGIN (a number, or JSON per kind: {"embedding": 1.0, "captioner": 0.5}).
 LOUPE_AUTO_PROMOTE = env.bool("LOUPE_AUTO_PROMOTE", default=False)
 LOUPE_PROMOTE_MARGIN = env.json("LOUPE_PROMOTE_MARGIN", default=1.0)
+# Promotion asks for confirmation (API: force) when the candidate's evaluation set is smaller.
+LOUPE_PROMOTE_MIN_EVAL_IMAGES = env.int("LOUPE_PROMOTE_MIN_EVAL_IMAGES", default=100)
 # A promotion whose re-encoding made no progress for this long is resumed by the reaper.
 LOUPE_SWITCH_STALL_S = env.float("LOUPE_SWITCH_STALL_S", default=600.0)
 # A running training run beats every LOUPE_TRAINING_HEARTBEAT_S; one silent for the timeout is

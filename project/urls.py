@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
 from embeddings import urls as embeddings_urls
-from project import observability
+from project import accounts, observability
 from project.exceptions import LockedOut, error_body
 from project.schema import ERROR
 from search import urls as search_urls
@@ -82,6 +82,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/token/", accounts.token_page, name="account-token"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # Swagger UI from our own template (sidecar files + static/js/api_docs.js): the CSP allows no inline code

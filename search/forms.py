@@ -9,7 +9,7 @@ from django.conf import settings
 from django.http import QueryDict
 
 from embeddings.models import Image
-from search.selectors import SearchFilters
+from search.selectors import SearchFilters, boost_keyword
 from search.services import Cutoff, QueryTerm
 from search.services.queries import MAX_TERMS, MAX_TEXT_CHARS, MAX_WEIGHT
 
@@ -87,9 +87,7 @@ class SearchForm(forms.Form):
         has = {"yes": True, "no": False}.get(d.get("has_caption") or "")
         owner = user.get_username() if d.get("mine") and user.is_authenticated else None
         mode = d.get("keyword_mode") or "filter"
-        keyword = (d.get("keyword") or "").strip()
-        if mode == "boost" and not keyword:  # "rank higher" alone boosts captions containing the query text
-            keyword = (d.get("q") or "").strip()[:100]
+        keyword = boost_keyword(keyword=d.get("keyword") or "", mode=mode, query=d.get("q"))
         return SearchFilters(collections=(d["collection"],) if d.get("collection") else (),
                              split=d.get("split") or None, has_human_caption=has, owner=owner,
                              keyword=keyword, keyword_mode=mode)

@@ -9,6 +9,10 @@ page_urls = [
     path("search/images/<int:pk>/similar/", views.image_similar_partial, name="search-image-similar"),
     path("search/images/<int:pk>/labels/", views.image_labels_partial, name="search-image-labels"),
     path("search/images/<int:pk>/captions/", views.image_captions_partial, name="search-image-captions"),
+    path("search/images/<int:pk>/best-captions/", views.image_best_captions_partial, name="search-image-best-captions"),
+    path("search/images/<int:pk>/duplicates/", views.image_duplicates_partial, name="search-image-duplicates"),
+    path("search/images/<int:pk>/nearest-captions/", views.image_nearest_captions_partial,
+         name="search-image-nearest-captions"),
     path("search/captions/<int:pk>/accept/", views.caption_accept_partial, name="search-caption-accept"),
     path("caption/", views.caption_page, name="caption"),
 ]

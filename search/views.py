@@ -15,13 +15,16 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from embeddings import selectors as emb_selectors
-from embeddings.models import Caption, ModelVersion
+from embeddings.models import ModelVersion
 from embeddings.services import captions as caption_services
 from project.exceptions import ApplicationError
 from search import selectors, services
 from search.forms import CaptionForm, SearchForm
 
 SIMILAR_ON_IMAGE_PAGE = 12
+DUPLICATES_ON_IMAGE_PAGE = 8
+NEAREST_CAPTIONS_ON_IMAGE_PAGE = 5
+BEST_CAPTIONS_ON_IMAGE_PAGE = 3
 
 
 def _htmx(request: HttpRequest) -> bool:
@@ -114,15 +117,44 @@ def image_labels_partial(request: HttpRequest, pk: int) -> HttpResponse:
                     lambda: {"labels": services.image_labels(user=request.user, image_id=pk)}, image=image)
 
 
+@require_GET
+def image_duplicates_partial(request: HttpRequest, pk: int) -> HttpResponse:
+    image = _visible_image(request, pk)
+    return _partial(request, "search/_duplicates.html", lambda: {
+        "page": services.image_duplicates(user=request.user, image_id=pk, k=DUPLICATES_ON_IMAGE_PAGE),
+        "threshold": services.duplicate_cutoff().min_score}, image=image)
+
+
+@require_GET
+def image_nearest_captions_partial(request: HttpRequest, pk: int) -> HttpResponse:
+    """Image -> text: the captions of other images nearest to this one."""
+    image = _visible_image(request, pk)
+    return _partial(request, "search/_nearest_captions.html", lambda: {
+        "page": services.search_captions(user=request.user, terms=[services.QueryTerm(image_id=pk)],
+                                         k=NEAREST_CAPTIONS_ON_IMAGE_PAGE, exclude_image_ids=[pk])}, image=image)
+
+
+@require_GET
+def image_best_captions_partial(request: HttpRequest, pk: int) -> HttpResponse:
+    """The active captioner's n best captions with their scores, with its stored decoding; a
+    page view saves nothing (the "Generate a caption" button does)."""
+    image = _visible_image(request, pk)
+    return _partial(request, "search/_best_captions.html", lambda: {
+        "result": caption_services.caption_generate(user=request.user, image_id=pk, n=BEST_CAPTIONS_ON_IMAGE_PAGE,
+                                                    save=False)}, image=image)
+
+
 def _captions_context(request: HttpRequest, image: Any, **extra: Any) -> dict[str, Any]:
+    """Every caption of the image once (human, imported, then generated), each marked."""
     can_write = emb_selectors.collection_can_write(user=request.user, collection=image.collection)
-    generated = Caption.objects.filter(image=image, source=Caption.Source.GENERATED).order_by("id")
-    return {"image": image, "can_write": can_write, "generated": generated, **extra}
+    return {"image": image, "can_write": can_write, "captions": emb_selectors.image_captions_ordered(image=image),
+            **extra}
 
 
 @require_http_methods(["GET", "POST"])
 def image_captions_partial(request: HttpRequest, pk: int) -> HttpResponse:
-    """Generated captions of an image, with a "generate" button and accept/edit forms."""
+    """Every caption of an image, marked by source, with a "generate" button and accept/edit
+    forms for the generated ones."""
     image = _visible_image(request, pk)
     extra: dict[str, Any] = {}
     status = 200

@@ -167,7 +167,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
         version = get_object_or_404(ModelVersion, pk=object_id)
         extra = {"can_promote": version.status != ModelVersion.Status.ACTIVE,
                  "can_rollback": version.status == ModelVersion.Status.ACTIVE,
-                 "rollback_to": services.promotion.rollback_target(version)}
+                 "rollback_to": services.promotion.rollback_target(version),
+                 "review": services.promotion_review(version) if version.status != ModelVersion.Status.ACTIVE else None}
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
 
     def get_urls(self):
@@ -181,9 +182,20 @@ class ModelVersionAdmin(admin.ModelAdmin):
         ]
 
     def promote_view(self, request: HttpRequest, version_id: int) -> HttpResponse:
+        """POST promotes; a candidate promotion_review warns about gets a confirmation page
+        (candidate against active on each set, with sizes) whose button posts force=1."""
         version = get_object_or_404(ModelVersion, pk=version_id)
-        _try(request, lambda: services.model_version_promote(version=version, user=request.user),
-             f"Promoting {version.name}: searches use the current version until the switch.")
+        force = request.POST.get("force") == "1"
+        try:
+            services.model_version_promote(version=version, user=request.user, force=force)
+        except services.promotion.NeedsConfirmation:
+            context = {**self.admin_site.each_context(request), "opts": self.model._meta, "original": version,
+                       "review": services.promotion_review(version), "title": f"Promote {version.name}?"}
+            return TemplateResponse(request, "admin/training/modelversion/confirm_promote.html", context)
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Promoting {version.name}: searches use the current version until the switch.")
         return HttpResponseRedirect(reverse("admin:embeddings_modelversion_changelist"))
 
     def rollback_view(self, request: HttpRequest, version_id: int) -> HttpResponse:
@@ -193,13 +205,16 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:embeddings_modelversion_changelist"))
 
     @admin.action(description="Promote the selected version")
-    def promote_version(self, request: HttpRequest, queryset) -> None:
+    def promote_version(self, request: HttpRequest, queryset) -> HttpResponse | None:
         if queryset.count() != 1:
             messages.error(request, "Select exactly one version to promote.")
-            return
+            return None
         version = queryset.first()
+        if services.promotion_review(version)["warnings"]:  # the confirmation page shows why
+            return HttpResponseRedirect(reverse("admin:embeddings_modelversion_change", args=[version.pk]))
         _try(request, lambda: services.model_version_promote(version=version, user=request.user),
              f"Promoting {version.name}.")
+        return None
 
     @admin.action(description="Roll back the selected active version")
     def rollback_version(self, request: HttpRequest, queryset) -> None:

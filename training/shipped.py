@@ -75,7 +75,7 @@ def _register(root: Path, entry: dict) -> str:
     if fresh:
         from training.services.promotion import model_version_promote
 
-        model_version_promote(version=version)
+        model_version_promote(version=version, force=True)  # the shipped default, measured
         return (f"Shipped {kind} model {name!r} registered as v{version.pk}; promotion started in the "
                 "background (existing images are re-encoded first).")
     return f"Shipped {kind} model {name!r} registered as v{version.pk}, candidate (a trained version is active)."

@@ -51,10 +51,10 @@ def _encode_for_search(captions: list[Caption]) -> None:
 
 
 def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: bytes | None = None,
-                     beam: int | None = None, n: int = 1) -> GeneratedCaptions:
+                     beam: int | None = None, n: int = 1, save: bool = True) -> GeneratedCaptions:
     """The n best captions of a stored image or an upload; the best one of a stored image is
-    saved when the user may write to its collection. `beam` None: the decoding the captioner
-    was tuned with (beam width, length penalty, no-repeat n-gram stored in its checkpoint)."""
+    saved when `save` and the user may write to its collection. `beam` None: the decoding the
+    captioner was tuned with (beam width, length penalty, no-repeat n-gram stored in its checkpoint)."""
     _check_options(beam, n)
     if (image_id is None) == (image_bytes is None):
         raise ApplicationError("Give exactly one of image_id or an image file.", fields={"image": ["Required."]})
@@ -73,7 +73,8 @@ def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: byt
         {"text": h.text, "score": float(h.score), "log_prob": float(h.log_prob), "id": None} for h in kept
     ]
     saved = None
-    if image is not None and out and emb_selectors.collection_can_write(user=user, collection=image.collection):
+    writable = image is not None and emb_selectors.collection_can_write(user=user, collection=image.collection)
+    if save and writable and out and image is not None:
         saved = _save_generated(image_id=image.pk, text=kept[0].text, log_prob=float(kept[0].log_prob),
                                 version=version, user=user)
         out[0]["id"] = saved.pk

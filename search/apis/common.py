@@ -12,7 +12,7 @@ from embeddings import services as emb_services
 from embeddings.apis.common import FileUrls
 from embeddings.models import Image
 from project.parsers import JSONTooDeep, loads_bounded
-from search.selectors import SearchFilters
+from search.selectors import SearchFilters, boost_keyword
 from search.services import CaptionHit, Cutoff, ImageHit, SearchPage
 from search.services.queries import MAX_TERMS, MAX_TEXT_CHARS, MAX_WEIGHT, QueryTerm
 from search.services.search import MAX_K
@@ -66,7 +66,9 @@ class FilterInput(PageInput):
                                            help_text="only images with (true) / without (false) a human caption")
     owner = serializers.CharField(required=False, max_length=150, help_text="username of the collections' owner")
     keyword = serializers.CharField(required=False, max_length=100, help_text="caption substring (hybrid search)")
-    keyword_mode = serializers.ChoiceField(choices=["filter", "boost"], default="filter")
+    keyword_mode = serializers.ChoiceField(choices=["filter", "boost"], default="filter", help_text=(
+        "filter: only images with a caption containing `keyword`; boost: those rank higher (with no "
+        "`keyword`, captions containing the query text `q` do)"))
     keyword_boost = FiniteFloatField(min_value=0.0, max_value=1.0, default=0.1)
     margin = FiniteFloatField(min_value=0.0, max_value=2.0, required=False,
                               help_text="adaptive cutoff: drop results scoring below best - margin")
@@ -121,7 +123,9 @@ def terms_from(data: dict[str, Any], image: bytes | None = None) -> list[QueryTe
 def filters_from(data: dict[str, Any]) -> SearchFilters:
     return SearchFilters(collections=tuple(data.get("collection") or ()), split=data.get("split"),
                          has_human_caption=data.get("has_caption"), owner=data.get("owner") or None,
-                         keyword=(data.get("keyword") or "").strip(), keyword_mode=data.get("keyword_mode", "filter"),
+                         keyword=boost_keyword(keyword=data.get("keyword") or "", query=data.get("q"),
+                                               mode=data.get("keyword_mode", "filter")),
+                         keyword_mode=data.get("keyword_mode", "filter"),
                          keyword_boost=data.get("keyword_boost", 0.1))
 
 

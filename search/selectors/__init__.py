@@ -12,7 +12,7 @@ Callers import the names from here (`from search import selectors; selectors.sea
 """
 from search.selectors.context import search_context
 from search.selectors.coverage import captions_without_vectors, coverage, images_without_vectors
-from search.selectors.filters import CAPTION, HUMAN_SOURCES, IMAGE, MODALITIES, SearchFilters
+from search.selectors.filters import CAPTION, HUMAN_SOURCES, IMAGE, MODALITIES, SearchFilters, boost_keyword
 from search.selectors.hydration import CaptionRow, captions_in_order, images_in_order
 from search.selectors.vectors import (
     has_vectors,
@@ -35,8 +35,9 @@ from search.selectors.visibility import (
 )
 
 __all__ = [
-    "CAPTION", "HUMAN_SOURCES", "IMAGE", "MODALITIES", "CaptionRow", "SearchFilters", "captions_in_order",
-    "captions_without_vectors", "coverage", "filters_narrow", "has_vectors", "hidden_items", "ids_of",
+    "CAPTION", "HUMAN_SOURCES", "IMAGE", "MODALITIES", "CaptionRow", "SearchFilters", "boost_keyword",
+    "captions_in_order", "captions_without_vectors", "coverage", "filters_narrow", "has_vectors", "hidden_items",
+    "ids_of",
     "image_caption_ids", "image_vector", "images_in_order", "images_without_vectors", "index_records",
     "keyword_image_ids", "search_context", "searchable_caption_ids", "searchable_image_ids", "searchable_images",
     "stored_vector_ids", "stored_vectors", "vectors_sample", "version_dim", "version_resolve", "who",

@@ -24,3 +24,12 @@ class SearchFilters:
     keyword: str = ""  # caption substring (case-insensitive); see keyword_mode
     keyword_mode: str = "filter"  # filter: only matching images; boost: matching ones rank higher
     keyword_boost: float = 0.1  # added to the cosine score of matching images in boost mode
+
+
+def boost_keyword(*, keyword: str, mode: str, query: str | None) -> str:
+    """The keyword a search applies: as given, except that "boost" without one boosts captions
+    containing the query text (so "rank higher" alone is never a no-op). Page and API share it."""
+    keyword = (keyword or "").strip()
+    if mode == "boost" and not keyword:
+        return (query or "").strip()[:100]
+    return keyword

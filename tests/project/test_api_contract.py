@@ -80,7 +80,7 @@ def test_every_operation_documents_its_error_responses_in_the_one_shape(openapi)
     for path, method, op in _operations(openapi):
         count += 1
         responses, where = op["responses"], f"{method.upper()} {path}"
-        expected = {"403", "429"}
+        expected = {"401", "403", "429"}
         if "requestBody" in op:
             expected |= {"400", "413", "415"}
         if any(p["in"] == "query" for p in op.get("parameters", [])):

@@ -134,7 +134,7 @@ def test_image_page_includes_the_extras_and_its_partials_render(browser, world, 
     page = browser.get(f"/images/{world[0].pk}/?q=red").content.decode()
     assert 'id="search-extras"' in page and f"/api/v1/images/{world[0].pk}/explain/" in page
     assert 'value="red"' in page  # the heatmap form is pre-filled with the last query
-    assert_csp_clean(page.split('<section>', 1)[1])
+    assert_csp_clean(page.split('<section class="image-side">', 1)[1])
     similar = browser.get(f"/search/images/{world[0].pk}/similar/", **HX).content.decode()
     assert sorted(tile_ids(similar)) == sorted([world[1].pk, world[2].pk]) and 'class="score"' in similar
     labels = browser.get(f"/search/images/{world[0].pk}/labels/", **HX).content.decode()
@@ -157,8 +157,8 @@ def test_generate_then_accept_a_caption_from_the_image_page(browser, world, fake
 def test_other_users_get_404_on_private_partials_and_no_caption_tools(world, other_user):
     client = Client()
     client.force_login(other_user)
-    for path in ("similar", "labels", "captions"):
-        assert client.get(f"/search/images/{world[0].pk}/{path}/").status_code == 404
+    for path in ("similar", "labels", "captions", "duplicates", "nearest-captions", "best-captions"):
+        assert client.get(f"/search/images/{world[0].pk}/{path}/").status_code == 404, path
     world[0].collection.is_public = True
     world[0].collection.save()
     html = client.get(f"/search/images/{world[0].pk}/captions/").content.decode()
@@ -189,9 +189,9 @@ def test_image_page_extras_do_not_encode_an_unencoded_image_on_a_page_view(brows
 
     img = ingest(collection, colour_jpeg((9, 9, 9)))
     monkeypatch.setattr(runtime, "cached_features", lambda *a: pytest.fail("encoded during a page view"))
-    for path in ("similar", "labels"):
+    for path in ("similar", "labels", "duplicates", "nearest-captions", "best-captions"):
         resp = browser.get(f"/search/images/{img.pk}/{path}/", **HX)
-        assert resp.status_code == 200 and "not been encoded" in resp.content.decode()
+        assert resp.status_code == 200 and "not been encoded" in resp.content.decode(), path
 
 
 def test_rank_higher_without_a_keyword_boosts_images_whose_captions_contain_the_query(browser, fake_version,

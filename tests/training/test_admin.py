@@ -80,7 +80,10 @@ def test_cancel_button_and_version_actions(admin_client, tiny_collection, fake_e
     version = services.training_run_execute(run.pk).model_version
     page = admin_client.get(reverse("admin:embeddings_modelversion_change", args=[version.pk])).content.decode()
     assert "Promote" in page
-    admin_client.post(reverse("admin:embeddings_modelversion_promote", args=[version.pk]))
+    asked = admin_client.post(reverse("admin:embeddings_modelversion_promote", args=[version.pk]))
+    assert asked.status_code == 200 and b"Promote anyway" in asked.content  # tiny dev set: confirm first
+    assert not ModelSwitch.objects.exists()
+    admin_client.post(reverse("admin:embeddings_modelversion_promote", args=[version.pk]), {"force": "1"})
     assert ModelSwitch.objects.get().version == version
     listing = admin_client.get(reverse("admin:embeddings_modelversion_changelist")).content.decode()
     assert "Recent promotions" in listing

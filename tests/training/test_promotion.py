@@ -54,7 +54,7 @@ def search(user):
 def test_promotion_switches_atomically_while_searches_keep_answering(searchable, conse_v0):
     admin = UserFactory(is_staff=True)
     candidate = trained()
-    switch = promotion.model_version_promote(version=candidate, user=admin, background=False)
+    switch = promotion.model_version_promote(version=candidate, user=admin, background=False, force=True)
     assert switch.status == "succeeded" and switch.done == switch.total == 12 and switch.chunks_total == 3
     candidate.refresh_from_db()
     conse_v0.refresh_from_db()
@@ -68,7 +68,7 @@ def test_searches_use_the_old_version_until_the_flip(searchable, conse_v0):
     admin = UserFactory(is_staff=True)
     candidate = trained()
     before = search(admin)
-    switch = promotion.model_version_promote(version=candidate, background=True)  # tasks not run here
+    switch = promotion.model_version_promote(version=candidate, background=True, force=True)  # tasks not run here
     switch = promotion.switch_start(switch_id=switch.pk, fan_out=False)
     assert switch.status == "encoding"
     ids = list(Image.objects.order_by("pk").values_list("pk", flat=True))
@@ -79,7 +79,7 @@ def test_searches_use_the_old_version_until_the_flip(searchable, conse_v0):
         assert [h.image.pk for h in page.results] == [h.image.pk for h in before.results]
     assert ModelSwitch.objects.get(pk=switch.pk).status == "indexing"
     with pytest.raises(Conflict):  # one switch per kind at a time
-        promotion.model_version_promote(version=candidate)
+        promotion.model_version_promote(version=candidate, force=True)
     promotion.switch_finish(switch_id=switch.pk, chain=False)
     assert search(admin).model_version_id == candidate.pk
 
@@ -94,7 +94,7 @@ def test_a_failing_chunk_leaves_the_old_version_active(searchable, conse_v0, mon
 
     monkeypatch.setattr(encoding, "images_encode", broken)
     with pytest.raises(OSError):
-        promotion.model_version_promote(version=candidate, background=False)
+        promotion.model_version_promote(version=candidate, background=False, force=True)
     switch = ModelSwitch.objects.get(version=candidate)
     assert switch.status == "failed" and "disk on fire" in switch.error
     assert ModelVersion.objects.get(kind="embedding", status="active") == conse_v0
@@ -103,7 +103,7 @@ def test_a_failing_chunk_leaves_the_old_version_active(searchable, conse_v0, mon
 
 def test_rollback_restores_the_previous_version(searchable, conse_v0):
     candidate = trained()
-    promotion.model_version_promote(version=candidate, background=False)
+    promotion.model_version_promote(version=candidate, background=False, force=True)
     with pytest.raises(Conflict):
         promotion.model_version_rollback(version=conse_v0)  # not the active one
     switch = promotion.model_version_rollback(version=candidate, background=False)
@@ -121,12 +121,12 @@ def test_rollback_without_a_previous_version_is_refused(conse_v0):
 
 def test_promoting_a_captioner_regenerates_generated_captions_only(searchable):
     first = trained("captioner", TINY_CAPTIONER)
-    promotion.model_version_promote(version=first, background=False)
+    promotion.model_version_promote(version=first, background=False, force=True)
     generated = Caption.objects.filter(source="generated")
     assert generated.count() == 12 and set(generated.values_list("model_version", flat=True)) == {first.pk}
     human_before = sorted(Caption.objects.exclude(source="generated").values_list("pk", "text"))
     second = trained("captioner", {**TINY_CAPTIONER, "loop": {**TINY_CAPTIONER["loop"], "seed": 7}})
-    switch = promotion.model_version_promote(version=second, background=False)
+    switch = promotion.model_version_promote(version=second, background=False, force=True)
     assert switch.status == "succeeded"
     generated = Caption.objects.filter(source="generated")
     assert generated.count() == 12 and set(generated.values_list("model_version", flat=True)) == {second.pk}

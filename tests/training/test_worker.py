@@ -117,7 +117,7 @@ def test_promotion_fans_out_chunk_tasks_and_flips_while_searches_answer(tiny_col
     watch(run.pk, lambda r: r.status == "succeeded")
     candidate = TrainingRun.objects.get(pk=run.pk).model_version
     admin = UserFactory(is_staff=True)
-    switch = promotion.model_version_promote(version=candidate, user=admin)
+    switch = promotion.model_version_promote(version=candidate, user=admin, force=True)
     versions_seen = []
     deadline = time.monotonic() + 120
     while ModelSwitch.objects.get(pk=switch.pk).status not in ("succeeded", "failed"):

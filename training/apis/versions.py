@@ -1,7 +1,7 @@
 """REST API for model versions and their switches (staff only): list, promote, roll back, follow."""
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -53,11 +53,52 @@ class _SwitchApi(APIView):
 
 
 class ModelVersionPromoteApi(_SwitchApi):
-    @extend_schema(request=None, responses={202: ModelSwitchOutput, 400: ERROR, 404: ERROR, 409: ERROR},
-                   summary="Promote a version: re-encode, build its index, then switch atomically")
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "PromoteInput"
+
+        force = serializers.BooleanField(required=False, default=False, help_text=(
+            "promote even though the candidate is worse than the active version on an evaluation set, "
+            "was measured on a tiny set, or never measured (otherwise 409 `needs_confirmation`)"))
+
+    @extend_schema(request=InputSerializer, responses={
+        202: ModelSwitchOutput, 400: ERROR, 404: ERROR,
+        409: OpenApiResponse(ERROR, description=(
+            "Already active, a switch in progress, or `needs_confirmation`: the candidate is worse, "
+            "unmeasured or measured on a tiny set (`fields.force` lists why; see GET .../review/)."))},
+        summary="Promote a version: re-encode, build its index, then switch atomically")
     def post(self, request: Request, pk: int) -> Response:
-        switch = services.model_version_promote(version=self._version(pk), user=request.user)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        switch = services.model_version_promote(version=self._version(pk), user=request.user,
+                                                force=data.validated_data["force"])
         return Response(ModelSwitchOutput(switch).data, status=status.HTTP_202_ACCEPTED)
+
+
+class PromotionReviewOutput(serializers.Serializer):
+    class SetRow(serializers.Serializer):
+        set = serializers.CharField()
+        label = serializers.CharField()
+        candidate = serializers.FloatField(allow_null=True)
+        active = serializers.FloatField(allow_null=True)
+        images = serializers.IntegerField(allow_null=True)
+        captions = serializers.IntegerField(allow_null=True)
+
+    class Warning(serializers.Serializer):
+        code = serializers.ChoiceField(choices=["worse", "tiny", "unmeasured"])
+        message = serializers.CharField()
+
+    active = serializers.DictField(allow_null=True)
+    metric = serializers.CharField()
+    sets = SetRow(many=True)
+    warnings = Warning(many=True)
+
+
+class ModelVersionReviewApi(_SwitchApi):
+    @extend_schema(responses={200: PromotionReviewOutput, 404: ERROR},
+                   summary="Candidate against the active version on each evaluation set, and why to ask")
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(PromotionReviewOutput(services.promotion_review(self._version(pk))).data)
 
 
 class ModelVersionRollbackApi(_SwitchApi):

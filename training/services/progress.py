@@ -190,8 +190,14 @@ class RunRecorder:
         self.log(f"cancelled at epoch {p['epoch']}, step {p['step']}; the last checkpoint is kept")
 
     def _on_done(self, p: dict) -> None:
+        """The final counts, written at once (step events are throttled, so the last ones may not
+        be). A run that stopped early reads "18/18 steps", as its log says, not "10/45"; a
+        cancelled one keeps its planned total ("stopped at 18 of 45")."""
         self.log(f"training {p['status']}: {p['epochs']} epochs, {p['steps']} steps in {p['wall_s']:.1f}s")
-        self.update()
+        final: dict[str, Any] = {"step": p["steps"], "epoch": p["epochs"]}
+        if p["status"] != "cancelled":
+            final |= {"total_steps": p["steps"], "total_epochs": p["epochs"]}
+        self.update(**final)
 
 
 def _median(values: list[float]) -> float | None:

@@ -11,6 +11,12 @@ failure leaves the old version active.
 Captioner: the statuses flip at once (new uploads get the new captioner), then the generated
 captions of every image are regenerated in the background; human and imported captions are
 never touched.
+
+Promotion asks before doing something a person would regret (`promotion_review`): a candidate
+worse than the active version on any evaluation set they share, one measured on a tiny set
+(fewer than LOUPE_PROMOTE_MIN_EVAL_IMAGES images), or one never measured, is refused with
+`needs_confirmation` (409) unless the caller passes `force=True` after showing the comparison.
+Roll-back restores a version that served before, so it never asks.
 """
 from __future__ import annotations
 
@@ -31,6 +37,77 @@ from training.models import ModelSwitch
 from training.selectors import primary_metric
 
 logger = logging.getLogger(__name__)
+
+_SETS = (("in_domain", "in-domain dev"), ("ood", "out-of-domain dev"))
+
+
+class NeedsConfirmation(Conflict):
+    """The candidate is worse, unmeasured or measured on a tiny set: promote it only with force."""
+
+    code = "needs_confirmation"
+
+    def __init__(self, message: str, warnings: list[dict[str, str]]) -> None:
+        super().__init__(message, code="needs_confirmation",
+                         fields={"force": [w["message"] for w in warnings]})
+        self.warnings = warnings
+
+
+def _score(kind: str, metrics: dict[str, Any] | None) -> float | None:
+    """The set's comparable score: the kind's primary metric, else text->image R@1 (a set with
+    one sentence per image may report only that direction)."""
+    if not metrics:
+        return None
+    value = primary_metric(kind, metrics)
+    if value is None and kind == ModelVersion.Kind.EMBEDDING and "t2i_r1" in metrics:
+        value = float(metrics["t2i_r1"])
+    return value
+
+
+def _active_sets(version: ModelVersion, active: ModelVersion) -> dict[str, dict[str, Any] | None]:
+    """The active version's entries: what the candidate's run measured it at on the same split
+    (`compared_with`) when that was this active version, else its own recorded figures."""
+    from training.services.evaluation import evaluation_set
+
+    baseline = (version.metrics or {}).get("compared_with") or {}
+    dev = baseline.get("dev") or {}
+    if baseline.get("version") == active.pk and dev:
+        return {"in_domain": {"metrics": {k: v for k, v in dev.items() if not k.startswith("ood_")}},
+                "ood": ({"metrics": {k[4:]: v for k, v in dev.items() if k.startswith("ood_")}}
+                        if any(k.startswith("ood_") for k in dev) else None)}
+    return {which: evaluation_set(active, which) for which, _ in _SETS}
+
+
+def promotion_review(version: ModelVersion) -> dict[str, Any]:
+    """Candidate against the active version on each evaluation set, with the set sizes, and the
+    reasons (if any) to ask before promoting: {"active", "sets": [...], "warnings": [...]}."""
+    from training.services.evaluation import evaluation_set
+
+    active = ModelVersion.objects.active(version.kind).exclude(pk=version.pk).first()
+    theirs = _active_sets(version, active) if active is not None else {}
+    minimum = int(settings.LOUPE_PROMOTE_MIN_EVAL_IMAGES)
+    sets, warnings = [], []
+    for which, label in _SETS:
+        mine = evaluation_set(version, which)
+        other = theirs.get(which)
+        cand = _score(version.kind, (mine or {}).get("metrics"))
+        act = _score(version.kind, (other or {}).get("metrics"))
+        images = (mine or {}).get("images")
+        if cand is None and act is None:
+            continue
+        sets.append({"set": which, "label": label, "candidate": cand, "active": act, "images": images,
+                     "captions": (mine or {}).get("captions")})
+        if cand is not None and act is not None and cand < act:
+            warnings.append({"code": "worse", "message": (
+                f"Worse than the active {active.name if active else ''} on {label}: {cand:.2f} vs {act:.2f}.")})
+        if cand is not None and images is not None and int(images) < minimum:
+            warnings.append({"code": "tiny", "message": (
+                f"Measured on only {images} {label} image{'s' if images != 1 else ''} "
+                f"(fewer than {minimum}): its score says little.")})
+    if version.family != ModelVersion.Family.CONSE and not any(r["candidate"] is not None for r in sets):
+        warnings.append({"code": "unmeasured", "message": "Never measured on an evaluation set."})
+    return {"active": {"id": active.pk, "name": active.name} if active else None,
+            "metric": "R@1, mean of both directions" if version.kind == ModelVersion.Kind.EMBEDDING else "CIDEr-D",
+            "sets": sets, "warnings": warnings}
 
 
 def chunk_size() -> int:
@@ -65,14 +142,21 @@ def enqueue(task_name: str, *args: Any) -> None:
 
 
 def model_version_promote(*, version: ModelVersion, user: Any = None, action: str = ModelSwitch.Action.PROMOTE,
-                          background: bool = True) -> ModelSwitch:
+                          background: bool = True, force: bool = False) -> ModelSwitch:
     """Make `version` the active one of its kind: in the background by default (gpu-queue
-    tasks), or in this process with `background=False` (management commands)."""
+    tasks), or in this process with `background=False` (management commands). A promotion that
+    `promotion_review` warns about raises NeedsConfirmation unless `force`."""
     version.refresh_from_db()
     if version.status == ModelVersion.Status.ACTIVE:
         raise Conflict(f"{version.name} is already the active {version.kind} model.", code="already_active")
     if version.family != ModelVersion.Family.CONSE and not version.directory:
         raise ApplicationError(f"{version.name} has no model files.")
+    if action == ModelSwitch.Action.PROMOTE and not force:
+        warnings = promotion_review(version)["warnings"]
+        if warnings:
+            raise NeedsConfirmation(f"Promoting {version.name} needs confirmation: "
+                                    + " ".join(w["message"] for w in warnings) + " Pass force to promote anyway.",
+                                    warnings)
     previous = ModelVersion.objects.active(version.kind).first()
     try:
         with transaction.atomic():

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from embeddings.models import Collection
 from project.exceptions import ApplicationError
 from training import services
-from training.services.promotion import model_version_promote
+from training.services.promotion import NeedsConfirmation, model_version_promote
 
 
 class Command(BaseCommand):
@@ -27,6 +27,9 @@ class Command(BaseCommand):
         parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                             help="override one setting, e.g. --set loop.epochs=10 (repeatable)")
         parser.add_argument("--promote", action="store_true", help="promote the result (synchronously)")
+        parser.add_argument("--force", action="store_true",
+                            help="with --promote: promote even if the result is worse than the active "
+                                 "version or measured on a tiny set")
         parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
         parser.add_argument("--no-progress", action="store_true")
 
@@ -74,7 +77,10 @@ class Command(BaseCommand):
         if run.status != "succeeded":
             raise CommandError(f"Run {run.pk} {run.status}: {run.error}")
         if opts["promote"]:
-            switch = model_version_promote(version=run.model_version, background=False)
+            try:
+                switch = model_version_promote(version=run.model_version, background=False, force=opts["force"])
+            except NeedsConfirmation as exc:
+                raise CommandError(f"{exc.message} (run again with --force, or promote it from the admin)") from exc
             self.stdout.write(f"Promotion {switch.status}: {run.model_version.name} is now active.")
 
     def _report(self, run, opts) -> None:
