@@ -67,6 +67,9 @@ def api_not_found(request: HttpRequest) -> HttpResponse:
     return JsonResponse(error_body("not_found", f"No API endpoint at {request.path}{hint}."), status=404)
 
 
+admin.site.site_header = admin.site.site_title = "Loupe administration"
+admin.site.index_title = "Models, training runs and collections"
+
 api_v1 = [
     path("auth/token/", TokenApi.as_view(), name="api-token"),
     *embeddings_urls.api_urls,

@@ -92,6 +92,12 @@ class SearchForm(forms.Form):
                              split=d.get("split") or None, has_human_caption=has, owner=owner,
                              keyword=keyword, keyword_mode=mode)
 
+    FILTER_FIELDS = ("collection", "split", "has_caption", "keyword", "trim", "mine")
+
+    def filters_active(self) -> int:
+        """How many filters the request sets (the fold's summary says so; it stays open then)."""
+        return sum(1 for name in self.FILTER_FIELDS if (self.data.get(name) or "").strip())
+
     def cutoff(self) -> Cutoff:
         trim = self.cleaned_data.get("trim")
         return Cutoff(margin=float(trim)) if trim else Cutoff()

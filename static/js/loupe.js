@@ -11,6 +11,11 @@
     const question = button && button.getAttribute && button.getAttribute("data-confirm");
     if (question && !window.confirm(question)) e.preventDefault();
   });
+  // <details open data-fold-on-phone>: folded on a phone-width screen unless it holds active choices
+  // (served open, so without scripts nothing is hidden).
+  if (window.matchMedia && window.matchMedia("(max-width: 700px)").matches) {
+    document.querySelectorAll("details[data-fold-on-phone]:not([data-active])").forEach((d) => { d.open = false; });
+  }
   // <input data-select-on-focus>: one click selects a token for copying.
   document.addEventListener("focusin", (e) => {
     const el = e.target;

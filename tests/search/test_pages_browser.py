@@ -145,3 +145,22 @@ def test_search_box_is_styled_like_the_other_inputs_and_filter_choices_fit(page,
           return out;
         }""")
         assert clipped == [], (width, clipped)
+
+
+def test_filters_fold_on_a_phone_and_stay_open_on_a_desktop_or_when_set(page, indexed):
+    """Issue 16: on a phone the filters filled a whole screen above the results."""
+    login(page, "dora")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(page.base + "/search/?q=blue")
+    assert page.evaluate("document.querySelector('details.filters-fold').open") is False
+    assert page.locator("#f-split").is_hidden()
+    first_tile = page.locator("#results .tile").first.bounding_box()
+    assert first_tile["y"] < 844, first_tile  # the first result is on the first screen
+    page.click("details.filters-fold > summary")
+    assert page.locator("#f-split").is_visible()
+    page.goto(page.base + "/search/?q=blue&split=train")
+    assert page.evaluate("document.querySelector('details.filters-fold').open") is True  # a filter is set
+    assert "(1 active)" in page.inner_text("details.filters-fold > summary")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(page.base + "/search/?q=blue")
+    assert page.locator("#f-split").is_visible()
