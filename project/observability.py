@@ -149,7 +149,20 @@ def _check_index() -> None:
                                "search answers 503 until it is rebuilt") from exc
 
 
-CHECKS = {"database": _check_database, "broker": _check_broker, "model": _check_model, "index": _check_index}
+def _check_warm() -> None:
+    """This process has finished loading its models and indexes (LOUPE_WARM_START)."""
+    from search.services import warmup
+
+    if warmup.state()["status"] == "warming":
+        raise Warming("models and indexes are loading")
+
+
+class Warming(RuntimeError):
+    """The process is warming up: not ready yet, but nothing is wrong."""
+
+
+CHECKS = {"database": _check_database, "broker": _check_broker, "model": _check_model, "index": _check_index,
+          "warm": _check_warm}
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
@@ -159,11 +172,20 @@ def readyz(request: HttpRequest) -> JsonResponse:
         try:
             check()
             results[name] = "ok"
+        except Warming as exc:
+            results[name] = f"warming: {exc}"
         except Exception as exc:  # each failed dependency is reported, not raised
             results[name] = f"error: {exc}"
         logger.debug("readyz %s took %.3fs", name, time.monotonic() - started)
     ready = all(v == "ok" for v in results.values())
-    return JsonResponse({"status": "ready" if ready else "not ready", "checks": results}, status=200 if ready else 503)
+    warming = not ready and all(v == "ok" or v.startswith("warming") for v in results.values())
+    body: dict[str, object] = {"status": "ready" if ready else "warming" if warming else "not ready",
+                               "checks": results}
+    if "warm" in CHECKS:
+        from search.services import warmup
+
+        body["warm_up"] = warmup.state()
+    return JsonResponse(body, status=200 if ready else 503)
 
 
 def metrics(request: HttpRequest) -> HttpResponse:

@@ -289,6 +289,9 @@ CELERY_TASK_PUBLISH_RETRY = False
 # Celery worker the cores divided among LOUPE_WORKER_PROCESSES worker processes of this host
 # (0 = that default); management commands LOUPE_COMMAND_THREADS (0 = the worker count).
 LOUPE_WEB_THREADS = env.int("LOUPE_WEB_THREADS", default=1)
+# Warm starts: web and worker processes load the active models and indexes when they start
+# (search/services/warmup.py); /readyz answers 503 "warming" until a web process is warm.
+LOUPE_WARM_START = env.bool("LOUPE_WARM_START", default=True)
 LOUPE_WORKER_PROCESSES = env.int("LOUPE_WORKER_PROCESSES", default=2)
 LOUPE_WORKER_THREADS = env.int("LOUPE_WORKER_THREADS", default=0)
 LOUPE_COMMAND_THREADS = env.int("LOUPE_COMMAND_THREADS", default=0)

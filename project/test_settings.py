@@ -26,6 +26,7 @@ MODEL_DIR = Path(env.str("TEST_MODEL_DIR", default=str(VAR_DIR / "test-models"))
 INDEX_DIR = Path(env.str("TEST_INDEX_DIR", default=str(VAR_DIR / "test-indexes")))
 FEATURE_DIR = Path(env.str("TEST_FEATURE_DIR", default=str(VAR_DIR / "test-features")))
 AXES_ENABLED = env.bool("TEST_AXES_ENABLED", default=True)
+LOUPE_WARM_START = False  # tests that need it start warm-up themselves
 # Tests render pages without a collectstatic step.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

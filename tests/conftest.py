@@ -18,6 +18,9 @@ pytest_plugins = ["tests.browser_fixtures"]
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 FLICKR8K = REPO.parent / "shared" / "data" / "flickr8k"
+# Servers and workers that tests start load no models at start-up (each would spend seconds of the
+# shared CPU on it); tests/project/test_warm_start.py turns it on for the processes it checks.
+os.environ.setdefault("LOUPE_WARM_START", "false")
 
 
 def server_up(host: str, port: int) -> bool:

@@ -5,6 +5,7 @@
 - queries: query terms -> one unit vector; signed query tokens for the next pages.
 - search: the one search service (text/image -> images or captions, filters, cutoff, pages).
 - images: zero-shot labels and query heatmaps of one image.
+- warmup: load the active models and indexes when a process starts (`/readyz` says "warming").
 (Captions are written by `embeddings.services.captions`.)
 """
 from search.selectors import SearchFilters

@@ -105,3 +105,17 @@ def test_make_run_serves_without_debug_and_one_sigterm_to_its_group_stops_everyt
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_the_wsgi_app_starts_warm_up_and_a_worker_process_does_too(tmp_path):
+    """Issue 15, item 5: with LOUPE_WARM_START on, loading the WSGI app (gunicorn's workers) and
+    a Celery worker process start warm-up; off (as here in tests), neither does."""
+    probe = ("import time; from search.services import warmup; "
+             "[time.sleep(0.05) for _ in range(200) if warmup.state()['status'] == 'warming']; "
+             "print(warmup.state()['status'])")
+    on = _env(tmp_path, LOUPE_WARM_START="true")
+    assert _threads(on, "-c", f"import project.wsgi; {probe}") == "ready"
+    assert _threads(_env(tmp_path, LOUPE_WARM_START="false"), "-c", f"import project.wsgi; {probe}") == "cold"
+    worker = ("from celery import signals; import project.celery; "
+              "signals.worker_process_init.send(sender=None); ")
+    assert _threads(on, "-c", f"import django; django.setup(); {worker}{probe}") == "ready"
