@@ -174,7 +174,7 @@ def main() -> None:
     analogies = analogies_in_vocabulary(first)
     med = {a: statistics.median(w for _, w, _ in rs) for a, rs in runs.items()}
     lines = [
-        "## word2vec on Flickr8k train captions: gensim vs the hand-written torch trainer",
+        "## word2vec on Flickr8k train captions",
         "",
         f"Command: `{cmd}`",
         "",
@@ -227,6 +227,12 @@ def main() -> None:
         f"{'' if t == 1 else 's'} | gensim {med[('gensim', t)]:.1f} s, torch {med[('torch', t)]:.1f} s "
         f"({speed[t]:.1f}x faster) | faster | {'met' if speed[t] > 1 else '**missed**'} | {date} | "
         + (f"`{cmd}` |" if i == 0 else "same |") for i, t in enumerate(threads)]
+    # The word explorer's earlier goal, kept: the whole training call under a minute.
+    for t in threads:
+        wall = med[("gensim", t)]
+        verdict = "met" if wall < 60 else f"**missed** by {wall - 60:.1f} s"
+        rows.append(f"| gensim, {t} thread{'' if t == 1 else 's'}: median wall time of the whole train_word2vec "
+                    f"(5 epochs) | {wall:.1f} s | < 1 min (target) | {verdict} | {date} | same |")
     rows += [
         f"| top-{k} neighbour overlap with MiniLM, {len(PROBES)} probes, {t0} threads | gensim {gs['minilm']:.3f}, "
         f"torch {ts['minilm']:.3f} | better | {'met' if gs['minilm'] >= ts['minilm'] else '**missed**'} "
