@@ -358,23 +358,6 @@ def fanout(ctx: Context) -> Section:
     return Section("Embedding fan-out: promotion re-encoding with 1 and 2 worker processes", [name], rows, notes=notes)
 
 
-def word2vec(ctx: Context) -> Section:
-    name = "word2vec.md"
-    text, date = ctx.text(name), ctx.date(name)
-    cmd = command(text, name)
-    epochs = need(r"pairs and (\d+) epochs", text, name)[1]
-    rows = [Row(f"{opt}, {threads} thread{'' if threads == '1' else 's'}: median wall time of the whole "
-                f"train_word2vec ({epochs} epochs)",
-                f"{wall} s", float(wall), Goal("<", 60, "< 1 min (target)", " s"), date, cmd)
-            for opt, threads, wall, *_ in table(text, "| optimizer | threads |", name)]
-    firsts = []
-    for opt, body in re.findall(r"^### optimizer=(\w+)\n(.*?)(?=^### |\Z)", text, re.M | re.S):
-        ranks = [r[2] for r in table(body, "| analogy |", name)]
-        firsts.append(f"{opt} {sum(r == '1' for r in ranks)}/{len(ranks)}")
-    rows.append(Row("analogies with the expected word ranked first", ", ".join(firsts), None, None, date, cmd))
-    return Section("word2vec on Flickr8k train captions", [name], rows, design="word2vec.md")
-
-
 # (results files the topic claims, builder): reading order. A topic appears when its first file
 # exists; any other bench/results/*.md is added after these through its summary block.
 TOPICS: list[tuple[list[str], Callable[[Context], Section]]] = [
@@ -391,7 +374,8 @@ TOPICS: list[tuple[list[str], Callable[[Context], Section]]] = [
     (["load.md"], load),
     (["ddp.md"], ddp),
     (["fanout.md"], fanout),
-    (["word2vec.md"], word2vec),
+    (["word2vec.md"], lambda ctx: block_section(ctx, "word2vec.md", design="word2vec.md")),
+    (["hogwild.md"], lambda ctx: block_section(ctx, "hogwild.md")),
 ]
 
 __all__ = ["TOPICS", "Context", "Goal", "Row", "Section", "block_section", "met_counts", "verdict"]

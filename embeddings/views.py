@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import mimetypes
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -133,8 +134,11 @@ def words_page(request: HttpRequest) -> HttpResponse:
     ready = bool(chosen and words.word2vec_path(chosen).exists())
     can_train = bool(chosen and selectors.collection_can_write(user=request.user, collection=chosen))
     last_run = words.word2vec_last_run(collection=chosen) if chosen else None
+    demos = [{"words": (a, b, c), "expected": d, "query": urlencode({"collection": current, "a": a, "b": b, "c": c})}
+             for a, b, c, d in (words.words_demo_analogies(collection=chosen) if chosen and ready else [])]
     return render(request, "embeddings/words.html", {"collections": collections, "current": current,
-                                                     "ready": ready, "can_train": can_train, "last_run": last_run})
+                                                     "ready": ready, "can_train": can_train, "last_run": last_run,
+                                                     "demo_analogies": demos})
 
 
 @require_GET

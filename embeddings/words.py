@@ -1,4 +1,4 @@
-"""word2vec per collection: train on its captions, then nearest words and analogies.
+"""word2vec per collection: train on its captions (gensim), then nearest words and analogies.
 
 Vectors live in MODEL_DIR/word2vec/collection-<id>.safetensors (atomic write, checksum checked
 on load by embeddings/ml/word2vec_io). Training runs in a Celery task; the page and API only read.
@@ -15,8 +15,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from embeddings.ml.word2vec import UnknownWord, Word2Vec, Word2VecConfig, train_word2vec
-from embeddings.ml.word2vec_io import load_word2vec, save_word2vec
+from embeddings.ml.word2vec import UnknownWord, Word2Vec, Word2VecConfig, analogies_in_vocabulary, train_word2vec
+from embeddings.ml.word2vec_io import CheckpointError, load_word2vec, save_word2vec
 from embeddings.models import Caption, Collection, WordVectorsRun
 from project import queueing
 from project.caching import BoundedCache
@@ -128,3 +128,15 @@ def words_analogy(*, collection: Collection, a: str, b: str, c: str, k: int = 10
         return model.analogy(_clean(a), _clean(b), _clean(c), k)
     except UnknownWord as exc:
         raise OutOfVocabulary(str(exc), fields={"word": [str(exc)]}) from exc
+
+
+def words_demo_analogies(*, collection: Collection) -> list[tuple[str, str, str, str]]:
+    """The classic analogies (word2vec.CLASSIC_ANALOGIES) whose four words this collection's
+    vectors all know, for the words page to offer; [] when there are no usable vectors."""
+    try:
+        return analogies_in_vocabulary(word2vec_get(collection=collection))
+    except NotFound:
+        return []
+    except CheckpointError:
+        logger.warning("word vectors of %s cannot be loaded", collection.name, exc_info=True)
+        return []

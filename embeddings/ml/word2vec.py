@@ -1,40 +1,37 @@
-"""Word2vec skip-gram with negative sampling (Mikolov et al. 2013), trained from scratch.
+"""Word2vec skip-gram with negative sampling (Mikolov et al. 2013), trained by gensim.
 
 Word vectors learnt from a collection's caption corpus itself, offered as a product feature
-(the word explorer: nearest words, analogies).
+(the word explorer: nearest words, analogies). Training is gensim 4's `Word2Vec` (sg=1,
+negative sampling), the maintained reference implementation of the C tool; it replaced a
+hand-written torch skip-gram after a side-by-side benchmark (docs/design/word2vec.md).
 
-Training follows the reference C implementation where it matters for quality:
-- vocabulary of words seen at least `min_count` times, ordered by count;
-- frequent words are dropped per epoch with keep-probability (sqrt(f/t) + 1) * t / f, before
-  the windows are taken, so dropping a word widens the effective window;
-- each centre word draws its own window size in 1..window (nearer words are used more often);
-- negatives are drawn from a unigram^0.75 table; a draw equal to the true context is skipped;
-- input vectors start uniform in +-0.5/dim, output vectors at zero; the learning rate decays
-  linearly to `lr * min_lr_ratio`.
-Pairs are built with numpy for a whole epoch at once and trained in mini-batches, which is
-what makes it fast on CPU; the vectors kept are the input (centre-word) embeddings. The
-optimiser is Adam on dense or sparse gradients, or the classic plain SGD.
+gensim's multi-threaded training is itself lock-free asynchronous SGD: `workers` threads each
+take batches of sentences and update the shared input/output matrices without any lock
+(Hogwild, Recht et al. 2011) -- the single-machine form of Downpour's asynchronous updates. With
+`workers=1` and a fixed `seed` a run is reproducible; with more workers the interleaving of the
+threads, hence the vectors, differ slightly between runs.
 
 Text is split by the project's caption tokenizer (`embeddings.ml.vocab.tokenize`: lowercase,
-punctuation dropped, inner hyphens/apostrophes kept), so the vocabulary lines up with the
-caption vocabulary and the scratch text encoder.
+punctuation dropped, inner hyphens/apostrophes kept) before gensim sees it, so the vocabulary
+lines up with the caption vocabulary and the scratch text encoder.
 
-Pure module: torch and numpy only. Checkpoint files are written by `word2vec_io`.
+Only the trained input vectors are kept (`Word2Vec` below: vocabulary, counts, vectors and
+cosine queries); they are stored as safetensors by `word2vec_io`, not in gensim's pickle format.
+
+Pure module: gensim, numpy and torch only.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from embeddings.ml.config_dict import dataclass_from_dict, dataclass_to_dict
 # The caption tokenizer (lowercase, punctuation dropped), shared with the caption vocabulary so
@@ -42,13 +39,26 @@ from embeddings.ml.config_dict import dataclass_from_dict, dataclass_to_dict
 from embeddings.ml.vocab import tokenize
 
 __all__ = [
-    "Word2VecProgress", "SkipGramNS", "UnknownWord", "Vocab", "Word2Vec", "Word2VecConfig", "build_vocab",
-    "keep_probabilities", "negative_table", "skipgram_pairs", "tokenize", "train_word2vec",
+    "CLASSIC_ANALOGIES", "UnknownWord", "Vocab", "Word2Vec", "Word2VecConfig", "Word2VecProgress",
+    "analogies_in_vocabulary", "tokenize", "train_word2vec",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("adam", "sparse_adam", "sgd")
+# The analogies the talk and the word2vec papers show, "a is to b as c is to d" (b - a + c ~ d),
+# with caption-corpus ones first. The words page offers those whose four words are all in a
+# collection's vocabulary (a Flickr8k vocabulary has no "king" or "queen"); the benchmark
+# scores the same list.
+CLASSIC_ANALOGIES: tuple[tuple[str, str, str, str], ...] = (
+    ("man", "boy", "woman", "girl"),
+    ("boy", "girl", "man", "woman"),
+    ("man", "men", "woman", "women"),
+    ("dog", "dogs", "man", "men"),
+    ("dog", "dogs", "child", "children"),
+    ("walking", "walks", "running", "runs"),
+    ("man", "king", "woman", "queen"),  # Mikolov et al. 2013's own example
+    ("france", "paris", "italy", "rome"),
+)
 
 
 class UnknownWord(KeyError):
@@ -64,34 +74,29 @@ class UnknownWord(KeyError):
 
 @dataclass(frozen=True)
 class Word2VecConfig:
-    """Hyper-parameters of one word2vec run; stored inside the checkpoint."""
+    """Hyper-parameters of one gensim word2vec run; stored inside the checkpoint."""
 
     dim: int = 100  # vector size
-    window: int = 5  # largest context distance; each centre draws its own in 1..window
+    window: int = 5  # largest context distance; gensim draws each centre's own in 1..window
     min_count: int = 5  # words seen fewer times are left out of the vocabulary
     negatives: int = 5  # negative samples per (centre, context) pair
     sample: float = 1e-3  # subsampling threshold t on word frequency; 0 turns it off
     ns_exponent: float = 0.75  # negatives drawn from unigram counts ** ns_exponent
     epochs: int = 5  # passes over the corpus
-    batch_size: int = 4096  # (centre, context) pairs per optimiser step; larger is faster on CPU
-    # "adam": dense gradients and Adam (mean loss); for vocabularies of a few thousand words
-    # (Flickr8k: ~2,500) it takes about half the CPU of "sparse_adam", which updates only the
-    # rows a batch touches and is the choice for large vocabularies; "sgd": classic per-pair step.
-    optimizer: Literal["adam", "sparse_adam", "sgd"] = "adam"
-    lr: float = 0.01  # starting learning rate, for either Adam (use ~0.025 with "sgd")
-    min_lr_ratio: float = 1e-2  # the rate decays linearly to lr * min_lr_ratio
-    table_size: int = 1_000_000  # slots in the negative-sampling table
-    seed: int = 0  # seeds init, subsampling, windows, shuffling and negatives
+    lr: float = 0.025  # gensim's alpha: starting SGD step, decaying linearly to min_lr
+    min_lr: float = 1e-4  # gensim's min_alpha
+    # Threads of gensim's lock-free (Hogwild) SGD. 1: on the 2 shared cores of the reference
+    # machine 2 workers were no faster (Flickr8k train captions, median 2.7 s against 2.0 s;
+    # bench/results/word2vec.md), and 1 makes a run reproducible; more pay off on more cores.
+    workers: int = 1
+    seed: int = 0  # seeds init, subsampling, windows and negatives
 
     def __post_init__(self) -> None:
-        positive = ("dim", "window", "min_count", "negatives", "epochs", "batch_size", "table_size")
-        for name in positive:
+        for name in ("dim", "window", "min_count", "negatives", "epochs", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Word2VecConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"Word2VecConfig.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.sample < 0 or self.lr <= 0 or not 0 < self.min_lr_ratio <= 1:
-            raise ValueError("Word2VecConfig needs sample >= 0, lr > 0 and 0 < min_lr_ratio <= 1")
+        if self.sample < 0 or self.lr <= 0 or not 0 < self.min_lr <= self.lr:
+            raise ValueError("Word2VecConfig needs sample >= 0, lr > 0 and 0 < min_lr <= lr")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclass_to_dict(self)
@@ -107,8 +112,7 @@ class Word2VecProgress:
 
     epoch: int  # 1-based
     epochs: int
-    loss: float  # mean per-pair loss over the epoch
-    pairs: int  # (centre, context) pairs trained this epoch
+    loss: float  # gensim's summed skip-gram loss over the epoch's pairs (its own running tally)
 
 
 class Vocab:
@@ -134,15 +138,6 @@ class Vocab:
             return self._index[word]
         except KeyError:
             raise UnknownWord(word) from None
-
-    def get(self, word: str, default: int) -> int:
-        return self._index.get(word, default)
-
-
-def build_vocab(sentences: Iterable[Sequence[str]], min_count: int) -> Vocab:
-    counts = Counter(w for s in sentences for w in s)
-    kept = sorted(((w, c) for w, c in counts.items() if c >= min_count), key=lambda wc: (-wc[1], wc[0]))
-    return Vocab([w for w, _ in kept], [c for _, c in kept])
 
 
 class Word2Vec:
@@ -223,157 +218,61 @@ class Word2Vec:
         return cls(config, vocab, torch.as_tensor(data["vectors"]), data.get("epoch_losses", ()))
 
 
-class SkipGramNS(nn.Module):
-    """Two embedding tables; the loss of a batch of (centre, context, negatives)."""
-
-    def __init__(self, vocab_size: int, dim: int, generator: torch.Generator, sparse: bool = True) -> None:
-        super().__init__()
-        # Sparse gradients pay off when a batch touches a small share of a large vocabulary.
-        self.in_embed = nn.Embedding(vocab_size, dim, sparse=sparse)
-        self.out_embed = nn.Embedding(vocab_size, dim, sparse=sparse)
-        with torch.no_grad():
-            bound = 0.5 / dim
-            self.in_embed.weight.uniform_(-bound, bound, generator=generator)
-            self.out_embed.weight.zero_()
-
-    def forward(self, centre: torch.Tensor, context: torch.Tensor, negatives: torch.Tensor) -> dict[str, torch.Tensor]:
-        v = self.in_embed(centre)  # (B, D)
-        u = self.out_embed(context)  # (B, D)
-        u_neg = self.out_embed(negatives)  # (B, K, D)
-        pos = (v * u).sum(-1)  # (B,)
-        neg = torch.bmm(u_neg, v.unsqueeze(-1)).squeeze(-1)  # (B, K)
-        # A negative that happens to be the true context word is skipped, as in the C code.
-        keep = (negatives != context.unsqueeze(1)).to(neg.dtype)  # (B, K)
-        per_pair = -F.logsigmoid(pos) - (F.logsigmoid(-neg) * keep).sum(-1)  # (B,)
-        return {"loss": per_pair.mean(), "pair_loss_sum": per_pair.sum()}
+def analogies_in_vocabulary(
+    words: Iterable[str] | Word2Vec, analogies: Sequence[tuple[str, str, str, str]] = CLASSIC_ANALOGIES
+) -> list[tuple[str, str, str, str]]:
+    """The analogies whose four words are all in the vocabulary, in their given order."""
+    known = set(words.words if isinstance(words, Word2Vec) else words)
+    return [a for a in analogies if all(w in known for w in a)]
 
 
-def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
-    """Per-word probability of keeping an occurrence: (sqrt(f/t) + 1) * t / f, capped at 1."""
-    if sample <= 0:
-        return np.ones(len(counts))
-    ratio = sample * counts.sum() / counts  # t / f
-    return np.minimum(1.0, np.sqrt(ratio) + ratio)
-
-
-def negative_table(counts: np.ndarray, exponent: float, size: int) -> np.ndarray:
-    """A table of word ids where each word fills a share of slots proportional to count**exponent."""
-    weights = counts.astype(np.float64) ** exponent
-    cdf = np.cumsum(weights / weights.sum())
-    slots = (np.arange(size) + 0.5) / size
-    return np.minimum(np.searchsorted(cdf, slots), len(counts) - 1).astype(np.int64)
-
-
-def skipgram_pairs(
-    ids: np.ndarray, sentence_of: np.ndarray, window: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """All (centre, context) pairs of one epoch, shuffled, with a dynamic window per centre.
-
-    `ids` and `sentence_of` (N,) give each kept token's word id and sentence; pairs never cross
-    sentences. Returns two (P,) arrays of word ids.
-    """
-    reach = rng.integers(1, window + 1, size=len(ids))  # (N,) window drawn for each centre
-    centres, contexts = [], []
-    for off in range(1, min(window, len(ids) - 1) + 1):
-        same = sentence_of[:-off] == sentence_of[off:]  # (N - off,) token i and i + off share a sentence
-        fwd = np.nonzero(same & (reach[:-off] >= off))[0]  # centre i, context i + off
-        bwd = np.nonzero(same & (reach[off:] >= off))[0]  # centre i + off, context i
-        centres += [ids[fwd], ids[bwd + off]]
-        contexts += [ids[fwd + off], ids[bwd]]
-    if not centres:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    c, x = np.concatenate(centres), np.concatenate(contexts)
-    order = rng.permutation(len(c))
-    return c[order], x[order]
-
-
-def _encode_corpus(sentences: Sequence[Sequence[str]], vocab: Vocab) -> tuple[np.ndarray, np.ndarray]:
-    """Word ids of in-vocabulary tokens (N,) and the sentence each came from (N,)."""
-    ids, sentence_of = [], []
-    for s, sentence in enumerate(sentences):
-        for word in sentence:
-            i = vocab.get(word, -1)
-            if i >= 0:
-                ids.append(i)
-                sentence_of.append(s)
-    return np.asarray(ids, np.int64), np.asarray(sentence_of, np.int64)
-
-
-def _as_token_lists(sentences: Iterable[str | Sequence[str]]) -> list[Sequence[str]]:
-    return [tokenize(s) if isinstance(s, str) else s for s in sentences]
+def _as_token_lists(sentences: Iterable[str | Sequence[str]]) -> list[list[str]]:
+    return [tokenize(s) if isinstance(s, str) else list(s) for s in sentences]
 
 
 def train_word2vec(
     sentences: Iterable[str | Sequence[str]],
     config: Word2VecConfig,
     *,
-    device: torch.device | str = "cpu",
     on_progress: Callable[[Word2VecProgress], None] | None = None,
 ) -> Word2Vec:
     """Train skip-gram with negative sampling; strings are tokenised, token lists used as given."""
-    token_lists = _as_token_lists(sentences)
-    vocab = build_vocab(token_lists, config.min_count)
-    if len(vocab) < 2:
-        raise ValueError(f"corpus has {len(vocab)} word(s) with count >= {config.min_count}; need at least 2")
-    device = torch.device(device)
-    ids, sentence_of = _encode_corpus(token_lists, vocab)
-    counts = np.asarray(vocab.counts, np.float64)
-    keep_p = keep_probabilities(counts, config.sample)  # (V,)
-    table = negative_table(counts, config.ns_exponent, config.table_size)  # (table_size,)
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    model = SkipGramNS(len(vocab), config.dim, generator, sparse=config.optimizer != "adam").to(device)
-    if config.optimizer == "sparse_adam":
-        opt: torch.optim.Optimizer = torch.optim.SparseAdam(list(model.parameters()), lr=config.lr)
-    elif config.optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=config.lr)
-    log.info("word2vec: %d words, %d tokens, %d epochs on %s", len(vocab), len(ids), config.epochs, device)
-    epoch_losses = []
-    for epoch in range(config.epochs):
-        kept = rng.random(len(ids)) < keep_p[ids]  # subsample frequent words afresh each epoch
-        centres, contexts = skipgram_pairs(ids[kept], sentence_of[kept], config.window, rng)
-        loss = _train_epoch(model, opt, config, centres, contexts, table, rng, epoch, device)
-        epoch_losses.append(loss)
-        log.info("word2vec epoch %d/%d: %d pairs, loss %.4f", epoch + 1, config.epochs, len(centres), loss)
-        if on_progress is not None:
-            on_progress(Word2VecProgress(epoch=epoch + 1, epochs=config.epochs, loss=loss, pairs=len(centres)))
-    return Word2Vec(config, vocab, model.in_embed.weight.detach().cpu(), epoch_losses)
+    from gensim.models import Word2Vec as GensimWord2Vec  # a heavy import, needed only to train
+    from gensim.models.callbacks import CallbackAny2Vec
 
+    token_lists = [s for s in _as_token_lists(sentences) if s]
+    counts: dict[str, int] = {}
+    for sentence in token_lists:
+        for w in sentence:
+            counts[w] = counts.get(w, 0) + 1
+    n_kept = sum(1 for c in counts.values() if c >= config.min_count)
+    if n_kept < 2:
+        raise ValueError(f"corpus has {n_kept} word(s) with count >= {config.min_count}; need at least 2")
 
-def _train_epoch(
-    model: SkipGramNS,
-    opt: torch.optim.Optimizer,
-    config: Word2VecConfig,
-    centres: np.ndarray,
-    contexts: np.ndarray,
-    table: np.ndarray,
-    rng: np.random.Generator,
-    epoch: int,
-    device: torch.device,
-) -> float:
-    """One pass over the pairs; returns the mean per-pair loss."""
-    n = len(centres)
-    if n == 0:
-        return float("nan")
-    total = torch.zeros((), device=device)
-    for start in range(0, n, config.batch_size):
-        # Linear decay over the whole run, as in the reference implementation.
-        progress = (epoch + start / n) / config.epochs
-        for group in opt.param_groups:
-            group["lr"] = config.lr * max(config.min_lr_ratio, 1.0 - progress)
-        stop = min(start + config.batch_size, n)
-        negatives = table[rng.integers(0, len(table), size=(stop - start, config.negatives))]  # (B, K)
-        out = model(
-            torch.from_numpy(centres[start:stop]).to(device),
-            torch.from_numpy(contexts[start:stop]).to(device),
-            torch.from_numpy(negatives).to(device),
-        )
-        # SGD keeps the classic per-pair step size (summed loss); Adam normalises its steps anyway.
-        objective = out["pair_loss_sum"] if config.optimizer == "sgd" else out["loss"]
-        opt.zero_grad(set_to_none=True)
-        objective.backward()
-        opt.step()
-        total += out["pair_loss_sum"].detach()
-    return float(total) / n
+    losses: list[float] = []
+
+    class _Epochs(CallbackAny2Vec):  # type: ignore[misc]  # gensim ships no type hints
+        """gensim's running loss is a total since training began: report each epoch's share."""
+
+        def on_epoch_end(self, model: Any) -> None:
+            total = float(model.get_latest_training_loss())
+            losses.append(total - sum(losses))
+            if on_progress is not None:
+                on_progress(Word2VecProgress(epoch=len(losses), epochs=config.epochs, loss=losses[-1]))
+
+    model = GensimWord2Vec(
+        sentences=token_lists, vector_size=config.dim, window=config.window, min_count=config.min_count,
+        sg=1, hs=0, negative=config.negatives, sample=config.sample, ns_exponent=config.ns_exponent,
+        epochs=config.epochs, alpha=config.lr, min_alpha=config.min_lr, workers=config.workers,
+        seed=config.seed, compute_loss=True, callbacks=[_Epochs()], sorted_vocab=1,
+    )
+    kv = model.wv
+    # Order the vocabulary as Vocab promises (count descending, then word), independent of
+    # gensim's tie order.
+    order = sorted(range(len(kv.index_to_key)), key=lambda i: (-kv.get_vecattr(kv.index_to_key[i], "count"),
+                                                                kv.index_to_key[i]))
+    words = [kv.index_to_key[i] for i in order]
+    vocab = Vocab(words, [int(kv.get_vecattr(w, "count")) for w in words])
+    vectors = torch.from_numpy(np.ascontiguousarray(kv.vectors[order], dtype=np.float32))  # (V, D)
+    log.info("word2vec (gensim, %d workers): %d words, %d epochs", config.workers, len(vocab), config.epochs)
+    return Word2Vec(config, vocab, vectors, losses)

@@ -1,4 +1,5 @@
 """Word explorer: word2vec learned from a collection's captions, served by page and API."""
+import re
 from datetime import timedelta
 
 import pytest
@@ -28,7 +29,7 @@ def trained(user):
         texts += [f"the {a} and the {b} play", f"the {p} near the {q}"]
     Caption.objects.bulk_create([Caption(image=image, text=t, source="imported") for t in texts])
     words.word2vec_train(collection=collection, config=Word2VecConfig(min_count=2, epochs=30, dim=16, seed=1,
-                                                                      batch_size=256, sample=0))
+                                                                      sample=0, workers=1))
     return collection
 
 
@@ -146,3 +147,40 @@ def test_words_page_and_partial_render(client, user, trained):
     assert part.status_code == 200 and b"<li>" in part.content
     bad = client.get("/words/results/", {"collection": "topics", "word": "<script>x</script>"})
     assert b"<script>x" not in bad.content and b"role=\"alert\"" in bad.content
+
+
+def _trained_on(user, name: str, texts: list[str]):
+    collection = CollectionFactory(owner=user, name=name, is_public=False)
+    image = make_image(collection, seed=3)
+    Caption.objects.bulk_create([Caption(image=image, text=t, source="imported") for t in texts])
+    words.word2vec_train(collection=collection, config=Word2VecConfig(min_count=2, epochs=5, dim=8, seed=1,
+                                                                      sample=0, workers=1))
+    return collection
+
+
+def test_words_page_shows_the_classic_analogies_its_vocabulary_allows(client, user):
+    """Issue 17: man : boy :: woman : girl is offered where all four words are known; man : king ::
+    woman : queen only where king and queen are too; a clicked example solves in the partial."""
+    _trained_on(user, "people", [f"a {w} walks with a {v}" for w, v in
+                                          [("man", "boy"), ("woman", "girl"), ("man", "dog"), ("woman", "dog")] * 10])
+    client.force_login(user)
+    html = client.get("/words/?collection=people").content.decode()
+    assert 'id="demo-analogies"' in html and "Mikolov" in html
+    assert "man : boy :: woman : ?" in html and "expected: girl" in html
+    assert "king" not in html.split('id="demo-analogies"')[1].split("</ul>")[0]
+    link = re.search(r'class="demo-analogy" href="([^"]+)"', html).group(1).replace("&amp;", "&")
+    assert "a=man" in link and "c=woman" in link and "<script" not in html.replace('<script src=', '')
+    part = client.get(link)
+    assert part.status_code == 200 and b"<li>" in part.content
+    royal = _trained_on(user, "royal", ["the king and the man", "the queen and the woman",
+                                        "a boy and a man", "a girl and a woman"] * 10)
+    assert royal
+    html = client.get("/words/?collection=royal").content.decode()
+    assert "man : king :: woman : ?" in html and "expected: queen" in html
+
+
+def test_words_page_hides_the_examples_when_no_analogy_fits_the_vocabulary(client, user, trained):
+    client.force_login(user)
+    html = client.get("/words/?collection=topics").content.decode()
+    assert "Nearest words" in html and 'class="demo-analogy"' not in html
+    assert "none is here" in html

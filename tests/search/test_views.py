@@ -208,3 +208,19 @@ def test_rank_higher_without_a_keyword_boosts_images_whose_captions_contain_the_
     assert tile_ids(boosted) == [kite.pk, sea.pk] and boosted.count('class="kw"') == 1
     explicit = browser.get("/search/", {"q": "blue", "keyword": "sea", "keyword_mode": "boost"}).content.decode()
     assert tile_ids(explicit) == [sea.pk, kite.pk] and 'class="kw"' in explicit
+
+
+def test_search_page_offers_the_photo_minus_dog_plus_cat_example_and_it_searches(browser, world):
+    """Issue 17: the talk's vector arithmetic, as a clickable example with where it comes from."""
+    html = browser.get("/search/").content.decode()
+    example = re.search(r'id="arithmetic-example">.*?href="([^"]+)"', html, re.S)
+    assert example and "− dog + cat" in html and "DeViSE" in html and "ConSE" in html
+    url = example.group(1).replace("&amp;", "&")
+    assert "t_text=dog&t_weight=-1&t_text=cat&t_weight=1" in url
+    assert browser.get(url).status_code == 200
+    like = browser.get("/search/", {"image_id": world[0].pk}).content.decode()
+    photo = re.search(r'href="([^"]+)">this photo − dog \+ cat</a>', like)
+    assert photo and f"image_id={world[0].pk}&amp;t_text=dog" in photo.group(1)
+    resp = browser.get(photo.group(1).replace("&amp;", "&"))
+    assert resp.status_code == 200 and tile_ids(resp.content.decode())
+    assert_csp_clean(like)

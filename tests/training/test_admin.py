@@ -35,6 +35,7 @@ def test_retrain_form_shows_defaults_and_starts_a_run(admin_client, tiny_collect
     html = admin_client.get(url + "?kind=embedding").content.decode()
     assert re.search(r'name="loop__epochs" value="15"', html) and 'name="model__dim"' in html
     assert 'name="loop__early_stop_metric"' not in html
+    assert '<option value="hogwild">' in html and '<option value="adagrad">' in html  # issue 17
     cap = admin_client.get(url + "?kind=captioner").content.decode()
     # the captioner's default epochs: the shipped captioner's recipe (test_shipped pins it)
     assert 'name="model__decoder"' in cap and re.search(r'name="loop__epochs" value="10"', cap)
@@ -42,12 +43,15 @@ def test_retrain_form_shows_defaults_and_starts_a_run(admin_client, tiny_collect
             "loop__lr": 0.001, "loop__weight_decay": 0.05, "loop__warmup_steps": 0, "loop__patience": 0,
             "loop__seed": 0, "model__dim": 400, "model__head": "linear", "model__dropout": 0.1,
             "model__image_input": "pooled", "task__loss": "info_nce",
+            "loop__optimizer": "adagrad", "loop__parallel": "hogwild", "loop__workers": 2,  # issue 17
             "extra": "model.joint_dim=16\nmodel.gate_centroids=2\nmodel.hidden=32\n"}  # the default (prior) family
     resp = admin_client.post(url, form)
     run = TrainingRun.objects.get()
     assert resp.status_code == 302 and resp["Location"] == reverse("admin:training_trainingrun_change", args=[run.pk])
     assert run.config["loop"]["epochs"] == 2 and run.config["model"]["head"] == "linear"
     assert run.config["model"]["hidden"] == 32
+    assert (run.config["loop"]["optimizer"], run.config["loop"]["parallel"], run.config["loop"]["workers"]) == (
+        "adagrad", "hogwild", 2)
     bad = admin_client.post(url, {**form, "extra": "model.nope=1"}, follow=True).content.decode()
     assert "nope" in bad  # error shown; the conflict or config error never creates a run
     assert TrainingRun.objects.count() == 1

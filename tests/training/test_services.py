@@ -214,3 +214,24 @@ def test_generated_captions_never_train(tiny_collection, fake_encoders):
     Caption.objects.create(image=image, text="machine words", source="generated")
     split = datasets.build_split(datasets.split_query([tiny_collection], "train"))
     assert "machine words" not in split.texts and split.num_images == 8 and len(split.texts) == 16
+
+
+def test_a_hogwild_adagrad_run_trains_and_records_its_optimiser_in_the_checkpoint(tiny_collection, fake_encoders,
+                                                                                  settings):
+    """Issue 17: the admin's config picks Adagrad and 2 Hogwild processes; the run succeeds on
+    CPU processes and the choice is stored in the run row and in the checkpoint's config."""
+    import json
+
+    from training.ml.config import TrainConfig
+
+    config = {**TINY_EMBEDDING, "loop": {**TINY_EMBEDDING["loop"], "optimizer": "adagrad", "lr": 0.05,
+                                         "parallel": "hogwild", "workers": 2}}
+    run = services.training_run_execute(start(tiny_collection, config=config).pk)
+    assert run.status == "succeeded", run.error
+    assert run.step == run.total_steps == 18 and [h["epoch"] for h in run.history] == [1, 2, 3]
+    assert "hogwild: 2 CPU processes" in run.log_tail
+    assert run.config["loop"]["optimizer"] == "adagrad" and run.config["loop"]["parallel"] == "hogwild"
+    saved = json.loads((settings.MODEL_DIR / run.model_version.directory / "checkpoint.json").read_text())
+    stored = TrainConfig.from_dict(saved["meta"]["train_config"])
+    assert stored == TrainConfig.from_dict(run.config)
+    assert (stored.loop.optimizer, stored.loop.parallel, stored.loop.workers) == ("adagrad", "hogwild", 2)

@@ -46,9 +46,20 @@ class LoopConfig:
     checkpoint_every_epochs: int = 1  # resume state cadence (needs a checkpoint_dir)
     log_every_steps: int = 10  # "step" event cadence
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    # "adamw": decoupled weight decay on matrices; "adagrad": per-coordinate steps lr / sqrt(sum
+    # of squared gradients), the optimiser Downpour SGD paired with asynchronous updates (Dean
+    # et al. 2012); weight_decay is then an L2 term on the same matrices. Adagrad wants a larger
+    # lr than AdamW (~1e-2 against 1e-3).
+    optimizer: Literal["adamw", "adagrad"] = "adamw"
+    # "sync": one process (or DDP ranks, training.ml.distributed); "hogwild": `workers` CPU
+    # processes step the same shared-memory parameters and optimiser state without locks
+    # (Recht et al. 2011; training.ml.hogwild). Hogwild runs are not bit-for-bit reproducible.
+    parallel: Literal["sync", "hogwild"] = "sync"
+    workers: int = 2  # Hogwild processes (ignored when parallel == "sync")
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "eval_every_epochs", "checkpoint_every_epochs", "log_every_steps")
+        positive = ("epochs", "batch_size", "eval_every_epochs", "checkpoint_every_epochs", "log_every_steps",
+                    "workers")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -58,6 +69,8 @@ class LoopConfig:
             raise ValueError("min_lr_ratio must be in [0, 1] and patience >= 0")
         if self.early_stop_mode not in ("max", "min"):
             raise ValueError("early_stop_mode must be 'max' or 'min'")
+        if self.optimizer not in ("adamw", "adagrad") or self.parallel not in ("sync", "hogwild"):
+            raise ValueError("optimizer must be 'adamw' or 'adagrad'; parallel 'sync' or 'hogwild'")
 
 
 @dataclass(frozen=True)

@@ -171,6 +171,9 @@ def train_distributed(
     ``config.batch_size`` (and the task's batches) are GLOBAL; each rank processes 1/world.
     Returns the same TrainResult on every rank (events only on rank 0).
     """
+    if config.parallel != "sync":
+        raise ValueError(f"parallel={config.parallel!r} is an alternative to DDP, not a mode of it: "
+                         "train it with trainer.train in one process")
     _, _, env_device = init_distributed(dist_config.backend)
     device = torch.device(device) if device is not None else env_device
     hooks = DDPHooks(device, dist_config)

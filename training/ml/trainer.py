@@ -22,6 +22,10 @@ Events (``on_event(name, payload)``), ``epoch`` numbers 1-based:
 start, step (epoch, step, total_steps, losses, lr, samples_per_s), epoch (epoch, train,
 dev, best_metric, best_epoch, improved), checkpoint (epoch, step, path), early_stop,
 cancelled, done (status, best_epoch, best_metric, epochs, steps, wall_s).
+
+Optimiser: AdamW by default, or Adagrad (``LoopConfig.optimizer``). Parallelism: one process,
+DDP ranks (training.ml.distributed) or Hogwild processes (training.ml.hogwild,
+``LoopConfig.parallel``); the last two plug in through ``LoopHooks``.
 """
 
 from __future__ import annotations
@@ -114,6 +118,13 @@ class LoopHooks:
     def after_step(self, model: nn.Module) -> None:
         pass
 
+    def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Called once the model, optimizer and any resumed state are in place."""
+
+    def train_epoch(self, run: _Run, prog: _Progress) -> dict[str, float] | None:
+        """One epoch of steps (training.ml.hogwild spreads it over processes)."""
+        return _train_epoch(run, prog)
+
 
 @dataclass
 class _Progress:
@@ -136,9 +147,18 @@ def train(
     checkpoint_dir: Path | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train ``task.model`` in place; on return it holds the best (or last) weights."""
+    """Train ``task.model`` in place; on return it holds the best (or last) weights.
+
+    ``config.parallel == "hogwild"`` runs each epoch's steps in ``config.workers`` CPU processes
+    sharing the parameters (training.ml.hogwild); everything else is the same loop.
+    """
+    hooks = LoopHooks()
+    if config.parallel == "hogwild":
+        from training.ml.hogwild import HogwildHooks  # imports this module
+
+        hooks = HogwildHooks(config.workers, device)
     return run_loop(config, task, device=device, on_event=on_event, checkpoint_dir=checkpoint_dir,
-                    should_stop=should_stop, hooks=LoopHooks())
+                    should_stop=should_stop, hooks=hooks)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
@@ -173,6 +193,7 @@ def run_loop(
     if checkpoint_dir is not None and (Path(checkpoint_dir) / STATE_FILE).exists():
         prog, best_weights = _load_state(Path(checkpoint_dir), config, model, optimizer, n_batches, device)
         resumed = prog.epoch
+    hooks.setup(model, optimizer)
     train_model = hooks.wrap(model)
     emit("start", {"epochs": config.epochs, "num_batches": n_batches, "total_steps": total_steps,
                    "resumed_from_epoch": resumed, "device": str(device), "world_size": hooks.world_size})
@@ -180,7 +201,7 @@ def run_loop(
                device=device, hooks=hooks, emit=emit, total_steps=total_steps,
                autocast=_autocast(config, device), should_stop=should_stop)
     while prog.status == "running" and prog.epoch < config.epochs:
-        train_means = _train_epoch(run, prog)
+        train_means = hooks.train_epoch(run, prog)
         if train_means is None:
             emit("cancelled", {"epoch": prog.epoch + 1, "step": prog.step})
             return _finish(prog, "cancelled", model, best_weights, config, resumed, t0, emit)
@@ -304,13 +325,17 @@ def _finish(prog: _Progress, status: str, model: nn.Module, best_weights: dict |
                        history=list(prog.history), resumed_from_epoch=resumed, wall_s=wall)
 
 
-def _build_optimizer(model: nn.Module, config: LoopConfig) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases, norm gains and scalars (dim < 2), as in GPT/CLIP."""
+def _build_optimizer(model: nn.Module, config: LoopConfig) -> torch.optim.Optimizer:
+    """AdamW or Adagrad (``config.optimizer``); no weight decay on biases, norm gains and
+    scalars (dim < 2), as in GPT/CLIP."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "adagrad":
+        # Adagrad's own eps default (1e-10) sits under sqrt(sum g^2); LoopConfig.eps is Adam's.
+        return torch.optim.Adagrad(groups, lr=config.lr)
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
 
 

@@ -128,7 +128,10 @@ def _procs(device: str) -> int:
 def _fit(run: TrainingRun, token: str, recorder: RunRecorder, beat: Heartbeat, device: str) -> fitting.FitOutcome:
     config = TrainConfig.from_dict(run.config)
     collection_ids = list(run.collections.values_list("pk", flat=True))
-    nproc = _procs(device)
+    if config.loop.parallel == "hogwild":  # CPU processes on this host, instead of DDP ranks
+        recorder.log(f"hogwild: {config.loop.workers} CPU processes share the model (not {device}, not DDP)")
+        device = "cpu"
+    nproc = 1 if config.loop.parallel == "hogwild" else _procs(device)
     if nproc > 1:
         return _fit_torchrun(run, token, recorder, nproc, collection_ids)
     return fitting.fit(run_id=run.pk, collection_ids=collection_ids, config=config, encoders=get_encoders(),
