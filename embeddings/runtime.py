@@ -10,7 +10,7 @@ import fcntl
 import hashlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -144,18 +144,28 @@ def cached_features(keys: Sequence[str], load_image) -> dict[str, np.ndarray]:
         return cache.get(list(keys), dtype=np.float32)
 
 
-def cached_text_vectors(texts: Sequence[str]) -> tuple[np.ndarray, int]:
+def cached_text_vectors(texts: Sequence[str], progress: Callable[[int, int], None] | None = None,
+                        ) -> tuple[np.ndarray, int]:
     """((M, 384) float32 unit MiniLM vectors of `texts`, how many were newly encoded): each
-    distinct text is encoded once per text encoder and kept."""
+    distinct text is encoded once per text encoder and kept. `progress(done, total)` counts
+    distinct texts (the cached ones at once, then each encoded batch)."""
     keys = [text_vector_key(t) for t in texts]
     with text_vector_cache() as cache:
-        missing = cache.missing(dict.fromkeys(keys))
+        distinct = list(dict.fromkeys(keys))
+        missing = cache.missing(distinct)
         text_of = dict(zip(keys, texts))
+        done = len(distinct) - len(missing)
+        if progress is not None:
+            progress(done, len(distinct))
         for start in range(0, len(missing), 4096):  # one shard per 4,096 new texts
             batch = missing[start:start + 4096]
-            vecs = np.concatenate([encode_texts_base([text_of[k] for k in batch[i:i + TEXT_BATCH]])
-                                   for i in range(0, len(batch), TEXT_BATCH)])
-            cache.add(batch, {"vector": vecs})
+            parts = []
+            for i in range(0, len(batch), TEXT_BATCH):
+                parts.append(encode_texts_base([text_of[k] for k in batch[i:i + TEXT_BATCH]]))
+                done += len(parts[-1])
+                if progress is not None:
+                    progress(done, len(distinct))
+            cache.add(batch, {"vector": np.concatenate(parts)})
         if not keys:
             return np.zeros((0, TEXT_FIELDS["vector"][0]), np.float32), 0
         return cache.get(keys, dtype=np.float32)["vector"], len(missing)

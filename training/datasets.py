@@ -8,7 +8,7 @@ Only human and imported captions are used; generated ones never train the models
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,13 +136,21 @@ def _load_split(data: dict) -> Split:
     return build_split(kept)
 
 
-def embedding_data(split: Split, encoders: Encoders, *, image_input: str):
+PhaseProgress = Callable[[str], Callable[[int, int], None] | None]  # phase name -> (done, total) callback
+
+
+def _no_progress(phase: str) -> None:
+    return None
+
+
+def embedding_data(split: Split, encoders: Encoders, *, image_input: str, progress: PhaseProgress = _no_progress,
+                   name: str = "train"):
     """EmbeddingData (one view: the plain image) for training.ml.embedding_task."""
     from training.ml.embedding_task import EmbeddingData
 
     field = "spatial" if image_input == "spatial" else "pooled"
-    feats = encoders.image_features(split.image_ids, [field])[field]  # (N, F) or (N, 49, F)
-    text = encoders.text_features(split.texts)  # (M, 384)
+    feats = encoders.image_features(split.image_ids, [field], progress(f"{name} image features"))[field]
+    text = encoders.text_features(split.texts, progress(f"{name} caption vectors"))  # (M, 384)
     return EmbeddingData(
         image_feats=torch.from_numpy(np.ascontiguousarray(feats))[:, None],  # (N, 1, ...)
         text_feats=torch.from_numpy(np.asarray(text, np.float32)),
@@ -150,12 +158,13 @@ def embedding_data(split: Split, encoders: Encoders, *, image_input: str):
     )
 
 
-def caption_data(split: Split, encoders: Encoders, *, spatial: bool):
+def caption_data(split: Split, encoders: Encoders, *, spatial: bool, progress: PhaseProgress = _no_progress,
+                 name: str = "train"):
     """CaptionData (one view) for training.ml.caption_task."""
     from training.ml.caption_task import CaptionData
 
     fields = ["pooled", "spatial"] if spatial else ["pooled"]
-    feats = encoders.image_features(split.image_ids, fields)
+    feats = encoders.image_features(split.image_ids, fields, progress(f"{name} image features"))
     return CaptionData(
         pooled=torch.from_numpy(np.ascontiguousarray(feats["pooled"]))[:, None],  # (N, 1, F)
         spatial=torch.from_numpy(np.ascontiguousarray(feats["spatial"]))[:, None] if spatial else None,

@@ -10,7 +10,7 @@ the same object, so a test can swap the whole thing for a small fake with
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -23,12 +23,16 @@ logger = logging.getLogger(__name__)
 IMAGE_CHUNK = 256  # images per features_for call: bounds the float32 spatial block (256x49x1280)
 
 
+Progress = Callable[[int, int], None]  # (done, total), called as work completes (first with done=0)
+
+
 class Encoders(Protocol):
-    def image_features(self, image_ids: Sequence[int], fields: Sequence[str]) -> dict[str, np.ndarray]:
+    def image_features(self, image_ids: Sequence[int], fields: Sequence[str],
+                       progress: Progress | None = None) -> dict[str, np.ndarray]:
         """{field: float16 (N, ...)} for "pooled" (N, 1280), "spatial" (N, 49, 1280), "logits"."""
         ...
 
-    def text_features(self, texts: Sequence[str]) -> np.ndarray:
+    def text_features(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         """(M, 384) float32 unit MiniLM sentence vectors."""
         ...
 
@@ -56,21 +60,26 @@ class Encoders(Protocol):
 class RuntimeEncoders:
     """The real encoders, loaded lazily once per process by `embeddings.runtime`."""
 
-    def image_features(self, image_ids: Sequence[int], fields: Sequence[str]) -> dict[str, np.ndarray]:
+    def image_features(self, image_ids: Sequence[int], fields: Sequence[str],
+                       progress: Progress | None = None) -> dict[str, np.ndarray]:
         from embeddings.encoding import features_for
 
         parts: dict[str, list[np.ndarray]] = {f: [] for f in fields}
         ids = list(image_ids)
+        if progress is not None:
+            progress(0, len(ids))
         for start in range(0, len(ids), IMAGE_CHUNK):
             feats = features_for(ids[start:start + IMAGE_CHUNK])
             for f in fields:
                 parts[f].append(feats[f].astype(np.float16))
+            if progress is not None:
+                progress(min(start + IMAGE_CHUNK, len(ids)), len(ids))
         return {f: (np.concatenate(v) if v else np.zeros((0,), np.float16)) for f, v in parts.items()}
 
-    def text_features(self, texts: Sequence[str]) -> np.ndarray:
+    def text_features(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         from embeddings import runtime
 
-        return runtime.cached_text_vectors(texts)[0]
+        return runtime.cached_text_vectors(texts, progress=progress)[0]
 
     def identities(self) -> dict[str, str]:
         from embeddings import runtime

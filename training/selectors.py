@@ -95,13 +95,16 @@ def run_comparison(run: TrainingRun) -> dict[str, Any] | None:
 def run_progress(run: TrainingRun) -> dict[str, Any]:
     """Everything the run page and the API show about a run, JSON-safe."""
     event = run.last_event or {}
+    # a phase before or after the epochs (features, scoring the active version), while it runs
+    phase = event.get("phase") if run.status == TrainingRun.Status.RUNNING else None
     percent = 100.0 * run.step / run.total_steps if run.total_steps else 0.0
     if run.status == TrainingRun.Status.SUCCEEDED:
         percent = 100.0
     return {
         "id": run.pk, "kind": run.kind, "status": run.status, "epoch": run.epoch, "total_epochs": run.total_epochs,
         "step": run.step, "total_steps": run.total_steps, "percent": round(percent, 1),
-        "eta_s": eta_seconds(run), "lr": event.get("lr"), "samples_per_s": event.get("samples_per_s"),
+        "eta_s": eta_seconds(run) if not phase else phase.get("eta_s"),
+        "phase": phase, "lr": event.get("lr"), "samples_per_s": event.get("samples_per_s"),
         "losses": event.get("losses") or {}, "device": run.device, "worker_host": run.worker_host,
         "attempts": run.attempts, "cancel_requested": run.cancel_requested,
         "heartbeat_at": run.heartbeat_at.isoformat() if run.heartbeat_at else None,

@@ -45,7 +45,8 @@ def site(fake_version, fake_captioner):  # noqa: F811
                                             metrics={"dev": {"t2i_r1": 1.0, "i2t_r1": 2.0},
                                                      "data": {"dev_images": 3, "dev_captions": 3}})
     run = TrainingRun.objects.create(kind="embedding", status="succeeded", epoch=2, total_epochs=2, step=8,
-                                     total_steps=8, model_version=candidate, log_tail="training done: 2 epochs, 8 steps",
+                                     total_steps=8, model_version=candidate,
+                                     log_tail="training done: 2 epochs, 8 steps",
                                      history=[{"epoch": 1, "train": {"loss": 1.0}, "dev": {"t2i_r1": 1.0}},
                                               {"epoch": 2, "train": {"loss": 0.5}, "dev": {"t2i_r1": 1.0}}])
     return {"public_image": images[0].pk, "private_image": images[3].pk, "candidate": candidate.pk, "run": run.pk}

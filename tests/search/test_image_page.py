@@ -42,7 +42,8 @@ def test_each_caption_is_listed_once_and_marked_by_its_source(browser, world):
     html = browser.get(f"/images/{red.pk}/").content.decode()
     body = html.split("<main", 1)[1]
     for text, source in (("a red car", "human"), ("an imported line", "imported"), ("a generated line", "generated")):
-        assert re.search(rf'<li data-source="{source}">\s*<span class="tag {source}">{source}</span> {text}', body), text
+        pattern = rf'<li data-source="{source}">\s*<span class="tag {source}">{source}</span> {text}'
+        assert re.search(pattern, body), text
         assert len(re.findall(rf"> {text}\b", body)) == 1, text  # listed once (the alt text is an attribute)
     assert re.findall(r'<li data-source="(\w+)">', body) == ["human", "imported", "generated"]
     assert body.count('class="captions"') == 1  # one list of captions (it was two: all, then generated again)
@@ -58,7 +59,8 @@ def test_best_captions_are_the_n_best_with_scores_and_a_page_view_saves_nothing(
     before = Caption.objects.count()
     html = browser.get(f"/search/images/{world[2].pk}/best-captions/", **HX).content.decode()
     assert re.findall(r"<li>a blue thing number (\d)", html) == ["0", "1", "2"]
-    assert re.findall(r"muted\" title=\"[^\"]*\">(-[\d.]+)<", html) == ["-0.500", "-1.500", "-2.500"] and "not saved" in html
+    scores = re.findall(r"muted\" title=\"[^\"]*\">(-[\d.]+)<", html)
+    assert scores == ["-0.500", "-1.500", "-2.500"] and "not saved" in html
     assert Caption.objects.count() == before and fake_captioner.generator.beam_sizes == [None]  # stored decoding
 
 

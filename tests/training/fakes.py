@@ -45,11 +45,16 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 class FakeEncoders:
-    def image_features(self, image_ids: Sequence[int], fields: Sequence[str]) -> dict[str, np.ndarray]:
+    def image_features(self, image_ids: Sequence[int], fields: Sequence[str], progress=None) -> dict[str, np.ndarray]:
         feats = fake_image_features(image_ids)
+        if progress is not None:
+            progress(0, len(image_ids))
+            progress(len(image_ids), len(image_ids))
         return {f: feats[f].astype(np.float16) for f in fields}
 
-    def text_features(self, texts: Sequence[str]) -> np.ndarray:
+    def text_features(self, texts: Sequence[str], progress=None) -> np.ndarray:
+        if progress is not None:
+            progress(len(set(texts)), len(set(texts)))
         return fake_text_vectors(texts)
 
     def identities(self) -> dict[str, str]:

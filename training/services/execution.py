@@ -243,11 +243,14 @@ def _finish(run: TrainingRun, token: str, recorder: RunRecorder, outcome: fittin
 def _baseline(run: TrainingRun, active: ModelVersion | None, recorder: RunRecorder) -> dict | None:
     if active is None:
         return None
+    phase = f"scoring the active version {active.name} on dev"
+    recorder.on_event("prepare", {"phase": phase, "done": 0, "total": 1, "rate": None, "eta_s": None})
     try:
         metrics = fitting.baseline_metrics(version=active, run_id=run.pk, encoders=get_encoders())
     except Exception as exc:  # the comparison is informative only; the run itself succeeded
         recorder.log(f"could not score the active version {active.name} on dev: {type(exc).__name__}: {exc}")
         return {"version": active.pk, "name": active.name, "dev": {}, "error": str(exc)[:500]}
+    recorder.on_event("prepare", {"phase": phase, "done": 1, "total": 1, "rate": None, "eta_s": 0.0})
     recorder.log(f"active version {active.name} on the same dev split: "
                  + ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items())[:6]))
     return {"version": active.pk, "name": active.name, "dev": metrics}

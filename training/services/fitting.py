@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import time
 
 import numpy as np
 from collections.abc import Callable
@@ -96,25 +97,49 @@ def prior_model_factory(encoders: Encoders):
     return make
 
 
+def phase_progress(on_event: EventFn | None) -> datasets.PhaseProgress:
+    """Phase name -> a (done, total) callback that emits "prepare" events with a rate and an ETA,
+    so a run shows what it is doing from its first second (features can take many minutes)."""
+    def start(phase: str) -> Callable[[int, int], None] | None:
+        if on_event is None:
+            return None
+        t0, first = time.monotonic(), [-1]
+
+        def report(done: int, total: int) -> None:
+            if first[0] < 0:
+                first[0] = done  # what was cached already does not count towards the rate
+            elapsed = time.monotonic() - t0
+            rate = (done - first[0]) / elapsed if elapsed > 0 and done > first[0] else None
+            eta = (total - done) / rate if rate else (0.0 if done >= total else None)
+            on_event("prepare", {"phase": phase, "done": done, "total": total, "rate": rate, "eta_s": eta,
+                                 "elapsed_s": elapsed})
+        return report
+    return start
+
+
 def build_task(config: TrainConfig, splits: dict[str, datasets.Split], encoders: Encoders,
-               ood: datasets.Split | None = None):
+               ood: datasets.Split | None = None, on_event: EventFn | None = None):
     """The kind's TrainTask over cached features of the run's train and dev splits (+ the OOD set)."""
+    progress = phase_progress(on_event)
     if config.kind == "embedding":
         from training.ml.embedding_task import EmbeddingTask
 
         make = datasets.embedding_data
-        kw = {"image_input": config.model.image_input}
+        kw = {"image_input": config.model.image_input, "progress": progress}
         factory = prior_model_factory(encoders) if config.model.family == "prior" else None
-        extra = {"ood": make(ood, encoders, **kw)} if ood is not None else None
-        return EmbeddingTask(config.model, config.task, batch_size=config.loop.batch_size,
-                             train=make(splits["train"], encoders, **kw), dev=make(splits["dev"], encoders, **kw),
+        train = make(splits["train"], encoders, name="train", **kw)
+        dev = make(splits["dev"], encoders, name="dev", **kw)
+        extra = {"ood": make(ood, encoders, name="ood", **kw)} if ood is not None else None
+        return EmbeddingTask(config.model, config.task, batch_size=config.loop.batch_size, train=train, dev=dev,
                              seed=config.loop.seed, make_model=factory, extra_dev=extra)
     from training.ml.caption_task import CaptionTask
 
     spatial = config.model.decoder == "attention"
     task = CaptionTask(config.model, config.task, batch_size=config.loop.batch_size,
-                       train=datasets.caption_data(splits["train"], encoders, spatial=spatial),
-                       dev=datasets.caption_data(splits["dev"], encoders, spatial=spatial), seed=config.loop.seed)
+                       train=datasets.caption_data(splits["train"], encoders, spatial=spatial, progress=progress,
+                                                   name="train"),
+                       dev=datasets.caption_data(splits["dev"], encoders, spatial=spatial, progress=progress,
+                                                 name="dev"), seed=config.loop.seed)
     task.epochs_planned = config.loop.epochs
     return task
 
@@ -132,7 +157,7 @@ def fit(*, run_id: int, collection_ids: list[int], config: TrainConfig, encoders
     counts = {f"{name}_{what}": n for name, s in named.items()
               for what, n in (("images", s.num_images), ("captions", len(s.texts)))}
     log("data: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    task = build_task(config, splits, encoders, ood)
+    task = build_task(config, splits, encoders, ood, on_event=on_event)
     result = (trainer or train)(config.loop, task, device=device, on_event=on_event,
                                 checkpoint_dir=directory / "state", should_stop=should_stop)
     outcome = FitOutcome(status="cancelled" if result.status == "cancelled" else "succeeded",

@@ -148,7 +148,24 @@ class RunRecorder:
         if self.on_progress is not None:
             self.on_progress(name, payload)
 
+    def _on_prepare(self, p: dict) -> None:
+        """A phase before (or after) the epochs: features being prepared, the active version being
+        scored. Shown with counts, rate and ETA from its first call (done=0)."""
+        previous = self.last_event.get("phase") or {}
+        starting = previous.get("phase") != p["phase"]
+        done, total = int(p["done"]), int(p["total"])
+        self.last_event["phase"] = {"phase": p["phase"], "done": done, "total": total, "rate": p.get("rate"),
+                                    "eta_s": p.get("eta_s"), "at": _iso(timezone.now())}
+        finished = done >= total
+        if starting:
+            self.log(f"{p['phase']}: {done} of {total} ready" + ("" if finished else ", preparing the rest"))
+        elif finished:
+            rate = f" ({p['rate']:.1f}/s)" if p.get("rate") else ""
+            self.log(f"{p['phase']}: all {total} ready after {p.get('elapsed_s', 0.0):.1f}s{rate}")
+        self.update(force=starting or finished)
+
     def _on_start(self, p: dict) -> None:
+        self.last_event.pop("phase", None)  # the epochs' own counters take over
         resumed = p.get("resumed_from_epoch")
         steps_done = (resumed or 0) * p["num_batches"]
         if resumed is not None:

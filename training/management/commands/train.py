@@ -53,8 +53,18 @@ class Command(BaseCommand):
         self.stderr.write(f"Training run {run.pk} ({run.kind}) on {', '.join(names)}")
         bar = tqdm(total=run.total_steps or None, unit="step", disable=opts["no_progress"], file=self.stderr)
 
+        phase = [""]
+
         def on_progress(name: str, payload: dict) -> None:
-            if name == "start":
+            if name == "prepare":  # features before the epochs: the bar counts them first
+                if phase[0] != payload["phase"]:
+                    phase[0] = payload["phase"]
+                    bar.reset(total=payload["total"])
+                    bar.set_description(payload["phase"])
+                bar.n = payload["done"]
+                bar.refresh()
+            elif name == "start":
+                bar.set_description("")
                 bar.reset(total=payload["total_steps"])
                 bar.update((payload.get("resumed_from_epoch") or 0) * payload["num_batches"])
             elif name == "step":
