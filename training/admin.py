@@ -160,7 +160,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return super().has_delete_permission(request, obj) and (obj is None or obj.status != ModelVersion.Status.ACTIVE)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        switches = ModelSwitch.objects.select_related("version", "previous")[:5]
+        switches = [(s, selectors.switch_progress(s), _duration(selectors.switch_progress(s)["eta_s"]))
+                    for s in ModelSwitch.objects.select_related("version", "previous")[:5]]
         return super().changelist_view(request, {**(extra_context or {}), "switches": switches})
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):

@@ -71,6 +71,16 @@ def eta_seconds(run: TrainingRun, now: datetime | None = None) -> float | None:
     return max(0.0, elapsed / done * (run.total_steps - run.step))
 
 
+def switch_progress(switch: ModelSwitch, now: datetime | None = None) -> dict[str, Any]:
+    """A promotion's images done of total, with its rate (images/s since it was created) and the
+    ETA at that rate while it runs."""
+    elapsed = ((now or timezone.now()) - switch.created_at).total_seconds() if switch.created_at else 0.0
+    rate = switch.done / elapsed if elapsed > 0 and switch.done else None
+    running = switch.status not in (ModelSwitch.Status.SUCCEEDED, ModelSwitch.Status.FAILED)
+    eta = (switch.total - switch.done) / rate if running and rate else None
+    return {"done": switch.done, "total": switch.total, "rate": rate, "eta_s": eta}
+
+
 def run_comparison(run: TrainingRun) -> dict[str, Any] | None:
     """The finished run's dev metrics beside the active version's (on the same dev split)."""
     version = run.model_version

@@ -81,3 +81,32 @@ def test_a_run_shows_its_feature_preparation_while_it_happens(tiny_collection, f
     assert "train image features: all" in done.log_tail and "dev caption vectors" in done.log_tail
     assert "scoring the active version" in done.log_tail
     assert staff.get(f"/api/v1/training-runs/{run.pk}/").json()["progress"]["phase"] is None
+
+
+def test_a_switch_reports_its_rate_and_eta_in_the_api_and_the_admin(conse_v0):
+    from datetime import timedelta
+
+    from django.test import Client
+    from django.utils import timezone
+
+    from training.models import ModelSwitch
+    from training.selectors import switch_progress
+    from tests.factories import ModelVersionFactory
+
+    target = ModelVersionFactory(directory="x")
+    switch = ModelSwitch.objects.create(kind="embedding", version=target, status="encoding", total=1000, done=250)
+    ModelSwitch.objects.filter(pk=switch.pk).update(created_at=timezone.now() - timedelta(seconds=50))
+    switch.refresh_from_db()
+    p = switch_progress(switch, now=switch.created_at + timedelta(seconds=50))
+    assert (p["done"], p["total"], round(p["rate"], 1), round(p["eta_s"])) == (250, 1000, 5.0, 150)  # 250 in 50 s
+    staff = APIClient()
+    staff.force_authenticate(UserFactory(is_staff=True))
+    body = staff.get(f"/api/v1/model-switches/{switch.pk}/").json()
+    assert body["progress"]["total"] == 1000 and body["progress"]["rate"] > 0 and body["progress"]["eta_s"] > 0
+    admin = Client()
+    admin.force_login(UserFactory(is_staff=True, is_superuser=True))
+    listing = admin.get("/admin/embeddings/modelversion/").content.decode()
+    assert "250/1000" in listing and "images/s" in listing and "ETA" in listing
+    ModelSwitch.objects.filter(pk=switch.pk).update(status="succeeded", done=1000)
+    switch.refresh_from_db()
+    assert switch_progress(switch)["eta_s"] is None

@@ -1,7 +1,7 @@
 """REST API for model versions and their switches (staff only): list, promote, roll back, follow."""
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -27,11 +27,24 @@ class ModelVersionOutput(serializers.ModelSerializer):
                   "parent", "created_at", "promoted_at"]
 
 
+class SwitchRate(serializers.Serializer):
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+    rate = serializers.FloatField(allow_null=True, help_text="images per second since the switch was created")
+    eta_s = serializers.FloatField(allow_null=True, help_text="seconds left at that rate (null when finished)")
+
+
 class ModelSwitchOutput(serializers.ModelSerializer):
+    progress = serializers.SerializerMethodField()
+
     class Meta:
         model = ModelSwitch
         fields = ["id", "kind", "action", "version", "previous", "status", "total", "done", "chunks_total",
-                  "chunks_done", "error", "created_at", "switched_at", "finished_at"]
+                  "chunks_done", "error", "created_at", "switched_at", "finished_at", "progress"]
+
+    @extend_schema_field(SwitchRate)
+    def get_progress(self, obj: ModelSwitch) -> dict:
+        return selectors.switch_progress(obj)
 
 
 class ModelVersionListApi(APIView):
