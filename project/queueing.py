@@ -16,11 +16,14 @@ from django.db import transaction
 logger = logging.getLogger(__name__)
 
 
-def publish(task_name: str, *args: Any, queue: str | None = None) -> bool:
-    """Send the task now; False (logged) if the broker could not take it."""
+def publish(task_name: str, *args: Any, queue: str | None = None, countdown: float | None = None) -> bool:
+    """Send the task now (to run `countdown` seconds from now, if given); False (logged) if the
+    broker could not take it."""
     from project.celery import app
 
-    options = {"queue": queue} if queue else {}
+    options: dict[str, Any] = {"queue": queue} if queue else {}
+    if countdown:
+        options["countdown"] = countdown
     try:
         app.send_task(task_name, args=list(args), retry=False, **options)
         return True

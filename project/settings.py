@@ -298,6 +298,9 @@ LOUPE_COMMAND_THREADS = env.int("LOUPE_COMMAND_THREADS", default=0)
 # If set, /metrics needs "Authorization: Bearer <token>"; if not, it answers only to this machine.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 LOUPE_MAX_TASK_ATTEMPTS = env.int("LOUPE_MAX_TASK_ATTEMPTS", default=3)
+# Seconds new vectors wait before one batched index write applies all that arrived meanwhile
+# (search.models.PendingIndexItem): an upload is searchable about this long after its encoding.
+SEARCH_INDEX_FLUSH_SECONDS = env.float("SEARCH_INDEX_FLUSH_SECONDS", default=1.0)
 # Query text -> vector cache per web process (entries; 0 turns it off). Popular queries repeat.
 SEARCH_QUERY_CACHE_SIZE = env.int("SEARCH_QUERY_CACHE_SIZE", default=4096)
 # Query texts encoded at once when request threads of one web process search together

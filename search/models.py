@@ -53,3 +53,26 @@ class RemovedItem(models.Model):
 
     def __str__(self) -> str:
         return f"removed {self.modality} {self.item_id} (version {self.model_version_id})"
+
+
+class PendingIndexItem(models.Model):
+    """A stored vector waiting to join its index: the batched, debounced flush's queue.
+
+    Encoding writes one row per new or changed vector (after commit, duplicates ignored); the
+    `index_flush` task applies every waiting id of (version, modality) in one index write and
+    deletes the rows it applied, so a 7,000-image import costs a few hundred index writes, not
+    7,000. Rows outlive a lost message: the periodic index sync flushes whatever is left.
+    """
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    modality = models.CharField(max_length=10, choices=SearchIndex.Modality.choices)
+    item_id = models.BigIntegerField()
+    queued_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model_version", "modality", "item_id"], name="pending_index_item_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"pending {self.modality} {self.item_id} (version {self.model_version_id})"

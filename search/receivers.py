@@ -1,6 +1,7 @@
 """Keep indexes in step with the database: new vectors are added, deleted items removed.
 
-Connected in SearchConfig.ready. Both enqueue thin Celery tasks after commit; a lost message
+Connected in SearchConfig.ready. Both act after commit (adds wait in PendingIndexItem for one
+debounced flush; removals are one task per transaction); a lost message
 (broker down) is repaired by the periodic `search.tasks.index_sync`, and until then search
 results are filtered by the database allow-list anyway, so a deleted image never shows.
 """
@@ -38,14 +39,16 @@ def _is_suppressed() -> bool:
 
 def on_vectors_stored(sender: Any, *, model_version_id: int, image_ids: Sequence[int] = (),
                       caption_ids: Sequence[int] = (), **kwargs: Any) -> None:
-    """embeddings.encoding.vectors_stored: add the new vectors to the version's indexes."""
+    """embeddings.encoding.vectors_stored: queue the new vectors for the version's indexes (one
+    debounced, batched flush applies everything that waits; see search.models.PendingIndexItem)."""
     if _is_suppressed():
         return
-    from search.services.indexes import enqueue_index_update
+    from search.services.indexes import index_queue
 
     for modality, ids in ((IMAGE, list(image_ids)), (CAPTION, list(caption_ids))):
         if ids:
-            transaction.on_commit(lambda m=modality, i=ids: enqueue_index_update(model_version_id, m, i))
+            transaction.on_commit(lambda m=modality, i=ids: index_queue(version_id=model_version_id, modality=m,
+                                                                         ids=i))
 
 
 def _pending() -> dict[str, set[int]]:

@@ -16,6 +16,14 @@ def index_add(model_version_id: int, modality: str, ids: list[int]) -> dict[str,
     return index_apply(version_id=model_version_id, modality=modality, ids=ids)
 
 
+@shared_task(name="search.tasks.index_flush", acks_late=True, reject_on_worker_lost=True)
+def index_flush(model_version_id: int, modality: str) -> dict[str, Any]:
+    """Apply every vector waiting for the index of (version, modality) in one write."""
+    from search.services.indexes import index_flush as flush
+
+    return flush(version_id=model_version_id, modality=modality)
+
+
 @shared_task(name="search.tasks.index_remove", acks_late=True, reject_on_worker_lost=True)
 def index_remove(model_version_id: int, modality: str, ids: list[int]) -> dict[str, Any]:
     """Drop ids whose vectors are gone from the database (deleted images or captions)."""
@@ -38,14 +46,17 @@ def index_rebuild(model_version_id: int, modality: str, only_if_broken: bool = F
 
 @shared_task(name="search.tasks.index_sync")
 def index_sync() -> dict[str, Any]:
-    """Periodic: reconcile the active version's indexes with the database (lost messages)."""
+    """Periodic: flush vectors whose flush message was lost, then reconcile the active version's
+    indexes with the database (lost messages)."""
     from search.selectors import MODALITIES
+    from search.services.indexes import index_flush_all
     from search.services.indexes import index_sync as sync
 
+    flushed = index_flush_all()
     version = ModelVersion.objects.active(ModelVersion.Kind.EMBEDDING).first()
     if version is None:
-        return {}
-    return {m: sync(version=version, modality=m) for m in MODALITIES}
+        return {"flushed": flushed}
+    return {"flushed": flushed, **{m: sync(version=version, modality=m) for m in MODALITIES}}
 
 
 @shared_task(name="search.tasks.reindex_missing", acks_late=True, reject_on_worker_lost=True)

@@ -80,7 +80,7 @@ def published(monkeypatch):
 
     calls: list[tuple[str, tuple]] = []
 
-    def publish(task_name: str, *args, queue=None) -> bool:
+    def publish(task_name: str, *args, queue=None, countdown=None) -> bool:
         calls.append((task_name.rsplit(".", 1)[-1], tuple(args)))
         return True
 

@@ -23,7 +23,7 @@ from project import queueing
 from project.exceptions import ServiceUnavailable
 from search import index as si
 from search import registry, selectors
-from search.models import RemovedItem, SearchIndex
+from search.models import PendingIndexItem, RemovedItem, SearchIndex
 from search.selectors import CAPTION, IMAGE, MODALITIES
 
 logger = logging.getLogger(__name__)
@@ -234,8 +234,56 @@ def removed_forget(*, version_id: int, modality: str, index_ids: np.ndarray) -> 
 
 
 # (the periodic index sync repairs anything a dead broker did not take)
-def enqueue_index_update(version_id: int, modality: str, ids: Sequence[int]) -> bool:
-    return queueing.publish("search.tasks.index_add", int(version_id), modality, [int(i) for i in ids])
+def flush_delay() -> float:
+    return float(settings.SEARCH_INDEX_FLUSH_SECONDS)
+
+
+def _publish_flush(version_id: int, modality: str) -> bool:
+    return queueing.publish("search.tasks.index_flush", int(version_id), modality, countdown=flush_delay())
+
+
+def index_queue(*, version_id: int, modality: str, ids: Sequence[int]) -> bool:
+    """Queue freshly stored vectors for their index (the debounced, batched flush).
+
+    The first ids to wait schedule one `index_flush` SEARCH_INDEX_FLUSH_SECONDS later; ids that
+    arrive while rows already wait ride along with it. True if a flush was scheduled now."""
+    _check_modality(modality)
+    keys = sorted({int(i) for i in ids})
+    if not keys:
+        return False
+    waiting = PendingIndexItem.objects.filter(model_version_id=version_id, modality=modality).exists()
+    PendingIndexItem.objects.bulk_create(
+        [PendingIndexItem(model_version_id=version_id, modality=modality, item_id=i) for i in keys],
+        ignore_conflicts=True, batch_size=1000)
+    if waiting:
+        return False
+    return _publish_flush(version_id, modality)
+
+
+FLUSH_MAX_IDS = 50_000  # ids applied per flush; more wait for the next one (scheduled at once)
+
+
+def index_flush(*, version_id: int, modality: str) -> dict[str, Any]:
+    """Apply every waiting id of (version, modality) in one index write, then drop those rows.
+
+    A failure leaves the rows for the next flush (or the periodic sync). Ids queued while this
+    ran are not lost: if any wait when it ends, another flush is scheduled."""
+    _check_modality(modality)
+    pending = PendingIndexItem.objects.filter(model_version_id=version_id, modality=modality)
+    taken = list(pending.order_by("pk").values_list("pk", "item_id")[:FLUSH_MAX_IDS])
+    if not taken:
+        return {"flushed": 0}
+    result = index_apply(version_id=version_id, modality=modality, ids=[item for _, item in taken])
+    PendingIndexItem.objects.filter(pk__in=[pk for pk, _ in taken]).delete()
+    if pending.exists():
+        _publish_flush(version_id, modality)
+    return {"flushed": len(taken), **result}
+
+
+def index_flush_all() -> dict[str, Any]:
+    """Flush whatever waits for any (version, modality): the periodic repair of lost flushes."""
+    pairs = PendingIndexItem.objects.values_list("model_version_id", "modality").distinct()
+    return {f"{v}:{m}": index_flush(version_id=v, modality=m) for v, m in sorted(set(pairs))}
 
 
 def enqueue_index_removal(version_id: int, modality: str, ids: Sequence[int]) -> bool:

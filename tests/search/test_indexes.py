@@ -183,14 +183,14 @@ def test_readers_never_see_a_mixed_or_half_built_index_while_files_are_swapped(s
     assert seen <= {0, 1}
 
 
-def test_vectors_stored_enqueues_index_add_after_commit_and_the_task_adds_them(
+def test_vectors_stored_schedules_one_flush_after_commit_and_the_flush_adds_them(
         fake_version, collection, enqueued, django_capture_on_commit_callbacks):
     first = ingest(collection, colour_jpeg((250, 10, 10)), caption="a red square")
     with django_capture_on_commit_callbacks(execute=True):
         encoding.images_encode(image_ids=[first.pk], version=fake_version)
     caption_id = first.captions.get().pk
-    assert ("index_add", (fake_version.pk, "image", [first.pk])) in enqueued
-    assert ("index_add", (fake_version.pk, "caption", [caption_id])) in enqueued
+    assert sorted(enqueued) == [("index_flush", (fake_version.pk, "caption")),
+                                ("index_flush", (fake_version.pk, "image"))]
     for name, args in enqueued:
         getattr(tasks, name)(*args)  # what the worker runs
     assert sorted(index_for_search(version=fake_version, modality="image").ids()) == [first.pk]
@@ -200,7 +200,8 @@ def test_vectors_stored_enqueues_index_add_after_commit_and_the_task_adds_them(
     enqueued.clear()
     with django_capture_on_commit_callbacks(execute=True):
         encoding.images_encode(image_ids=[second.pk], version=fake_version)
-    tasks.index_add(*enqueued[0][1])
+    assert ("index_flush", (fake_version.pk, "image")) in enqueued  # nothing waited: a new flush
+    tasks.index_flush(fake_version.pk, "image")
     registry.reset()  # another process reads the saved file
     page = search_images(user=collection.owner, terms=[QueryTerm(text="blue")], k=5)
     assert _ids_of(page) == [second.pk, first.pk]
@@ -308,3 +309,76 @@ def test_index_config_comes_from_settings_and_unknown_keys_are_an_error(fake_ver
     settings.SEARCH_INDEX_CONFIG = {"hnsw_maximum": 5}
     with pytest.raises(ValueError, match="unknown IndexConfig keys"):
         index_config()
+
+
+def test_many_encodes_inside_the_debounce_make_one_flush_and_one_index_write(
+        fake_version, collection, enqueued, django_capture_on_commit_callbacks, monkeypatch):
+    """Issue 15, item 3: index updates are batched (a debounced flush), not one task per image."""
+    from search.models import PendingIndexItem
+    from search.services import indexes
+
+    images = [ingest(collection, colour_jpeg((20 * i, 10, 250 - 20 * i))) for i in range(6)]
+    index_rebuild(version=fake_version, modality="image")
+    for img in images:  # six encode tasks, as six uploads would run them
+        with django_capture_on_commit_callbacks(execute=True):
+            encoding.images_encode(image_ids=[img.pk], version=fake_version)
+    flushes = [args for name, args in enqueued if name == "index_flush" and args[1] == "image"]
+    assert flushes == [(fake_version.pk, "image")]  # the first scheduled it; the rest rode along
+    assert sorted(PendingIndexItem.objects.filter(modality="image").values_list("item_id", flat=True)) == \
+        sorted(i.pk for i in images)
+    writes = []
+    real_apply = indexes.index_apply
+    monkeypatch.setattr(indexes, "index_apply", lambda **kw: writes.append(sorted(kw["ids"])) or real_apply(**kw))
+    result = tasks.index_flush(fake_version.pk, "image")
+    assert result["flushed"] == 6 and writes == [sorted(i.pk for i in images)]
+    assert not PendingIndexItem.objects.filter(modality="image").exists()
+    assert sorted(index_for_search(version=fake_version, modality="image").ids()) == sorted(i.pk for i in images)
+    assert tasks.index_flush(fake_version.pk, "image") == {"flushed": 0}  # a duplicate delivery does nothing
+
+
+def test_a_failed_flush_keeps_its_ids_and_the_periodic_sync_flushes_them(
+        fake_version, collection, enqueued, django_capture_on_commit_callbacks, monkeypatch):
+    from search.models import PendingIndexItem
+    from search.services import indexes
+
+    img = ingest(collection, colour_jpeg((250, 250, 10)))
+    index_rebuild(version=fake_version, modality="image")
+    with django_capture_on_commit_callbacks(execute=True):
+        encoding.images_encode(image_ids=[img.pk], version=fake_version)
+
+    def broken(**kw):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(indexes, "index_apply", broken)
+        with pytest.raises(OSError):
+            tasks.index_flush(fake_version.pk, "image")
+    assert PendingIndexItem.objects.filter(item_id=img.pk).exists()  # nothing lost
+    out = tasks.index_sync()  # the beat's repair (also what a lost flush message falls back to)
+    assert out["flushed"][f"{fake_version.pk}:image"]["flushed"] == 1
+    assert not PendingIndexItem.objects.exists()
+    assert img.pk in index_for_search(version=fake_version, modality="image").ids().tolist()
+
+
+def test_ids_queued_while_a_flush_runs_get_a_flush_of_their_own(fake_version, collection, enqueued, monkeypatch):
+    from search.models import PendingIndexItem
+    from search.services import indexes
+
+    a, b = (ingest(collection, colour_jpeg(rgb)) for rgb in ((1, 2, 3), (200, 100, 50)))
+    index_rebuild(version=fake_version, modality="image")
+    for img in (a, b):
+        encoding.images_encode(image_ids=[img.pk], version=fake_version)
+    PendingIndexItem.objects.all().delete()
+    enqueued.clear()
+    indexes.index_queue(version_id=fake_version.pk, modality="image", ids=[a.pk])
+    real_apply = indexes.index_apply
+
+    def apply_and_meanwhile_queue_b(**kw):
+        indexes.index_queue(version_id=fake_version.pk, modality="image", ids=[b.pk])  # arrives mid-flush
+        return real_apply(**kw)
+
+    monkeypatch.setattr(indexes, "index_apply", apply_and_meanwhile_queue_b)
+    enqueued.clear()
+    assert tasks.index_flush(fake_version.pk, "image")["flushed"] == 1
+    assert enqueued == [("index_flush", (fake_version.pk, "image"))]  # b waits: another flush is scheduled
+    assert list(PendingIndexItem.objects.values_list("item_id", flat=True)) == [b.pk]
