@@ -16,3 +16,10 @@ timeout = 120
 graceful_timeout = 5
 accesslog = "-"
 errorlog = "-"
+
+
+def on_starting(server) -> None:
+    """Every worker this master forks reports its warm-up under the master's pid, so /readyz in
+    any of them answers 200 only when all of them are warm (search/services/warmup.py)."""
+    os.environ["LOUPE_WARM_GROUP"] = str(os.getpid())
+    os.environ["LOUPE_WARM_EXPECTED"] = str(workers)

@@ -153,7 +153,7 @@ def _check_warm() -> None:
     """This process has finished loading its models and indexes (LOUPE_WARM_START)."""
     from search.services import warmup
 
-    if warmup.state()["status"] == "warming":
+    if warmup.group_status() == "warming":  # this process, or (gunicorn) a sibling worker
         raise Warming("models and indexes are loading")
 
 

@@ -14,17 +14,27 @@ request uses, so whatever a request would load lazily is loaded here:
 A step that fails (no model yet, an index being rebuilt) is logged and skipped: the request that
 needs it loads it lazily, exactly as without warm-up. Warm-up never blocks readiness for longer
 than it runs.
+
+Under gunicorn every worker of one master (LOUPE_WARM_GROUP, set in project/gunicorn.conf.py)
+writes its state to VAR_DIR/run/warm/<master>/<pid>, and `group_status` is "ready" only when
+LOUPE_WARM_EXPECTED live workers are: a load balancer never sends a search to a cold sibling of
+the worker that answered /readyz.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from django.conf import settings
 from PIL import Image as PILImage
 
 from embeddings import runtime
@@ -46,6 +56,56 @@ def state() -> dict[str, Any]:
 def reset() -> None:
     with _lock:
         _state.update(status="cold", steps={}, started_at=None, seconds=None)
+
+
+def _group_dir() -> Path | None:
+    group = os.environ.get("LOUPE_WARM_GROUP", "")
+    return Path(settings.VAR_DIR) / "run" / "warm" / group if group.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _publish(status: str) -> None:
+    """This process's status, for its siblings' /readyz (atomic: write then rename)."""
+    folder = _group_dir()
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"status": status, "at": time.time()}))
+        tmp.replace(folder / str(os.getpid()))
+    except OSError as exc:  # readiness then rests on this process alone
+        logger.warning("warm-up state not shared: %s", exc)
+
+
+def group_status() -> str:
+    """warming | ready | cold: this process's status, or (under gunicorn) its whole group's."""
+    mine = state()["status"]
+    folder = _group_dir()
+    if folder is None or mine == "cold":
+        return mine
+    expected = int(os.environ.get("LOUPE_WARM_EXPECTED", "1") or 1)
+    ready = 0
+    for entry in folder.iterdir() if folder.is_dir() else []:
+        if not entry.name.isdigit() or not _alive(int(entry.name)):
+            continue
+        try:
+            status = json.loads(entry.read_text()).get("status")
+        except (OSError, ValueError):
+            continue
+        if status == "warming":
+            return "warming"
+        ready += status == "ready"
+    return "ready" if mine == "ready" and ready >= expected else "warming"
 
 
 def _text_query(version: ModelVersion) -> None:
@@ -91,6 +151,7 @@ def warm_up(role: str = "web") -> dict[str, Any]:
     """Run every step now (each failure logged and skipped); returns the final state."""
     with _lock:
         _state.update(status="warming", steps={}, started_at=time.time(), seconds=None)
+    _publish("warming")
     t0 = time.monotonic()
     try:
         todo = steps(role)
@@ -109,6 +170,7 @@ def warm_up(role: str = "web") -> dict[str, Any]:
         logger.info("warm-up (%s): %s %s", role, name, outcome)
     with _lock:
         _state.update(status="ready", seconds=round(time.monotonic() - t0, 2))
+    _publish("ready")
     logger.info("warm-up (%s) finished in %.1fs", role, time.monotonic() - t0)
     return state()
 
@@ -117,6 +179,7 @@ def warm_up_in_background(role: str = "web") -> threading.Thread:
     """Start warm-up in a daemon thread; /readyz says "warming" until it ends."""
     with _lock:
         _state.update(status="warming", steps={}, started_at=time.time(), seconds=None)
+    _publish("warming")
     thread = threading.Thread(target=warm_up, args=(role,), name=f"loupe-warm-up-{role}", daemon=True)
     thread.start()
     return thread

@@ -86,3 +86,31 @@ def test_a_process_that_never_warms_is_not_held_back(client, monkeypatch):
     monkeypatch.setattr(observability, "CHECKS", {"warm": observability.CHECKS["warm"]})
     assert warmup.state()["status"] == "cold"
     assert client.get("/readyz").status_code == 200
+
+
+def test_under_gunicorn_readyz_waits_for_every_worker_of_the_group(settings, tmp_path, monkeypatch):
+    """A worker that finished warming still answers "warming" while a live sibling is cold; a
+    dead sibling's stale file does not count."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    settings.VAR_DIR = tmp_path
+    monkeypatch.setenv("LOUPE_WARM_GROUP", "4242")
+    monkeypatch.setenv("LOUPE_WARM_EXPECTED", "2")
+    monkeypatch.setattr(warmup, "steps", lambda role: [])
+    warmup.warm_up("web")
+    folder = tmp_path / "run" / "warm" / "4242"
+    assert json.loads((folder / str(os.getpid())).read_text())["status"] == "ready"
+    assert warmup.group_status() == "warming"  # only one of two workers has reported
+    sibling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (folder / str(sibling.pid)).write_text(json.dumps({"status": "warming"}))
+        assert warmup.group_status() == "warming"
+        (folder / str(sibling.pid)).write_text(json.dumps({"status": "ready"}))
+        assert warmup.group_status() == "ready"
+    finally:
+        sibling.kill()
+        sibling.wait()
+    assert warmup.group_status() == "warming"  # the sibling died: its file no longer counts
