@@ -89,3 +89,16 @@ def test_cancel_endpoint(staff_api, tiny_collection, fake_encoders):
     resp = staff_api.post(f"/api/v1/training-runs/{run.pk}/cancel/")
     assert resp.status_code == 202 and resp.json()["status"] == "cancelled"
     assert staff_api.post(f"/api/v1/training-runs/{run.pk}/cancel/").status_code == 409
+
+
+def test_collection_names_with_nul_or_shared_by_two_owners_are_answered_not_500(staff_api, tiny_collection):
+    """Found by the schema fuzz: a NUL byte in a collection name reached PostgreSQL (500), and a
+    name two users both use matched two rows. Names resolve as everywhere else."""
+    from tests.factories import CollectionFactory
+
+    bad = staff_api.post("/api/v1/training-runs/", {**body(), "collections": ["ti\x00ny"]}, format="json")
+    assert bad.status_code == 400 and "collections" in bad.json()["error"]["fields"]
+    CollectionFactory(owner=UserFactory(), name="tiny")  # a second "tiny", another owner's
+    again = staff_api.post("/api/v1/training-runs/", body(), format="json")
+    assert again.status_code == 202, again.content
+    assert TrainingRun.objects.get().collections.get() == tiny_collection  # the older one, as selectors resolve

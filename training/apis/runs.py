@@ -9,7 +9,8 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from embeddings.models import Collection, ModelVersion
+from embeddings import selectors as emb_selectors
+from embeddings.models import ModelVersion
 from project.exceptions import NotFound
 from project.parsers import BoundedJSONField
 from project.schema import ERROR
@@ -36,6 +37,24 @@ class TrainingRunOutput(serializers.ModelSerializer):
         return {k: v for k, v in data.items() if k not in ("id", "kind", "status")}
 
 
+class CollectionName(serializers.CharField):
+    """A collection named as everywhere else (the caller's own first, then the public one, then,
+    staff only, another user's by age: embeddings.selectors.collection_get_visible)."""
+
+    default_error_messages = {"does_not_exist": "No collection named {value!r}."}
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=100, **kwargs)  # CharField refuses NUL characters itself
+
+    def run_validation(self, data=serializers.empty):
+        name = super().run_validation(data)  # a str, length and NUL checked
+        request = self.context.get("request")
+        collection = emb_selectors.collection_get_visible(user=getattr(request, "user", None), name=name)
+        if collection is None:
+            self.fail("does_not_exist", value=name)
+        return collection
+
+
 class TrainingRunListCreateApi(APIView):
     permission_classes = [IsAdminUser]
 
@@ -44,8 +63,7 @@ class TrainingRunListCreateApi(APIView):
             ref_name = "TrainingRunStart"
 
         kind = serializers.ChoiceField(choices=ModelVersion.Kind.choices)
-        collections = serializers.SlugRelatedField(slug_field="name", many=True, queryset=Collection.objects.all(),
-                                                   allow_empty=False)
+        collections = serializers.ListField(child=CollectionName(), allow_empty=False, max_length=100)
         config = BoundedJSONField(required=False, default=dict,
                                   help_text='partial TrainConfig, e.g. {"loop": {"epochs": 10}}')
 
@@ -64,7 +82,7 @@ class TrainingRunListCreateApi(APIView):
                    responses={202: TrainingRunOutput, 400: ERROR, 403: ERROR, 409: OpenApiResponse(
                        ERROR, description="A run of this kind is already queued or running.")})
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.InputSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
         run = services.training_run_start(kind=data.validated_data["kind"],
                                           collections=data.validated_data["collections"],
