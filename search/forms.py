@@ -142,5 +142,6 @@ def _term_rows(data: QueryDict) -> list[tuple[str, float | None]]:
 class CaptionForm(forms.Form):
     image = forms.FileField(label="Image to caption")
     beam = forms.TypedChoiceField(required=False, coerce=int, empty_value=None,
-                                  choices=[("", "tuned (default)"), (1, "greedy"), (3, "beam 3"), (5, "beam 5")])
+                                  choices=[("", "tuned (default)"), (1, "greedy (one caption)"), (3, "beam 3"),
+                                           (5, "beam 5")])
     n = forms.TypedChoiceField(required=False, choices=[(1, "1"), (3, "3"), (5, "5")], coerce=int, empty_value=3)

@@ -141,7 +141,7 @@ def image_best_captions_partial(request: HttpRequest, pk: int) -> HttpResponse:
     image = _visible_image(request, pk)
     return _partial(request, "search/_best_captions.html", lambda: {
         "result": caption_services.caption_generate(user=request.user, image_id=pk, n=BEST_CAPTIONS_ON_IMAGE_PAGE,
-                                                    save=False)}, image=image)
+                                                    save=False, at_most_beam=True)}, image=image)
 
 
 def _captions_context(request: HttpRequest, image: Any, **extra: Any) -> dict[str, Any]:
@@ -195,7 +195,8 @@ def caption_page(request: HttpRequest) -> HttpResponse:
             try:
                 data = d["image"].read(settings.LOUPE_MAX_UPLOAD_BYTES + 1)
                 context["result"] = caption_services.caption_generate(user=request.user, image_bytes=data,
-                                                              beam=d.get("beam") or None, n=d.get("n") or 3)
+                                                                      beam=d.get("beam") or None, n=d.get("n") or 3,
+                                                                      at_most_beam=True)
             except ApplicationError as exc:
                 context["error"], status = exc.message, exc.status_code
         else:

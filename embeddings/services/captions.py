@@ -34,6 +34,8 @@ class GeneratedCaptions:
     captions: list[dict[str, Any]] = field(default_factory=list)  # {"text","score","log_prob","id"}
     image_id: int | None = None
     saved: Caption | None = None
+    beam: int | None = None  # the beam width used (1: greedy)
+    asked_n: int | None = None  # set when n was lowered to the beam width (pages only)
 
 
 def _check_options(beam: int | None, n: int) -> None:
@@ -51,10 +53,14 @@ def _encode_for_search(captions: list[Caption]) -> None:
 
 
 def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: bytes | None = None,
-                     beam: int | None = None, n: int = 1, save: bool = True) -> GeneratedCaptions:
+                     beam: int | None = None, n: int = 1, save: bool = True,
+                     at_most_beam: bool = False) -> GeneratedCaptions:
     """The n best captions of a stored image or an upload; the best one of a stored image is
     saved when `save` and the user may write to its collection. `beam` None: the decoding the
-    captioner was tuned with (beam width, length penalty, no-repeat n-gram stored in its checkpoint)."""
+    captioner was tuned with (beam width, length penalty, no-repeat n-gram stored in its checkpoint).
+
+    n best captions need a beam of at least n (greedy gives one): asking for more is a 400, or,
+    with `at_most_beam` (the pages), n is lowered to the beam and the answer says so."""
     _check_options(beam, n)
     if (image_id is None) == (image_bytes is None):
         raise ApplicationError("Give exactly one of image_id or an image file.", fields={"image": ["Required."]})
@@ -65,6 +71,15 @@ def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: byt
             raise NotFound("No such image.")
     clean = sanitize_bytes(image_bytes or b"").content if image is None else b""  # 400 before any model
     version, generator = runtime.active_captioner()  # 503 ModelUnavailable when none is active
+    width = beam or int(getattr(getattr(generator, "decoding", None), "beam_size", 0) or n)
+    if n > width:
+        if not at_most_beam:
+            how = "greedy decoding gives one" if width == 1 else f"a beam of {width} gives {width}"
+            raise ApplicationError(f"{n} best captions need a beam of at least {n}; {how}.",
+                                   fields={"n": [f"At most the beam width ({width})."]}, code="n_exceeds_beam")
+        asked_n, n = n, width
+    else:
+        asked_n = None
     feats = encoding.features_for([image.pk]) if image is not None else raster_features(clean)
     spatial = torch.from_numpy(feats["spatial"]) if generator.needs_spatial else None
     hyps = generator.caption(torch.from_numpy(feats["pooled"]), spatial, beam_size=beam, n=n)[0]
@@ -78,7 +93,7 @@ def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: byt
         saved = _save_generated(image_id=image.pk, text=kept[0].text, log_prob=float(kept[0].log_prob),
                                 version=version, user=user)
         out[0]["id"] = saved.pk
-    return GeneratedCaptions(version.pk, out, image.pk if image else None, saved)
+    return GeneratedCaptions(version.pk, out, image.pk if image else None, saved, beam=width, asked_n=asked_n)
 
 
 def _save_generated(*, image_id: int, text: str, log_prob: float, version: ModelVersion, user: Any) -> Caption:

@@ -40,13 +40,15 @@ class CaptionGenerateApi(APIView):
         image_id = DbIdField()
         beam = serializers.IntegerField(min_value=1, max_value=MAX_BEAM, required=False,
                                         help_text="beam width; omitted: the captioner's tuned decoding")
-        n = serializers.IntegerField(min_value=1, max_value=MAX_N, default=1)
+        n = serializers.IntegerField(min_value=1, max_value=MAX_N, default=1,
+                                     help_text="how many best captions; needs beam >= n (greedy gives one), else 400")
 
     class CaptionGenerateMultipartInput(serializers.Serializer):
         image = serializers.FileField()
         beam = serializers.IntegerField(min_value=1, max_value=MAX_BEAM, required=False,
                                         help_text="beam width; omitted: the captioner's tuned decoding")
-        n = serializers.IntegerField(min_value=1, max_value=MAX_N, default=1)
+        n = serializers.IntegerField(min_value=1, max_value=MAX_N, default=1,
+                                     help_text="how many best captions; needs beam >= n (greedy gives one), else 400")
 
     class CaptionGenerateOutput(serializers.Serializer):
         class Generated(serializers.Serializer):
@@ -59,6 +61,7 @@ class CaptionGenerateApi(APIView):
         model_version = serializers.IntegerField()
         image_id = serializers.IntegerField(allow_null=True)
         saved = serializers.BooleanField()
+        beam = serializers.IntegerField(help_text="the beam width used (1: greedy, one caption)")
 
     @extend_schema(request={"application/json": CaptionGenerateJsonInput,
                             "multipart/form-data": CaptionGenerateMultipartInput},
@@ -73,7 +76,7 @@ class CaptionGenerateApi(APIView):
             user=request.user, image_id=data.get("image_id"),
             image_bytes=read_upload(data["image"]) if multipart else None, beam=data.get("beam"), n=data["n"])
         body = {"captions": result.captions, "model_version": result.model_version_id,
-                "image_id": result.image_id, "saved": result.saved is not None}
+                "image_id": result.image_id, "saved": result.saved is not None, "beam": result.beam}
         return Response(self.CaptionGenerateOutput(body).data)
 
 

@@ -96,7 +96,7 @@ def test_every_page_is_clean(page, site, role, width):
         if not path.startswith("/admin") and not path.startswith("/api/docs"):
             overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
             assert overflow <= 1, (path, f"scrolls sideways by {overflow}px at {WIDTHS[width]}px")
-        if path.startswith("/images/") and expected == 200:  # the picture large (it was its 224 px file size beside an empty column)
+        if path.startswith("/images/") and expected == 200:  # the picture large (it was 224 px beside an empty column)
             shown = page.evaluate("document.querySelector('.main-image img').getBoundingClientRect().width")
             assert shown >= 0.5 * WIDTHS[width] if width == "desktop" else shown >= 0.85 * WIDTHS[width], (path, shown)
         if shots:

@@ -338,3 +338,17 @@ def test_api_boost_without_a_keyword_boosts_captions_containing_the_query(api, f
     assert order()[0] == [sea.pk, kite.pk]
     assert order(keyword_mode="boost") == ([kite.pk, sea.pk], [True, False])
     assert order(keyword_mode="boost", keyword="sea")[0] == [sea.pk, kite.pk]
+
+
+def test_n_best_captions_need_a_beam_and_greedy_says_it_gives_one(api, world, fake_version, fake_captioner):
+    """Issue 14, item 5: "greedy" returned three different captions for one image."""
+    image = world[0]
+    resp = api.post("/api/v1/captions/", {"image_id": image.pk, "beam": 1, "n": 3}, format="json")
+    assert resp.status_code == 400
+    err = resp.json()["error"]
+    assert err["code"] == "n_exceeds_beam" and "greedy decoding gives one" in err["message"] and "n" in err["fields"]
+    assert fake_captioner.generator.beam_sizes == []  # refused before decoding
+    ok = api.post("/api/v1/captions/", {"image_id": image.pk, "beam": 3, "n": 3}, format="json").json()
+    assert ok["beam"] == 3 and len(ok["captions"]) == 3
+    one = api.post("/api/v1/captions/", {"image_id": image.pk, "beam": 1}, format="json").json()
+    assert one["beam"] == 1 and len(one["captions"]) == 1

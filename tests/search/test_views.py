@@ -224,3 +224,12 @@ def test_search_page_offers_the_photo_minus_dog_plus_cat_example_and_it_searches
     resp = browser.get(photo.group(1).replace("&amp;", "&"))
     assert resp.status_code == 200 and tile_ids(resp.content.decode())
     assert_csp_clean(like)
+
+
+def test_caption_page_greedy_gives_one_caption_and_says_so(browser, fake_version, fake_captioner):
+    resp = browser.post("/caption/", {"image": SimpleUploadedFile("g.jpg", colour_jpeg((5, 250, 5))), "beam": "1",
+                                      "n": "3"}, **HX)
+    html = resp.content.decode()
+    assert resp.status_code == 200 and html.count("<li>") == 1
+    assert "Greedy decoding gives one caption; choose a wider beam for 3." in html
+    assert fake_captioner.generator.beam_sizes == [1]
