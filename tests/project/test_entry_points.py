@@ -66,7 +66,9 @@ def _free_port() -> int:
 @pytest.mark.worker
 @pytest.mark.slow
 def test_make_run_serves_without_debug_and_one_sigterm_to_its_group_stops_everything_within_10_s(tmp_path):
-    env = _env(tmp_path)
+    """With warm starts on, as `make run` has them: the SIGTERM usually lands while the processes
+    are still loading models (their warm-up threads must not hold the stop back)."""
+    env = _env(tmp_path, LOUPE_WARM_START="true")
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True, timeout=300)
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--no-input", "-v0"], cwd=REPO, env=env,
                    check=True, timeout=300)
