@@ -111,6 +111,16 @@ def api(user) -> APIClient:
 
 
 @pytest.fixture
+def signed_in(user):
+    """A Django test client with `user` logged in (pages, not the API)."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
 def anon_api() -> APIClient:
     return APIClient()
 

@@ -10,21 +10,15 @@ from tests.factories import CollectionFactory, make_image
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def browser(user):
-    client = Client()
-    client.force_login(user)
-    return client
 
-
-def test_the_page_lists_ones_own_collections_with_counts_and_indexing_state(browser, user, other_user, conse_v0):
+def test_the_page_lists_ones_own_collections_with_counts_and_indexing_state(signed_in, user, other_user, conse_v0):
     mine = CollectionFactory(owner=user, name="holiday")
     encoded = make_image(mine, seed=1, caption="a beach", status=Image.Status.READY)
     make_image(mine, seed=2, status=Image.Status.PENDING)
     make_image(mine, seed=3, status=Image.Status.FAILED)
     ImageEmbedding.objects.create(image=encoded, model_version=conse_v0, vector=b"\0" * 16)
     CollectionFactory(owner=other_user, name="theirs-secret")
-    resp = browser.get("/collections/")
+    resp = signed_in.get("/collections/")
     assert resp.status_code == 200
     html = resp.content.decode()
     assert "holiday" in html and "theirs-secret" not in html
@@ -38,34 +32,34 @@ def test_signed_out_visitors_are_sent_to_log_in():
     assert resp.status_code == 302 and "/accounts/login/" in resp["Location"]
 
 
-def test_creating_from_the_page_makes_a_private_collection_and_a_taken_name_is_a_400_that_keeps_the_form(browser, user):
-    resp = browser.post("/collections/", {"name": "  walks ", "description": "dogs"})
+def test_creating_from_the_page_makes_a_private_collection_and_a_taken_name_is_a_400_keeping_the_form(signed_in, user):
+    resp = signed_in.post("/collections/", {"name": "  walks ", "description": "dogs"})
     assert resp.status_code == 302
     made = Collection.objects.get(owner=user)
     assert (made.name, made.description, made.is_public) == ("walks", "dogs", False)
-    again = browser.post("/collections/", {"name": "walks", "description": "kept"})
+    again = signed_in.post("/collections/", {"name": "walks", "description": "kept"})
     assert again.status_code == 400 and "already have a collection" in again.content.decode()
     assert 'value="walks"' in again.content.decode() and Collection.objects.filter(owner=user).count() == 1
 
 
-def test_rename_and_publish_from_the_page_and_a_clash_changes_nothing(browser, user, other_user):
+def test_rename_and_publish_from_the_page_and_a_clash_changes_nothing(signed_in, user, other_user):
     mine = CollectionFactory(owner=user, name="old")
-    resp = browser.post(f"/collections/{mine.pk}/edit/", {f"c{mine.pk}-name": "new", f"c{mine.pk}-is_public": "on"})
+    resp = signed_in.post(f"/collections/{mine.pk}/edit/", {f"c{mine.pk}-name": "new", f"c{mine.pk}-is_public": "on"})
     assert resp.status_code == 302
     mine.refresh_from_db()
     assert (mine.name, mine.is_public) == ("new", True)
     CollectionFactory(owner=other_user, name="taken", is_public=True)
-    resp = browser.post(f"/collections/{mine.pk}/edit/", {f"c{mine.pk}-name": "taken", f"c{mine.pk}-is_public": "on"},
+    resp = signed_in.post(f"/collections/{mine.pk}/edit/", {f"c{mine.pk}-name": "taken", f"c{mine.pk}-is_public": "on"},
                         follow=True)
     assert "Not saved" in resp.content.decode() and "public collection named" in resp.content.decode()
     mine.refresh_from_db()
     assert (mine.name, mine.is_public) == ("new", True)
-    browser.post(f"/collections/{mine.pk}/edit/", {f"c{mine.pk}-name": "new"})  # unticked: private again
+    signed_in.post(f"/collections/{mine.pk}/edit/", {f"c{mine.pk}-name": "new"})  # unticked: private again
     mine.refresh_from_db()
     assert mine.is_public is False
 
 
-def test_delete_removes_images_captions_vectors_and_files_and_nothing_else(browser, user, conse_v0,
+def test_delete_removes_images_captions_vectors_and_files_and_nothing_else(signed_in, user, conse_v0,
                                                                           django_capture_on_commit_callbacks):
     doomed, kept = CollectionFactory(owner=user, name="doomed"), CollectionFactory(owner=user, name="kept")
     gone = make_image(doomed, seed=4, caption="going")
@@ -74,7 +68,7 @@ def test_delete_removes_images_captions_vectors_and_files_and_nothing_else(brows
     files = [gone.file.name, gone.thumbnail.name]
     assert all(default_storage.exists(n) for n in files)
     with django_capture_on_commit_callbacks(execute=True):
-        resp = browser.post(f"/collections/{doomed.pk}/delete/", follow=True)
+        resp = signed_in.post(f"/collections/{doomed.pk}/delete/", follow=True)
     assert resp.status_code == 200 and "deleted" in resp.content.decode()
     assert not Collection.objects.filter(pk=doomed.pk).exists()
     assert list(Image.objects.values_list("pk", flat=True)) == [stays.pk]
@@ -84,10 +78,10 @@ def test_delete_removes_images_captions_vectors_and_files_and_nothing_else(brows
     assert default_storage.exists(stays.file.name)
 
 
-def test_another_users_collection_cannot_be_edited_or_deleted_from_the_page(browser, other_user):
+def test_another_users_collection_cannot_be_edited_or_deleted_from_the_page(signed_in, other_user):
     theirs = CollectionFactory(owner=other_user, name="theirs", is_public=True)
-    assert browser.post(f"/collections/{theirs.pk}/edit/", {f"c{theirs.pk}-name": "mine now"}).status_code == 404
-    assert browser.post(f"/collections/{theirs.pk}/delete/").status_code == 404
+    assert signed_in.post(f"/collections/{theirs.pk}/edit/", {f"c{theirs.pk}-name": "mine now"}).status_code == 404
+    assert signed_in.post(f"/collections/{theirs.pk}/delete/").status_code == 404
     assert Collection.objects.get(pk=theirs.pk).name == "theirs"
 
 

@@ -7,25 +7,19 @@ from rest_framework.test import APIClient
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def browser(user):
-    client = Client()
-    client.force_login(user)
-    return client
 
-
-def test_the_token_page_makes_shows_and_regenerates_a_token_that_the_api_accepts(browser, user):
-    page = browser.get("/accounts/token/")
+def test_the_token_page_makes_shows_and_regenerates_a_token_that_the_api_accepts(signed_in, user):
+    page = signed_in.get("/accounts/token/")
     assert page.status_code == 200 and "no API token yet" in page.content.decode()
     assert not Token.objects.exists()  # a GET makes nothing
     assert "no-store" in page["Cache-Control"]
-    assert browser.post("/accounts/token/").status_code == 302
+    assert signed_in.post("/accounts/token/").status_code == 302
     first = Token.objects.get(user=user).key
-    assert first in browser.get("/accounts/token/").content.decode()
+    assert first in signed_in.get("/accounts/token/").content.decode()
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {first}")
     assert api.post("/api/v1/collections/", {"name": "by token"}, format="json").status_code == 201
-    browser.post("/accounts/token/")
+    signed_in.post("/accounts/token/")
     second = Token.objects.get(user=user).key
     assert second != first
     old = api.get("/api/v1/collections/")
