@@ -7,9 +7,10 @@ A folder holds:
   output weights, vocabulary counts, sampling tables), which gensim only saves this way; it is
   a pickle, so it is opened only after its sha256 matches both the manifest and, when the
   caller passes them, the digests recorded in the database when our trainer wrote it.
-- ``index.safetensors``: ``image_ids`` (N,) int64, ``vectors`` (N, D) float32 unit,
-  ``source`` (N,) uint8 (SOURCE_TRAINED / _INFERRED / _MAPPED), ``map_weight`` (F, D) and
-  ``map_bias`` (D,) of the image map. Never pickled.
+- ``index.safetensors``: ``image_ids`` (N,) int64, ``vectors`` (N, D) float32 unit (in the
+  ParagraphSpace), ``source`` (N,) uint8 (SOURCE_TRAINED / _INFERRED / _MAPPED), ``center`` (D,)
+  of the space, ``map_weight`` (F, D) and ``map_bias`` (D,) of the image map, ``mapped_offset``
+  (1,). Never pickled.
 - ``manifest.json`` (last): format name and version, the ParagraphConfig, the seed, meta, and
   the sha256 of every other file.
 
@@ -37,7 +38,7 @@ from safetensors.numpy import save_file as st_save_file
 from embeddings.ml.atomic import atomic_write_bytes, fsync_dir
 from embeddings.ml.checkpoint import CheckpointError, CorruptCheckpoint, IncompatibleCheckpoint
 from embeddings.ml.config_dict import dataclass_from_dict
-from embeddings.ml.paragraph import ImageMap, ParagraphConfig, ParagraphVectors
+from embeddings.ml.paragraph import SOURCE_MAPPED, ImageMap, ParagraphConfig, ParagraphSpace, ParagraphVectors
 
 FORMAT = "loupe.paragraph"
 FORMAT_VERSION = 1
@@ -50,14 +51,24 @@ __all__ = ["CheckpointError", "ParagraphIndex", "load_paragraph", "save_paragrap
 
 @dataclass
 class ParagraphIndex:
-    """A trained paragraph model with the vectors of the images it was built for."""
+    """A trained paragraph model with the vectors of the images it was built for.
+
+    ``mapped_offset`` is subtracted from the score of every image placed by the image map: the
+    measured hubness gap between mapped vectors and real documents (embeddings.ml.paragraph), so
+    a mapped image ranks above a described one only when it is clearly closer."""
 
     vectors_model: ParagraphVectors
+    space: ParagraphSpace
     image_map: ImageMap
     image_ids: np.ndarray  # (N,) int64, ascending
-    vectors: np.ndarray  # (N, D) float32 unit
+    vectors: np.ndarray  # (N, D) float32 unit, in `space`
     source: np.ndarray  # (N,) uint8
+    mapped_offset: float = 0.0
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), D) unit query vectors in the index's space."""
+        return self.space(self.vectors_model.infer(texts))
 
     def __post_init__(self) -> None:
         order = np.argsort(self.image_ids, kind="stable")
@@ -75,6 +86,7 @@ class ParagraphIndex:
         if len(rows) == 0 or k < 1:
             return []
         scores = self.vectors[rows] @ np.asarray(query, np.float32).reshape(-1)
+        scores = scores - np.where(self.source[rows] == SOURCE_MAPPED, np.float32(self.mapped_offset), 0)
         top = np.argsort(-scores, kind="stable")[:k]
         return [(int(self.image_ids[rows[j]]), float(scores[j]), int(self.source[rows[j]])) for j in top]
 
@@ -104,6 +116,8 @@ def save_paragraph(directory: str | os.PathLike[str], index: ParagraphIndex) -> 
         st_save_file({"image_ids": np.ascontiguousarray(index.image_ids, np.int64),
                       "vectors": np.ascontiguousarray(index.vectors, np.float32),
                       "source": np.ascontiguousarray(index.source, np.uint8),
+                      "center": np.ascontiguousarray(index.space.center, np.float32),
+                      "mapped_offset": np.asarray([index.mapped_offset], np.float32),
                       "map_weight": np.ascontiguousarray(index.image_map.weight, np.float32),
                       "map_bias": np.ascontiguousarray(index.image_map.bias, np.float32)}, str(part / INDEX))
         files = {}
@@ -186,10 +200,14 @@ def load_paragraph(directory: str | os.PathLike[str], *, expected_files: Mapping
         if not isinstance(model, Doc2Vec) or model.vector_size != config.vector_size:
             raise CorruptCheckpoint(f"{directory}: doc2vec-{m}.model does not match the config")
     vectors = arrays["vectors"]
-    if vectors.ndim != 2 or vectors.shape[1] != config.dim or arrays["map_weight"].shape != (config.image_dim,
-                                                                                            config.dim):
+    shapes = {"map_weight": (config.image_dim, config.dim), "map_bias": (config.dim,), "center": (config.dim,),
+              "mapped_offset": (1,)}
+    if vectors.ndim != 2 or vectors.shape[1] != config.dim or any(
+            name not in arrays or arrays[name].shape != shape for name, shape in shapes.items()):
         raise CorruptCheckpoint(f"{directory}: index shapes do not match the config")
     return ParagraphIndex(ParagraphVectors(config=config, models=models, seed=int(manifest.get("seed", 0))),
+                          ParagraphSpace(center=arrays["center"]),
                           ImageMap(weight=arrays["map_weight"], bias=arrays["map_bias"]),
                           image_ids=arrays["image_ids"].astype(np.int64), vectors=vectors.astype(np.float32),
-                          source=arrays["source"].astype(np.uint8), meta=dict(manifest.get("meta") or {}))
+                          source=arrays["source"].astype(np.uint8), mapped_offset=float(arrays["mapped_offset"][0]),
+                          meta=dict(manifest.get("meta") or {}))

@@ -128,7 +128,7 @@ def _procs(device: str) -> int:
 def _fit(run: TrainingRun, token: str, recorder: RunRecorder, beat: Heartbeat, device: str) -> fitting.FitOutcome:
     config = TrainConfig.from_dict(run.config)
     collection_ids = list(run.collections.values_list("pk", flat=True))
-    nproc = _procs(device)
+    nproc = _procs(device) if config.kind != "paragraph" else 1  # gensim: one process, its own threads
     if nproc > 1:
         return _fit_torchrun(run, token, recorder, nproc, collection_ids)
     return fitting.fit(run_id=run.pk, collection_ids=collection_ids, config=config, encoders=get_encoders(),
@@ -200,6 +200,8 @@ def _cancel_if_requested(run_id: int) -> None:
 
 def _family(run: TrainingRun) -> str:
     """The version's family as its config says (a ConSE-prior run is "prior", not "joint")."""
+    if run.kind == ModelVersion.Kind.PARAGRAPH:
+        return str(ModelVersion.Family.DOC2VEC)
     if run.kind != ModelVersion.Kind.EMBEDDING:
         return str(ModelVersion.Family.CAPTIONER)
     family = (run.config.get("model") or {}).get("family", "joint")

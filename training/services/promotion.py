@@ -11,6 +11,9 @@ failure leaves the old version active.
 Captioner: the statuses flip at once (new uploads get the new captioner), then the generated
 captions of every image are regenerated in the background; human and imported captions are
 never touched.
+
+Paragraph vectors: only the statuses flip (a version holds the vectors of the images it was
+trained for, so there is nothing to encode); roll-back is the same flip back.
 """
 from __future__ import annotations
 
@@ -148,6 +151,10 @@ def switch_start(*, switch_id: int, fan_out: bool = True) -> ModelSwitch:
                 switch.status = ModelSwitch.Status.INDEXING
                 if fan_out:
                     enqueue("switch_finish", switch.pk)
+        elif switch.kind == ModelVersion.Kind.PARAGRAPH:
+            # A paragraph version carries its own image vectors: switching is the status flip alone.
+            _flip(switch)
+            switch.status, switch.done, switch.finished_at = ModelSwitch.Status.SUCCEEDED, switch.total, timezone.now()
         else:
             _flip(switch)
             todo = list(_missing_captions(switch).order_by("pk").values_list("pk", flat=True))

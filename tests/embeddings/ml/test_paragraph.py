@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from embeddings.ml.checkpoint import CheckpointError, CorruptCheckpoint, IncompatibleCheckpoint
-from embeddings.ml.paragraph import (SOURCE_MAPPED, SOURCE_TRAINED, ParagraphConfig, document_text, fit_image_map,
-                                     tokenize, train_paragraph_vectors)
+from embeddings.ml.paragraph import (SOURCE_MAPPED, SOURCE_TRAINED, ParagraphConfig, ParagraphSpace, document_text,
+                                     fit_image_map, hubness, tokenize, train_paragraph_vectors)
 from embeddings.ml.paragraph_io import ParagraphIndex, load_paragraph, save_paragraph
 
 DOCS = [
@@ -54,6 +54,7 @@ def test_inference_is_stable_after_a_save_and_load(tmp_path):
     before, after = pv.infer(DOCS), loaded.vectors_model.infer(DOCS)
     assert float(np.min(np.sum(before * after, axis=1))) > 0.99
     assert np.array_equal(loaded.image_ids, index.image_ids) and np.array_equal(loaded.vectors, index.vectors)
+    assert np.array_equal(loaded.space.center, index.space.center) and loaded.mapped_offset == index.mapped_offset
     assert loaded.position(int(index.image_ids[3])) == 3 and loaded.position(10_000) is None
 
 
@@ -102,25 +103,50 @@ def test_tokenize_and_document_text():
     assert document_text([" a dog ", "", "a cat"]) == "a dog a cat"
 
 
-def _index(pv) -> ParagraphIndex:
+def _index(pv, offset: float = 0.0) -> ParagraphIndex:
     rng = np.random.default_rng(1)
-    image_map = fit_image_map(rng.standard_normal((len(DOCS), 12)), pv.docvecs(), ridge=1.0)
-    ids = np.arange(100, 100 + len(DOCS), dtype=np.int64)
+    space = ParagraphSpace.of(pv.docvecs())
+    image_map = fit_image_map(rng.standard_normal((len(DOCS), 12)), space(pv.docvecs()), ridge=1.0)
+    ids = np.arange(100, 100 + len(DOCS), dtype=np.int64)  # document i is image 100 + i
     source = np.full(len(DOCS), SOURCE_TRAINED, np.uint8)
-    source[-1] = SOURCE_MAPPED
-    return ParagraphIndex(pv, image_map, ids, pv.docvecs(), source, meta={"collection_ids": [1]})
+    source[7] = SOURCE_MAPPED  # image 107
+    rev = slice(None, None, -1)  # given in reverse: the index sorts by id, moving vectors along
+    return ParagraphIndex(pv, space, image_map, ids[rev].copy(), space(pv.docvecs())[rev].copy(), source[rev].copy(),
+                          mapped_offset=offset, meta={"collection_ids": [1]})
+
+
+def test_space_is_centred_and_hubness_matches_a_loop():
+    rng = np.random.default_rng(2)
+    docs = rng.standard_normal((6, 4)).astype(np.float32) + 3.0
+    space = ParagraphSpace.of(docs)
+    out = space(docs)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-6) and np.allclose(space.center, docs.mean(0))
+    ref = [np.mean(sorted(out @ v)[-2:]) for v in out]
+    assert np.allclose(hubness(out, out, k=2), ref, atol=1e-6)
+
+
+def test_mapped_images_are_scored_lower_by_the_offset():
+    pv = train()
+    plain, lowered = _index(pv), _index(pv, offset=0.25)
+    query = plain.encode([DOCS[7]])[0]
+    top = dict((i, s) for i, s, _ in plain.search(query, plain.image_ids, 8))
+    low = dict((i, s) for i, s, _ in lowered.search(query, lowered.image_ids, 8))
+    assert low[107] == pytest.approx(top[107] - 0.25) and low[100] == pytest.approx(top[100])
 
 
 def test_search_ranks_allowed_ids_only_against_brute_force():
     pv = train()
     index = _index(pv)
-    query = pv.infer([DOCS[1]])[0]
+    query = index.encode([DOCS[1]])[0]
     allowed = index.image_ids[[0, 1, 2, 5]]
     hits = index.search(query, allowed, 3)
     scores = index.vectors @ query
     ref = sorted(((int(index.image_ids[i]), float(scores[i])) for i in [0, 1, 2, 5]), key=lambda t: -t[1])[:3]
     assert [(i, round(s, 5)) for i, s, _ in hits] == [(i, round(s, 5)) for i, s in ref]
-    assert hits[0][0] == 101 and index.search(query, np.array([], np.int64), 3) == []
+    assert hits[0][0] == 101 and index.source[index.position(107)] == SOURCE_MAPPED
+    assert index.search(query, np.array([], np.int64), 3) == []
+    assert list(index.image_ids) == sorted(index.image_ids)  # vectors moved with their ids
+    assert np.allclose(index.vectors[index.position(103)], index.space(pv.docvecs())[3])
 
 
 def test_a_tampered_file_is_refused_before_it_is_unpickled(tmp_path):

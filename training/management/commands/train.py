@@ -1,4 +1,4 @@
-"""python manage.py train --kind embedding|captioner --collection NAME [--config FILE] [--set key=value ...]
+"""python manage.py train --kind embedding|captioner|paragraph --collection NAME [--config FILE] [--set key=value ...]
 
 The same service as the admin's Retrain button and the REST API, run synchronously in this
 process with a progress bar: the run is recorded (and shown in the admin) like any other.
@@ -14,6 +14,7 @@ from tqdm import tqdm
 from embeddings.models import Collection
 from project.exceptions import ApplicationError
 from training import services
+from training.services.configs import KINDS
 from training.services.promotion import model_version_promote
 
 
@@ -21,7 +22,7 @@ class Command(BaseCommand):
     help = "Train a model version on collections (synchronously, with a progress bar)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--kind", required=True, choices=["embedding", "captioner"])
+        parser.add_argument("--kind", required=True, choices=list(KINDS))
         parser.add_argument("--collection", action="append", required=True, help="repeat for several")
         parser.add_argument("--config", type=Path, help="JSON file: a full or partial TrainConfig")
         parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
