@@ -20,6 +20,7 @@ from embeddings.services import captions as caption_services
 from project.exceptions import ApplicationError
 from search import selectors, services
 from search.forms import CaptionForm, SearchForm
+from search.services.paragraphs import similar_descriptions_context
 
 SIMILAR_ON_IMAGE_PAGE = 12
 
@@ -112,6 +113,16 @@ def image_labels_partial(request: HttpRequest, pk: int) -> HttpResponse:
     image = _visible_image(request, pk)
     return _partial(request, "search/_labels.html",
                     lambda: {"labels": services.image_labels(user=request.user, image_id=pk)}, image=image)
+
+
+@require_GET
+def image_similar_descriptions_partial(request: HttpRequest, pk: int) -> HttpResponse:
+    """Images described like this one (paragraph vectors), for the image page."""
+    image = _visible_image(request, pk)
+    context = similar_descriptions_context(user=request.user, image_id=image.pk)
+    status = context.pop("status", 200)
+    return render(request, "search/_similar_descriptions.html", {"image": image, **context},
+                  status=_status(request, status))
 
 
 def _captions_context(request: HttpRequest, image: Any, **extra: Any) -> dict[str, Any]:

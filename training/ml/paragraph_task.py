@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embeddings.ml.paragraph import ImageMap, ParagraphConfig, document_text
+from embeddings.ml.paragraph import ImageMap, ParagraphConfig, document_text, hubness
 from training.ml.config import register_kind
 from training.ml.retrieval_metrics import recalls_from_ranks, retrieval_ranks
 
@@ -81,3 +81,29 @@ def paragraph_metrics(encode: Encode, image_map: ImageMap, captions: Sequence[Se
     out = p2i_metrics(encode, captions, image_map(pooled))
     out.update(p2d_metrics(encode, captions, held_out))
     return out
+
+
+def mapped_offset(encode: Encode, image_map: ImageMap, captions: Sequence[Sequence[str]], pooled: np.ndarray,
+                  targets: np.ndarray) -> tuple[float, float]:
+    """(offset, measured gap): how much closer to the training documents ``targets`` the mapped
+    vectors of these images sit than their real documents do (mean CSLS hubness); the offset is
+    the gap, or 0 when mapped vectors are not hubs."""
+    gap = float(hubness(image_map(pooled), targets).mean()
+                - hubness(encode([document_text(c) for c in captions]), targets).mean())
+    return max(gap, 0.0), gap
+
+
+def mixed_index_top1(encode: Encode, image_map: ImageMap, captions: Sequence[Sequence[str]], pooled: np.ndarray,
+                     held_out: int, offset: float) -> dict[str, float]:
+    """A mixed index as the product holds one: the first half of the images by their documents
+    (all but ``held_out`` captions), the second half by the image map only. Queries are the first
+    half's held-out captions. Returns the percent of queries whose top hit is their own document
+    (``mixed_r1``) and whose top hit is a mapped image (``mixed_mapped_top1``)."""
+    half = len(captions) // 2
+    rows, docs, queries = split_held_out(captions[:half], held_out)
+    candidates = np.vstack([encode(docs), image_map(pooled[half:])])  # (R + N - half, D)
+    scores = encode(queries) @ candidates.T
+    scores[:, len(rows):] -= offset
+    top = scores.argmax(axis=1)
+    return {"mixed_r1": float(100 * np.mean(top == np.arange(len(rows)))),
+            "mixed_mapped_top1": float(100 * np.mean(top >= len(rows)))}

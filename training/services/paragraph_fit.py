@@ -27,14 +27,13 @@ import numpy as np
 from django.conf import settings
 
 from embeddings.ml.paragraph import (SOURCE_INFERRED, SOURCE_MAPPED, SOURCE_TRAINED, ImageMap, ParagraphSpace,
-                                     ParagraphVectors, document_text, fit_image_map, hubness,
-                                     train_paragraph_vectors)
+                                     ParagraphVectors, document_text, fit_image_map, train_paragraph_vectors)
 from embeddings.ml.paragraph_io import ParagraphIndex, save_paragraph
 from embeddings.models import Caption, Image, ModelVersion
 from training import datasets
 from training.encoders import Encoders
 from training.ml.config import TrainConfig
-from training.ml.paragraph_task import paragraph_metrics
+from training.ml.paragraph_task import mapped_offset, paragraph_metrics
 from training.ml.trainer import EventFn
 
 logger = logging.getLogger(__name__)
@@ -134,10 +133,8 @@ def paragraph_fit(*, run_id: int, collection_ids: list[int], config: TrainConfig
     dev_pooled, dev_captions = _pooled(encoders, dev.image_ids), dev.captions_per_image()
     dev_metrics = paragraph_metrics(encode, image_map, dev_captions, dev_pooled, config.task.held_out)
     # The hubness gap of mapped vectors over real documents, measured on dev (never trained on).
-    gap = float(hubness(image_map(dev_pooled), targets).mean()
-                - hubness(encode([document_text(c) for c in dev_captions]), targets).mean())
-    mapped_offset = max(gap, 0.0)
-    log(f"image map: mapped vectors' hubness gap on dev {gap:.3f}; their scores are lowered by {mapped_offset:.3f}")
+    offset, gap = mapped_offset(encode, image_map, dev_captions, dev_pooled, targets)
+    log(f"image map: mapped vectors' hubness gap on dev {gap:.3f}; their scores are lowered by {offset:.3f}")
     on_event("epoch", {"epoch": passes, "train": {}, "dev": dev_metrics, "improved": True})
     outcome = FitOutcome(status="succeeded", stop_reason="completed", dev_metrics=dev_metrics, best_epoch=passes,
                          epochs=passes, steps=passes, data=counts, dim=model_cfg.dim,
@@ -148,7 +145,7 @@ def paragraph_fit(*, run_id: int, collection_ids: list[int], config: TrainConfig
                  (("trained", SOURCE_TRAINED), ("inferred", SOURCE_INFERRED), ("mapped", SOURCE_MAPPED))}
         log("index: " + ", ".join(f"{k} {v}" for k, v in n_src.items()))
         model_dir = directory / "model"
-        index = ParagraphIndex(pv, space, image_map, ids, vectors, source, mapped_offset=mapped_offset,
+        index = ParagraphIndex(pv, space, image_map, ids, vectors, source, mapped_offset=offset,
                                meta={"run_id": run_id, "collection_ids": list(collection_ids),
                                      "train_config": config.to_dict(), "dev_metrics": dev_metrics,
                                      "encoders": outcome.encoders, "sources": n_src})
