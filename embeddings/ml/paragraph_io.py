@@ -163,7 +163,7 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def _check_files(directory: Path, listed: Mapping[str, str], expected: Mapping[str, str] | None) -> None:
+def _check_files(directory: Path, listed: Any, expected: Mapping[str, str] | None) -> None:
     """Every listed file exists and has its sha256; with ``expected`` (the database's record),
     the two lists agree too. Runs before anything is unpickled."""
     if not isinstance(listed, Mapping) or not listed:
