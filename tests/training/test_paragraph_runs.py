@@ -150,3 +150,20 @@ def test_the_kind_defaults_to_pv_dbow_with_gensims_learning_rate():
 
     config = train_config_build(kind="paragraph")
     assert config.model.mode == "dbow" and config.loop.lr == 0.025 and config.loop.epochs == 20
+
+
+def test_manage_py_train_runs_the_paragraph_kind_and_promotes_it(paragraph_collection):
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    out, err = io.StringIO(), io.StringIO()
+    call_command("train", "--kind", "paragraph", "--collection", "paragraphs", "--set", "loop.epochs=5",
+                 "--set", "model.min_count=1", "--set", "model.sample=0", "--set", "task.held_out=1", "--promote",
+                 "--json", stdout=out, stderr=err)
+    result, _ = json.JSONDecoder().raw_decode(out.getvalue())  # the JSON, then the promotion line
+    run = TrainingRun.objects.get(pk=result["run"])
+    assert run.status == "succeeded" and run.kind == "paragraph" and run.step == run.total_steps == 5
+    assert runtime.active_version("paragraph") == run.model_version
+    assert "epoch 5: p2d_r1" in err.getvalue() and "loss=" not in err.getvalue()

@@ -57,10 +57,11 @@ class Command(BaseCommand):
                 bar.update((payload.get("resumed_from_epoch") or 0) * payload["num_batches"])
             elif name == "step":
                 bar.n = payload["step"]
-                bar.set_postfix(epoch=payload["epoch"], lr=f"{payload['lr']:.2e}",
-                                loss=f"{sum(v for k, v in payload['losses'].items() if k.endswith('_loss')):.4f}")
+                losses = [v for k, v in payload["losses"].items() if k.endswith("_loss")]
+                extra = {"loss": f"{sum(losses):.4f}"} if losses else {}  # gensim (paragraph) reports none
+                bar.set_postfix(epoch=payload["epoch"], lr=f"{payload['lr']:.2e}", **extra)
                 bar.refresh()
-            elif name == "epoch":
+            elif name == "epoch" and payload["dev"]:  # a paragraph run scores dev once, at the end
                 dev = ", ".join(f"{k} {v:.2f}" for k, v in sorted(payload["dev"].items()) if not k.endswith("medr"))
                 bar.write(f"epoch {payload['epoch']}: {dev}", file=self.stderr)
 
