@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle  # nosec B403: only for the error type gensim's loader raises; see load_paragraph
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -180,6 +181,10 @@ def _check_files(directory: Path, listed: Any, expected: Mapping[str, str] | Non
 
 def load_paragraph(directory: str | os.PathLike[str], *, expected_files: Mapping[str, str] | None = None
                    ) -> ParagraphIndex:
+    """The folder's model and index. With ``expected_files`` (what the database recorded when the
+    trainer wrote the folder; an empty mapping refuses everything) a file must match it as well as
+    the manifest before gensim unpickles anything; without it only the folder's own integrity is
+    checked, so callers that load files they did not write must pass it (embeddings.runtime does)."""
     from gensim.models.doc2vec import Doc2Vec
 
     directory = Path(directory)
@@ -194,7 +199,8 @@ def load_paragraph(directory: str | os.PathLike[str], *, expected_files: Mapping
     try:
         models = {m: Doc2Vec.load(str(directory / f"doc2vec-{m}.model")) for m in config.modes}
         arrays = st_load_file(str(directory / INDEX))
-    except (OSError, SafetensorError, ValueError, EOFError, AttributeError) as exc:
+    except (OSError, SafetensorError, ValueError, EOFError, AttributeError, ImportError,
+            pickle.UnpicklingError) as exc:
         raise CorruptCheckpoint(f"{directory}: unreadable model files: {exc}") from exc
     for m, model in models.items():
         if not isinstance(model, Doc2Vec) or model.vector_size != config.vector_size:

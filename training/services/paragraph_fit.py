@@ -86,6 +86,7 @@ def _index_vectors(pv: ParagraphVectors, space: ParagraphSpace, image_map: Image
     if texts:
         vectors.update(zip(texts, space(pv.infer([document_text(captions[i]) for i in texts]))))
     if bare:
+        logger.info("placing %d images without captions through the image map", len(bare))
         vectors.update(zip(bare, image_map(_pooled(encoders, bare))))
     source = {**{i: SOURCE_INFERRED for i in texts}, **{i: SOURCE_MAPPED for i in bare},
               **{i: SOURCE_TRAINED for i in trained}}

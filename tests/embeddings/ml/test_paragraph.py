@@ -182,3 +182,28 @@ def test_saving_again_replaces_the_whole_folder(tmp_path):
     files = save_paragraph(tmp_path / "model", _index(train("dm")))
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == sorted(files)
     assert "doc2vec-dbow.model" not in files and load_paragraph(tmp_path / "model").vectors_model.config.mode == "dm"
+
+
+class _Evil:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_planted_pickle_with_a_matching_manifest_is_never_unpickled_when_the_database_digests_are_given(tmp_path):
+    import hashlib
+    import pickle
+
+    files = save_paragraph(tmp_path / "model", _index(train("dbow")))
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(_Evil(str(marker)))
+    (tmp_path / "model" / "doc2vec-dbow.model").write_bytes(evil)
+    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    manifest["files"]["doc2vec-dbow.model"] = hashlib.sha256(evil).hexdigest()  # the attacker fixed the manifest
+    (tmp_path / "model" / "manifest.json").write_text(json.dumps(manifest))
+    for expected in (files, {}):  # the recorded digests; no record at all refuses everything
+        with pytest.raises(CorruptCheckpoint):
+            load_paragraph(tmp_path / "model", expected_files=expected)
+    assert not marker.exists()
