@@ -107,7 +107,7 @@ def test_admin_retrain_form_offers_the_paragraph_kind_and_starts_a_run(paragraph
     url = reverse("admin:training_trainingrun_retrain")
     assert "Retrain paragraph vectors" in client.get(reverse("admin:training_trainingrun_changelist")).content.decode()
     html = client.get(url + "?kind=paragraph").content.decode()
-    assert re.search(r'name="loop__epochs" value="20"', html) and 'name="model__mode"' in html
+    assert re.search(r'name="loop__epochs" value="40"', html) and 'name="model__mode"' in html
     form = {"kind": "paragraph", "collections": [paragraph_collection.pk], "loop__epochs": 3, "loop__lr": 0.025,
             "loop__seed": 0, "model__mode": "dbow", "model__vector_size": 8, "model__window": 3,
             "model__min_count": 1, "model__negative": 5, "model__map_ridge": 1.0, "task__held_out": 1}
@@ -116,11 +116,11 @@ def test_admin_retrain_form_offers_the_paragraph_kind_and_starts_a_run(paragraph
     assert resp.status_code == 302 and run.kind == "paragraph" and run.config["model"]["mode"] == "dbow"
 
 
-def test_the_kind_defaults_to_pv_dbow_with_gensims_learning_rate():
+def test_the_kind_defaults_to_pv_dbow_for_40_epochs_with_gensims_learning_rate():
     from training.services.configs import train_config_build
 
     config = train_config_build(kind="paragraph")
-    assert config.model.mode == "dbow" and config.loop.lr == 0.025 and config.loop.epochs == 20
+    assert config.model.mode == "dbow" and config.loop.lr == 0.025 and config.loop.epochs == 40
 
 
 def test_manage_py_train_runs_the_paragraph_kind_and_promotes_it(paragraph_collection):
