@@ -35,6 +35,7 @@ from training.encoders import Encoders
 from training.ml.config import TrainConfig
 from training.ml.paragraph_task import mapped_offset, paragraph_metrics
 from training.ml.trainer import EventFn
+from training.services.fitting import FitOutcome, run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +100,8 @@ def _index_vectors(pv: ParagraphVectors, space: ParagraphSpace, image_map: Image
 
 def paragraph_fit(*, run_id: int, collection_ids: list[int], config: TrainConfig, encoders: Encoders,
                   on_event: EventFn, should_stop: Callable[[], bool], log: Callable[[str], None],
-                  write_files: bool = True):
-    """Train, score on dev, build the image index and write the model folder (FitOutcome)."""
-    from training.services.fitting import FitOutcome, run_dir
-
+                  write_files: bool = True) -> FitOutcome:
+    """Train, score on dev, build the image index and write the model folder."""
     started = time.monotonic()
     model_cfg, loop = config.model, config.loop
     directory = run_dir(run_id)
