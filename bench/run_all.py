@@ -32,6 +32,7 @@ BENCHMARKS: list[tuple[str, list[list[str]]]] = [
     ("captioner.md", [["bench/train_captioner_flickr8k.py"]]),
     ("word2vec.md", [["bench/word2vec_flickr8k.py", "--runs", "5", "--threads", "2,1"]]),
     ("hogwild.md", [["bench/hogwild_embedding.py", "--rounds", "3", "--epochs", "6"]]),
+    ("paragraph.md", [["bench/paragraph_flickr8k.py", "--seeds", "0,1,2", "--sweep"]]),
     ("index.md", [["bench/index_bench.py", "run", "--n", "100000", "--runs", "3", "--nlist", "1024",
                    "--train-max", "65536"],
                   ["bench/index_bench.py", "run", "--n", "1000000", "--runs", "3", "--queries", "300",

@@ -95,6 +95,7 @@ class ModelVersion(models.Model):
     class Kind(models.TextChoices):
         EMBEDDING = "embedding"
         CAPTIONER = "captioner"
+        PARAGRAPH = "paragraph"  # paragraph vectors (Doc2Vec): long text queries, similar descriptions
 
     class Status(models.TextChoices):
         CANDIDATE = "candidate"
@@ -108,6 +109,7 @@ class ModelVersion(models.Model):
         JOINT = "joint", "Joint embedding"
         PRIOR = "prior", "ConSE-prior embedding"
         CAPTIONER = "captioner", "Captioner"
+        DOC2VEC = "doc2vec", "Paragraph vectors (Doc2Vec)"
 
     kind = models.CharField(max_length=10, choices=Kind.choices)
     name = models.CharField(max_length=100)

@@ -32,7 +32,7 @@ from embeddings.ml.text_encoder import TextEncoder
 from embeddings.ml.transforms import batch_tensors
 from embeddings.models import ModelVersion
 from project.caching import BoundedCache
-from project.exceptions import ServiceUnavailable
+from project.exceptions import NotFound, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 # Loaded models, encoders and class vectors per process (a version's embedder is a few MB, the
@@ -45,6 +45,13 @@ FEATURE_FIELDS = {"pooled": (1280,), "spatial": (49, 1280), "logits": (1000,)}
 
 class ModelUnavailable(ServiceUnavailable):
     code = "model_unavailable"
+
+
+class NoParagraphModel(NotFound):
+    """No paragraph-vector version is active yet (a fresh install ships none): 404, like word
+    vectors not learned yet; the message says how to get one."""
+
+    code = "no_paragraph_model"
 
 
 def device() -> str:
@@ -233,3 +240,24 @@ def active_captioner() -> tuple[ModelVersion, CaptionGenerator]:
     if version is None:
         raise ModelUnavailable("No active captioning model; train one from the admin.")
     return version, captioner_for(version)
+
+
+def paragraph_for(version: ModelVersion):
+    """The version's paragraph model and image index (embeddings.ml.paragraph_io.ParagraphIndex).
+
+    gensim's model files are pickles: they are opened only after each file's sha256 matches the
+    digests the database recorded when the trainer wrote them (`version.files`)."""
+    from embeddings.ml.paragraph_io import load_paragraph
+
+    # keyed by the folder too: a version id reused with other files (tests) never gets stale ones
+    return _cached(("paragraph", version.pk, str(version_path(version))), lambda: _checked_load(
+        version, lambda: load_paragraph(version_path(version), expected_files=version.files or {})))
+
+
+def active_paragraph():
+    """(active paragraph version, its ParagraphIndex); NoParagraphModel (404) when none."""
+    version = active_version(ModelVersion.Kind.PARAGRAPH)
+    if version is None:
+        raise NoParagraphModel("No paragraph model yet: train one from the admin (Retrain paragraph vectors) "
+                               "and promote it.")
+    return version, paragraph_for(version)

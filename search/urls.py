@@ -8,6 +8,8 @@ page_urls = [
     path("search/results/", views.search_results, name="search-results"),
     path("search/images/<int:pk>/similar/", views.image_similar_partial, name="search-image-similar"),
     path("search/images/<int:pk>/labels/", views.image_labels_partial, name="search-image-labels"),
+    path("search/images/<int:pk>/similar-descriptions/", views.image_similar_descriptions_partial,
+         name="search-image-similar-descriptions"),
     path("search/images/<int:pk>/captions/", views.image_captions_partial, name="search-image-captions"),
     path("search/images/<int:pk>/best-captions/", views.image_best_captions_partial, name="search-image-best-captions"),
     path("search/images/<int:pk>/duplicates/", views.image_duplicates_partial, name="search-image-duplicates"),
@@ -20,9 +22,12 @@ page_urls = [
 api_urls = [
     path("search/", apis.SearchApi.as_view(), name="api-search"),
     path("search/captions/", apis.CaptionSearchApi.as_view(), name="api-search-captions"),
+    path("search/paragraph/", apis.ParagraphSearchApi.as_view(), name="api-search-paragraph"),
     path("captions/", apis.CaptionGenerateApi.as_view(), name="api-captions"),
     path("captions/<int:pk>/", apis.CaptionAcceptApi.as_view(), name="api-caption-detail"),
     path("images/<int:pk>/labels/", apis.ImageLabelsApi.as_view(), name="api-image-labels"),
     path("images/<int:pk>/similar/", apis.ImageSimilarApi.as_view(), name="api-image-similar"),
     path("images/<int:pk>/explain/", apis.ImageExplainApi.as_view(), name="api-image-explain"),
+    path("images/<int:pk>/similar-descriptions/", apis.ImageSimilarDescriptionsApi.as_view(),
+         name="api-image-similar-descriptions"),
 ]

@@ -20,6 +20,7 @@ from embeddings.services import captions as caption_services
 from project.exceptions import ApplicationError
 from search import selectors, services
 from search.forms import CaptionForm, SearchForm
+from search.services.paragraphs import similar_descriptions_context
 
 SIMILAR_ON_IMAGE_PAGE = 12
 DUPLICATES_ON_IMAGE_PAGE = 8
@@ -142,6 +143,15 @@ def image_best_captions_partial(request: HttpRequest, pk: int) -> HttpResponse:
     return _partial(request, "search/_best_captions.html", lambda: {
         "result": caption_services.caption_generate(user=request.user, image_id=pk, n=BEST_CAPTIONS_ON_IMAGE_PAGE,
                                                     save=False, at_most_beam=True)}, image=image)
+
+
+def image_similar_descriptions_partial(request: HttpRequest, pk: int) -> HttpResponse:
+    """Images described like this one (paragraph vectors), for the image page."""
+    image = _visible_image(request, pk)
+    context = similar_descriptions_context(user=request.user, image_id=image.pk)
+    status = context.pop("status", 200)
+    return render(request, "search/_similar_descriptions.html", {"image": image, **context},
+                  status=_status(request, status))
 
 
 def _captions_context(request: HttpRequest, image: Any, **extra: Any) -> dict[str, Any]:

@@ -14,15 +14,20 @@ from training.models import ModelSwitch, TrainingRun
 COMPARED_METRICS = {
     "embedding": ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"],
     "captioner": ["bleu_1", "bleu_4", "rouge_l", "cider_d"],
+    "paragraph": ["p2i_r1", "p2i_r5", "p2i_r10", "p2d_r1", "p2d_r5", "p2d_r10"],
 }
 
 
 def primary_metric(kind: str, metrics: dict[str, float]) -> float | None:
     """The score promotion compares: dev R@1 (mean of both directions) for embeddings,
-    CIDEr-D for captioners."""
+    CIDEr-D for captioners, mean paragraph->image / paragraph->description R@1 for paragraph models."""
     if kind == "embedding":
         if "i2t_r1" in metrics and "t2i_r1" in metrics:
             return (float(metrics["i2t_r1"]) + float(metrics["t2i_r1"])) / 2
+        return None
+    if kind == "paragraph":  # mean R@1 of paragraph -> image and paragraph -> description
+        if "p2i_r1" in metrics and "p2d_r1" in metrics:
+            return (float(metrics["p2i_r1"]) + float(metrics["p2d_r1"])) / 2
         return None
     value = metrics.get("cider_d")
     return None if value is None else float(value)

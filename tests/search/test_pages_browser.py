@@ -94,6 +94,16 @@ def test_image_page_draws_the_heatmap_and_loads_its_extras(page, indexed):
     page.screenshot(path=str(page.shots / "image-extras.png"), full_page=True)
 
 
+def test_image_page_loads_its_similar_descriptions_section(page, indexed):
+    login(page, "dora")
+    page.goto(page.base + f"/images/{indexed[3].pk}/")
+    section = page.wait_for_selector("section.similar-descriptions")
+    assert section.query_selector("h2").inner_text() == "Similar descriptions"
+    # no paragraph model on this install: the htmx partial replaces the loader with the note
+    page.wait_for_selector(".similar-descriptions-list >> text=No paragraph model yet")
+    assert not page.query_selector(".similar-descriptions-list .error-box")
+
+
 def test_caption_page_captions_a_chosen_file(page, fake_version, fake_captioner, tmp_path):
     UserFactory(username="erin")
     photo = tmp_path / "b.jpg"

@@ -77,3 +77,34 @@ def start_worker(purge_broker, settings, fake_encoders):
     yield start
     for worker in started:
         worker.stop()
+
+
+THEMES = [  # one per image: every document is different
+    ("dog", "beach", "ball", "runs"), ("child", "snow", "sled", "slides"), ("man", "bike", "street", "rides"),
+    ("cat", "sofa", "window", "sleeps"), ("surfer", "wave", "ocean", "paddles"), ("girl", "trampoline", "garden",
+                                                                                  "jumps"),
+    ("horse", "field", "fence", "gallops"), ("boy", "pool", "float", "swims"), ("woman", "market", "basket", "shops"),
+    ("climber", "rock", "rope", "climbs"), ("bird", "lake", "reed", "flies"), ("skater", "park", "ramp", "skates"),
+]
+# 2 models x 100 passes over 8 tiny documents: about a second of gensim.
+TINY_PARAGRAPH = {"loop": {"epochs": 100},
+                  "model": {"mode": "both", "vector_size": 16, "min_count": 1, "sample": 0.0},
+                  "task": {"held_out": 1}}
+
+
+def _captions(i: int) -> list[str]:
+    a, b, c, verb = THEMES[i % len(THEMES)]
+    return [f"a {a} {verb} near the {b}", f"the {a} with a {c} on the {b}", f"one {a} {verb} by a {c}"]
+
+
+@pytest.fixture
+def paragraph_collection(transactional_db, fake_encoders):
+    """12 images with 3 distinct captions each (8 train, 4 dev) and one without captions."""
+    collection = CollectionFactory(owner=UserFactory(), name="paragraphs")
+    for i in range(12):
+        texts = _captions(i)
+        image = make_image(collection, seed=i, caption=texts[0], split="train" if i < 8 else "dev")
+        for text in texts[1:]:
+            Caption.objects.create(image=image, text=text, source=Caption.Source.IMPORTED)
+    make_image(collection, seed=100)  # no caption: reached through the image map only
+    return collection

@@ -5,10 +5,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import training.ml.caption_task  # noqa: F401  (registers the "captioner" kind with TrainConfig)
+import training.ml.paragraph_task  # noqa: F401  (registers the "paragraph" kind)
 from project.exceptions import ApplicationError
 from training.ml.config import TrainConfig, overrides_as_dict
 
-KINDS = ("embedding", "captioner")
+KINDS = ("embedding", "captioner", "paragraph")
 
 # Loop defaults that differ per kind (the generic LoopConfig defaults suit the embedding heads;
 # the captioner early-stops on CIDEr-D and learns with smaller batches, as in bench/).
@@ -25,6 +26,16 @@ KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     # CaptionerConfig's defaults), so a Retrain of the captioner reproduces what ships.
     "captioner": {"loop": {"early_stop_metric": "cider_d", "epochs": 10, "batch_size": 64, "lr": 2e-3,
                            "patience": 3}},
+    # Paragraph vectors (gensim Doc2Vec): loop.lr is Doc2Vec's starting alpha, falling linearly to
+    # lr * min_lr_ratio (gensim's 0.025 -> 0.0001); epochs are passes per model; the other loop
+    # settings (batch size, weight decay, warm-up, early stopping) do not apply to this kind.
+    # PV-DBOW alone by default (bench/results/paragraph.md): on Flickr8k dev it is far ahead of PV-DM and
+    # level with the PV-DM+DBOW concatenation on the promotion score (mean p2i/p2d R@1: the concatenation
+    # leads on paragraph -> image, PV-DBOW on descriptions) at half the cost; 40 epochs beat gensim's 20
+    # (--sweep). model.mode=dm|both trains the others.
+    "paragraph": {"loop": {"epochs": 40, "lr": 0.025, "min_lr_ratio": 0.004, "early_stop_metric": None,
+                           "patience": 0},
+                  "model": {"mode": "dbow"}},
 }
 
 # The hyper-parameters offered by the admin's Retrain form: (section, name, label).
@@ -43,6 +54,11 @@ MAIN_FIELDS: dict[str, list[tuple[str, str, str]]] = {
                   ("model", "decoder", "Decoder"), ("model", "hidden_dim", "LSTM width"),
                   ("model", "dropout", "Dropout"), ("task", "vocab_min_count", "Min word count"),
                   ("task", "label_smoothing", "Label smoothing")],
+    "paragraph": [("loop", "epochs", "Epochs (passes per model)"), ("loop", "lr", "Start learning rate (alpha)"),
+                  ("loop", "seed", "Seed"), ("model", "mode", "Models (PV-DM, PV-DBOW, both)"),
+                  ("model", "vector_size", "Vector size (per model)"), ("model", "window", "Window"),
+                  ("model", "min_count", "Min word count"), ("model", "negative", "Negative samples"),
+                  ("model", "map_ridge", "Image map ridge penalty"), ("task", "held_out", "Dev held-out captions")],
 }
 
 

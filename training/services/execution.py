@@ -131,7 +131,8 @@ def _fit(run: TrainingRun, token: str, recorder: RunRecorder, beat: Heartbeat, d
     if config.loop.parallel == "hogwild":  # CPU processes on this host, instead of DDP ranks
         recorder.log(f"hogwild: {config.loop.workers} CPU processes share the model (not {device}, not DDP)")
         device = "cpu"
-    nproc = 1 if config.loop.parallel == "hogwild" else _procs(device)
+    single = config.loop.parallel == "hogwild" or config.kind == "paragraph"  # gensim: one process, its own threads
+    nproc = 1 if single else _procs(device)
     if nproc > 1:
         return _fit_torchrun(run, token, recorder, nproc, collection_ids)
     return fitting.fit(run_id=run.pk, collection_ids=collection_ids, config=config, encoders=get_encoders(),
@@ -203,6 +204,8 @@ def _cancel_if_requested(run_id: int) -> None:
 
 def _family(run: TrainingRun) -> str:
     """The version's family as its config says (a ConSE-prior run is "prior", not "joint")."""
+    if run.kind == ModelVersion.Kind.PARAGRAPH:
+        return str(ModelVersion.Family.DOC2VEC)
     if run.kind != ModelVersion.Kind.EMBEDDING:
         return str(ModelVersion.Family.CAPTIONER)
     family = (run.config.get("model") or {}).get("family", "joint")

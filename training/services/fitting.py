@@ -150,6 +150,11 @@ def fit(*, run_id: int, collection_ids: list[int], config: TrainConfig, encoders
     """Train (resuming from the run's checkpoint if one exists) and write the model files."""
     from training.ml.trainer import train
 
+    if config.kind == "paragraph":  # gensim, not the torch loop (training/services/paragraph_fit.py)
+        from training.services.paragraph_fit import paragraph_fit
+
+        return paragraph_fit(run_id=run_id, collection_ids=collection_ids, config=config, encoders=encoders,
+                             on_event=on_event, should_stop=should_stop, log=log, write_files=write_files)
     directory = run_dir(run_id)
     splits = datasets.snapshot(collection_ids, directory)
     ood = ood_split(config, log)
@@ -186,12 +191,19 @@ def fit(*, run_id: int, collection_ids: list[int], config: TrainConfig, encoders
 
 def baseline_metrics(*, version: ModelVersion, run_id: int, encoders: Encoders) -> dict[str, float]:
     """An existing version's dev metrics on this run's dev split, scored the way the trainer
-    scores the candidate (captioners: greedy decoding, simple tokenizer, no METEOR)."""
+    scores the candidate (captioners: greedy decoding, simple tokenizer, no METEOR; paragraph
+    models: training.ml.paragraph_task's protocol)."""
     from training.services.evaluation import captioner_evaluate, embedding_evaluate
 
     from training.models import TrainingRun
 
     dev = datasets.snapshot([], run_dir(run_id), splits=("dev",))["dev"]
+    if version.kind == ModelVersion.Kind.PARAGRAPH:
+        from training.services.paragraph_fit import paragraph_baseline
+
+        run = TrainingRun.objects.filter(pk=run_id).first()
+        held_out = TrainConfig.from_dict(run.config).task.held_out if run is not None and run.config else 2
+        return paragraph_baseline(version=version, dev=dev, encoders=encoders, held_out=held_out)
     if version.kind == ModelVersion.Kind.EMBEDDING:
         metrics = embedding_evaluate(version=version, split=dev, encoders=encoders)
         run = TrainingRun.objects.filter(pk=run_id).first()

@@ -189,10 +189,12 @@ class RunRecorder:
         self.history.append({"epoch": p["epoch"], "train": p["train"], "dev": p["dev"],
                              "lr": self.last_event.get("lr"), "samples_per_s": _median(self._epoch_rates),
                              "improved": p["improved"], "at": _iso(timezone.now())})
-        loss = sum(v for k, v in p["train"].items() if k.endswith("_loss"))
+        losses = [v for k, v in p["train"].items() if k.endswith("_loss")]
         dev = ", ".join(f"{k} {v:.2f}" for k, v in sorted(p["dev"].items())[:6])
         self._epoch_rates = []
-        self.log(f"epoch {p['epoch']}: train loss {loss:.4f}" + (f"; dev {dev}" if dev else "")
+        # gensim's Doc2Vec (the paragraph kind) reports no loss: say nothing rather than "loss 0"
+        trained = f"train loss {sum(losses):.4f}" if losses else "trained"
+        self.log(f"epoch {p['epoch']}: {trained}" + (f"; dev {dev}" if dev else "")
                  + (" (best so far)" if p["improved"] else ""))
         self.update(epoch=p["epoch"])
 

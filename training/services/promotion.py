@@ -17,6 +17,9 @@ worse than the active version on any evaluation set they share, one measured on 
 (fewer than LOUPE_PROMOTE_MIN_EVAL_IMAGES images), or one never measured, is refused with
 `needs_confirmation` (409) unless the caller passes `force=True` after showing the comparison.
 Roll-back restores a version that served before, so it never asks.
+
+Paragraph vectors: only the statuses flip (a version holds the vectors of the images it was
+trained for, so there is nothing to encode); roll-back is the same flip back.
 """
 from __future__ import annotations
 
@@ -232,6 +235,10 @@ def switch_start(*, switch_id: int, fan_out: bool = True) -> ModelSwitch:
                 switch.status = ModelSwitch.Status.INDEXING
                 if fan_out:
                     enqueue("switch_finish", switch.pk)
+        elif switch.kind == ModelVersion.Kind.PARAGRAPH:
+            # A paragraph version carries its own image vectors: switching is the status flip alone.
+            _flip(switch)
+            switch.status, switch.done, switch.finished_at = ModelSwitch.Status.SUCCEEDED, switch.total, timezone.now()
         else:
             _flip(switch)
             todo = list(_missing_captions(switch).order_by("pk").values_list("pk", flat=True))

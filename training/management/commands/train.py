@@ -1,4 +1,4 @@
-"""python manage.py train --kind embedding|captioner --collection NAME [--config FILE] [--set key=value ...]
+"""python manage.py train --kind embedding|captioner|paragraph --collection NAME [--config FILE] [--set key=value ...]
 
 The same service as the admin's Retrain button and the REST API, run synchronously in this
 process with a progress bar: the run is recorded (and shown in the admin) like any other.
@@ -14,6 +14,7 @@ from tqdm import tqdm
 from embeddings.models import Collection
 from project.exceptions import ApplicationError
 from training import services
+from training.services.configs import KINDS
 from training.services.promotion import NeedsConfirmation, model_version_promote
 
 
@@ -21,7 +22,7 @@ class Command(BaseCommand):
     help = "Train a model version on collections (synchronously, with a progress bar)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--kind", required=True, choices=["embedding", "captioner"])
+        parser.add_argument("--kind", required=True, choices=list(KINDS))
         parser.add_argument("--collection", action="append", required=True, help="repeat for several")
         parser.add_argument("--config", type=Path, help="JSON file: a full or partial TrainConfig")
         parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -69,10 +70,11 @@ class Command(BaseCommand):
                 bar.update((payload.get("resumed_from_epoch") or 0) * payload["num_batches"])
             elif name == "step":
                 bar.n = payload["step"]
-                bar.set_postfix(epoch=payload["epoch"], lr=f"{payload['lr']:.2e}",
-                                loss=f"{sum(v for k, v in payload['losses'].items() if k.endswith('_loss')):.4f}")
+                losses = [v for k, v in payload["losses"].items() if k.endswith("_loss")]
+                extra = {"loss": f"{sum(losses):.4f}"} if losses else {}  # gensim (paragraph) reports none
+                bar.set_postfix(epoch=payload["epoch"], lr=f"{payload['lr']:.2e}", **extra)
                 bar.refresh()
-            elif name == "epoch":
+            elif name == "epoch" and payload["dev"]:  # a paragraph run scores dev once, at the end
                 dev = ", ".join(f"{k} {v:.2f}" for k, v in sorted(payload["dev"].items()) if not k.endswith("medr"))
                 bar.write(f"epoch {payload['epoch']}: {dev}", file=self.stderr)
 
