@@ -183,3 +183,12 @@ def warm_up_in_background(role: str = "web") -> threading.Thread:
     thread = threading.Thread(target=warm_up, args=(role,), name=f"loupe-warm-up-{role}", daemon=True)
     thread.start()
     return thread
+
+
+def on_worker_start(sender: Any = None, **_kwargs: Any) -> None:
+    """Celery worker_init / worker_process_init (connected in SearchConfig.ready): a worker that
+    runs tasks (solo, or each prefork child; not a prefork parent) warms up in the background."""
+    pool = getattr(sender, "pool_cls", "")  # worker_init: a name ("solo") or the class; children: no sender
+    name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
+    if settings.LOUPE_WARM_START and "prefork" not in name:
+        warm_up_in_background("worker")
