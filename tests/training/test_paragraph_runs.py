@@ -59,7 +59,7 @@ def test_paragraph_run_registers_a_doc2vec_candidate_with_progress(paragraph_col
 
 def test_a_second_run_is_compared_with_the_active_paragraph_version(paragraph_collection):
     first = _run(paragraph_collection).model_version
-    promotion.model_version_promote(version=first, background=False)
+    promotion.model_version_promote(version=first, background=False, force=True)
     second = _run(paragraph_collection).model_version
     compared = second.metrics["compared_with"]
     assert compared["version"] == first.pk and "p2i_r1" in compared["dev"] and second.parent == first
@@ -67,11 +67,11 @@ def test_a_second_run_is_compared_with_the_active_paragraph_version(paragraph_co
 
 def test_promoting_a_paragraph_version_only_flips_statuses_and_rolls_back(paragraph_collection):
     first = _run(paragraph_collection).model_version
-    switch = promotion.model_version_promote(version=first, background=False)
+    switch = promotion.model_version_promote(version=first, background=False, force=True)
     assert switch.status == ModelSwitch.Status.SUCCEEDED and switch.chunks_total == 0
     assert runtime.active_version("paragraph") == first
     second = _run(paragraph_collection).model_version
-    promotion.model_version_promote(version=second, background=False)
+    promotion.model_version_promote(version=second, background=False, force=True)
     first.refresh_from_db()
     assert first.status == "retired" and runtime.active_version("paragraph") == second
     promotion.model_version_rollback(version=second, background=False)
@@ -132,7 +132,7 @@ def test_manage_py_train_runs_the_paragraph_kind_and_promotes_it(paragraph_colle
     out, err = io.StringIO(), io.StringIO()
     call_command("train", "--kind", "paragraph", "--collection", "paragraphs", "--set", "loop.epochs=5",
                  "--set", "model.min_count=1", "--set", "model.sample=0", "--set", "task.held_out=1", "--promote",
-                 "--json", stdout=out, stderr=err)
+                 "--force", "--json", stdout=out, stderr=err)  # --force: 4 dev images are a tiny evaluation set
     result, _ = json.JSONDecoder().raw_decode(out.getvalue())  # the JSON, then the promotion line
     run = TrainingRun.objects.get(pk=result["run"])
     assert run.status == "succeeded" and run.kind == "paragraph" and run.step == run.total_steps == 5
