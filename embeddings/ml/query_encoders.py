@@ -54,6 +54,13 @@ class ExportError(RuntimeError):
     """An ONNX export is missing, corrupt or not what its sidecar says."""
 
 
+# Dynamic quantisation scales each activation matrix by its range over the whole batch, so in a
+# batch a text's int8 vector would depend on the texts batched with it (cosine ~0.99 with its
+# vector alone). The search micro-batcher batches concurrent queries: to keep one query's vector
+# (and ranking) the same whatever arrives with it, the int8 encoders run each text alone.
+_DYNAMIC_RANGE_NOTE = None
+
+
 class QueryEncoder(Protocol):
     kind: str
     identity: str
@@ -93,10 +100,12 @@ class TorchInt8TextEncoder:
             raise TypeError("pass a sequence of strings, not a single string")
         if not texts:
             return np.zeros((0, EMBED_DIM), np.float32)
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt")
-        hidden = self.model(**batch).last_hidden_state  # (B, T, 384)
-        return F.normalize(mean_pool(hidden, batch["attention_mask"]), dim=-1).numpy()
+        out = []
+        for text in texts:  # one at a time: see _DYNAMIC_RANGE_NOTE
+            batch = self.tokenizer([text], truncation=True, max_length=self.max_length, return_tensors="pt")
+            hidden = self.model(**batch).last_hidden_state  # (1, T, 384)
+            out.append(F.normalize(mean_pool(hidden, batch["attention_mask"]), dim=-1).numpy())
+        return np.concatenate(out)
 
 
 class _Pooled(nn.Module):
@@ -193,7 +202,12 @@ class OnnxTextEncoder:
             raise TypeError("pass a sequence of strings, not a single string")
         if not texts:
             return np.zeros((0, EMBED_DIM), np.float32)
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+        if self.kind == "onnx-int8" and len(texts) > 1:  # see _DYNAMIC_RANGE_NOTE
+            return np.concatenate([self._run([t]) for t in texts])
+        return self._run(list(texts))
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                                return_tensors="np")
         feeds: dict[str, Any] = {k: batch[k].astype(np.int64) for k in _INPUTS}
         return np.asarray(self.session.run(None, feeds)[0], dtype=np.float32)  # (N, 384)
