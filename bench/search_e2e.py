@@ -19,6 +19,15 @@ What it does, in one run (every figure in the report comes from this run):
    before (the query-vector cache cannot hit); `repeat`: the same Q dev captions every round
    and under load (the original protocol). Each worker logs its cache hits at exit
    (bench/search_e2e_gunicorn.py), and the report gives the measured hit rate.
+7. P6 (issue 15): right after the search load, the same C clients for S seconds against a bare
+   DRF endpoint (an APIView returning {"ok": true} with the project's default authentication,
+   permission and throttle classes, added to the URLs by bench/search_e2e_gunicorn.py only; the
+   product has no such endpoint) on the same server: searches/s / bare requests/s.
+
+A scenario may name the query encoder the server uses (LOUPE_QUERY_ENCODER): "distinct@torch",
+"distinct:gthread4@onnx-int8"; the in-process reference then uses the same query encoder
+(runtime.query_embedder_for), so the ratio compares like with like. Repeat specs (ABBA order) to
+get medians of several fresh servers in one run.
 
 Usage: .venv/bin/python bench/search_e2e.py --n 100000 --queries 200 --rounds 3 --clients 20 --seconds 30
 """
@@ -131,6 +140,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+BARE = "/api/v1/bench/bare/"  # added by bench/search_e2e_gunicorn.py in each worker
+
+
 class Server:
     def __init__(self, env: dict[str, str], log: Path, threads: int = 0) -> None:
         """threads = 0: 2 sync workers (one request at a time each); > 0: 2 gthread workers with
@@ -153,8 +165,10 @@ class Server:
                 raise RuntimeError("gunicorn exited:\n" + self.log.read_text()[-3000:])
             try:
                 c = http.client.HTTPConnection(self.host, timeout=5)
-                c.request("GET", "/healthz")
-                if c.getresponse().status == 200:
+                c.request("GET", "/readyz")  # 503 "warming" until the warm start has loaded the models
+                resp = c.getresponse()
+                resp.read()
+                if resp.status == 200:
                     return self
             except OSError:
                 pass
@@ -192,13 +206,18 @@ def pct(values: list[float], q: float) -> float:
     return v[min(len(v) - 1, int(round(q * (len(v) - 1))))]
 
 
-def side_by_side(host: str, version_id: int, warm: list[str], per_round: list[list[str]], k: int) -> dict:
-    """Per round: each query over HTTP, then the same query in-process (encode + raw index search)."""
+def side_by_side(host: str, version_id: int, warm: list[str], per_round: list[list[str]], k: int,
+                 encoder: str) -> dict:
+    """Per round: each query over HTTP, then the same query in-process (encode + raw index search),
+    the in-process encode through the query encoder the server uses."""
+    from django.test import override_settings
+
     from embeddings import runtime
     from embeddings.models import ModelVersion
     from search.services import index_for_search
     version = ModelVersion.objects.get(pk=version_id)
-    embedder = runtime.embedder_for(version)
+    with override_settings(LOUPE_QUERY_ENCODER=encoder):
+        embedder = runtime.query_embedder_for(version)
     index = index_for_search(version=version, modality="image")
     conn = http.client.HTTPConnection(host, timeout=60)
     for q in warm:  # warm both workers and this process (models, caches)
@@ -226,8 +245,9 @@ def side_by_side(host: str, version_id: int, warm: list[str], per_round: list[li
     return {"rounds": rounds_out, "median": med, "statuses": statuses, "index_type": index.index_type}
 
 
-def sustained(host: str, queries: list[str], clients: int, seconds: float, k: int) -> dict:
-    """C clients take the next query of `queries` in turn (wrapping round when it runs out)."""
+def sustained(host: str, queries: list[str], clients: int, seconds: float, k: int, path: str | None = None) -> dict:
+    """C clients take the next query of `queries` in turn (wrapping round when it runs out); with
+    `path`, they all GET that path instead (the bare endpoint)."""
     lat: list[float] = []
     statuses: dict[int, int] = {}
     errors: list[str] = []
@@ -242,7 +262,7 @@ def sustained(host: str, queries: list[str], clients: int, seconds: float, k: in
                 q = queries[turn[0] % len(queries)]
                 turn[0] += 1
             try:
-                status, _, dt = get(conn, f"/api/v1/search/?k={k}&q=" + urllib.parse.quote_plus(q))
+                status, _, dt = get(conn, path or f"/api/v1/search/?k={k}&q=" + urllib.parse.quote_plus(q))
             except (OSError, http.client.HTTPException) as exc:
                 with lock:
                     errors.append(type(exc).__name__)
@@ -288,7 +308,10 @@ def distinct_pool() -> list[str]:
 
 def run_scenario(env: dict[str, str], var: Path, spec: str, version_id: int, args) -> dict:
     """One fresh server: side by side, then sustained load; queries repeating or all distinct.
-    `spec` is a scenario name, optionally with the server kind: "distinct", "distinct:gthread8"."""
+    `spec` is a scenario name, optionally with the server kind and the query encoder: "distinct",
+    "distinct:gthread8", "distinct:gthread4@onnx-int8"."""
+    spec, _, encoder = spec.partition("@")
+    encoder = encoder or "torch"
     name, _, worker = spec.partition(":")
     worker = worker or "sync"
     if name == "repeat":  # the original protocol: the same 200 dev captions every round and under load
@@ -301,15 +324,19 @@ def run_scenario(env: dict[str, str], var: Path, spec: str, version_id: int, arg
         rounds = [pool[20 + r * args.queries:20 + (r + 1) * args.queries] for r in range(args.rounds)]
         load_q = pool[used:]
     threads = int(worker.removeprefix("gthread")) if worker.startswith("gthread") else 0
-    log = var / f"gunicorn-{name}-{worker}.log"
-    with Server(env, log, threads) as server:
-        sbs = side_by_side(server.host, version_id, warm, rounds, args.k)
-        print(name, "side by side", sbs["median"], flush=True)
+    log = var / f"gunicorn-{name}-{worker}-{encoder}-{time.monotonic_ns()}.log"
+    started = time.perf_counter()
+    with Server({**env, "LOUPE_QUERY_ENCODER": encoder}, log, threads) as server:
+        ready_s = time.perf_counter() - started
+        sbs = side_by_side(server.host, version_id, warm, rounds, args.k, encoder)
+        print(spec, encoder, "side by side", sbs["median"], flush=True)
         load_before = os.getloadavg()
         load = sustained(server.host, load_q, args.clients, args.seconds, args.k)
-        print(name, "sustained", load, flush=True)
-    return {"name": name, "worker": worker, "sbs": sbs, "load": load, "cache": server.cache_stats(),
-            "loadavg": load_before}
+        print(spec, encoder, "sustained", load, flush=True)
+        bare = sustained(server.host, load_q, args.clients, args.seconds, args.k, path=BARE)
+        print(spec, encoder, "bare", bare, flush=True)
+    return {"name": name, "worker": worker, "encoder": encoder, "sbs": sbs, "load": load, "bare": bare,
+            "cache": server.cache_stats(), "loadavg": load_before, "ready_s": ready_s}
 
 
 def main() -> None:
@@ -323,13 +350,21 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--scenarios", default="distinct,repeat",
                     help="comma list of: distinct, repeat; each optionally :sync (default) or :gthreadN "
-                         "(2 gthread workers with N threads each), e.g. distinct,distinct:gthread8")
+                         "(2 gthread workers with N threads each) and @ENCODER (LOUPE_QUERY_ENCODER, default "
+                         "torch), e.g. distinct@torch,distinct:gthread4@onnx-int8")
     ap.add_argument("--db", default="loupe_bench")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "search_e2e.md"))
     args = ap.parse_args()
     names = [x for x in args.scenarios.split(",") if x]
-    bad = [x for x in names if x.partition(":")[0] not in SCENARIO_TEXT
-           or x.partition(":")[2] not in ("", "sync") and not x.partition(":")[2].removeprefix("gthread").isdigit()]
+    encoders = ("torch", "onnx", "onnx-int8", "torch-int8")
+
+    def valid(spec: str) -> bool:
+        scenario, _, encoder = spec.partition("@")
+        name, _, worker = scenario.partition(":")
+        return (name in SCENARIO_TEXT and encoder in ("", *encoders)
+                and (worker in ("", "sync") or worker.removeprefix("gthread").isdigit()))
+
+    bad = [x for x in names if not valid(x)]
     if not names or bad:
         ap.error(f"--scenarios: choose from {sorted(SCENARIO_TEXT)}")
     cmd = ".venv/bin/python bench/search_e2e.py " + " ".join(sys.argv[1:])
