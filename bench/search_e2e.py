@@ -283,7 +283,119 @@ def sustained(host: str, queries: list[str], clients: int, seconds: float, k: in
     ok = statuses.get(200, 0)
     return {"clients": clients, "seconds": wall, "requests": len(lat), "ok": ok, "per_s": ok / wall,
             "p50": pct(lat, .5) if lat else None, "p95": pct(lat, .95) if lat else None,
-            "statuses": statuses, "errors": len(errors), "sent": turn[0], "pool": len(queries)}
+            "statuses": statuses, "errors": len(errors), "sent": turn[0], "pool": len(queries), "_lat": lat}
+
+
+def merged(parts: list[dict]) -> dict:
+    """One load figure from several phases of the same kind (their requests and seconds summed)."""
+    lat = [x for p in parts for x in p["_lat"]]
+    ok, wall = sum(p["ok"] for p in parts), sum(p["seconds"] for p in parts)
+    statuses: dict[int, int] = {}
+    for p in parts:
+        for code, n in p["statuses"].items():
+            statuses[code] = statuses.get(code, 0) + n
+    return {"clients": parts[0]["clients"], "seconds": wall, "requests": len(lat), "ok": ok, "per_s": ok / wall,
+            "p50": pct(lat, .5) if lat else None, "p95": pct(lat, .95) if lat else None, "statuses": statuses,
+            "errors": sum(p["errors"] for p in parts), "sent": sum(p["sent"] for p in parts),
+            "pool": parts[0]["pool"], "phases": len(parts)}
+
+
+def public(load: dict) -> dict:
+    return {k: v for k, v in load.items() if not k.startswith("_")}
+
+
+def side_by_side_pair(hosts: dict[str, str], version_id: int, warm: list[str], per_round: list[list[str]],
+                      k: int) -> dict[str, dict]:
+    """side_by_side for two servers at once (one per query encoder): each query goes to both, in an
+    order that alternates query by query, each HTTP request followed by the same query in-process
+    with that server's encoder, so the machine's load hits both encoders alike."""
+    from django.test import override_settings
+
+    from embeddings import runtime
+    from embeddings.models import ModelVersion
+    from search.services import index_for_search
+    version = ModelVersion.objects.get(pk=version_id)
+    embedders = {}
+    for enc in hosts:
+        with override_settings(LOUPE_QUERY_ENCODER=enc):
+            embedders[enc] = runtime.query_embedder_for(version)
+    index = index_for_search(version=version, modality="image")
+    conns = {enc: http.client.HTTPConnection(host, timeout=60) for enc, host in hosts.items()}
+    names = list(hosts)
+    for q in warm:
+        for enc in names:
+            get(conns[enc], f"/api/v1/search/?k={k}&q=" + urllib.parse.quote_plus(q))
+            index.search(embedders[enc].encode_texts([q]), k)
+    out: dict[str, dict] = {enc: {"rounds": [], "statuses": {}} for enc in names}
+    for queries in per_round:
+        t: dict[str, dict[str, list[float]]] = {enc: {"http": [], "enc": [], "idx": []} for enc in names}
+        for i, q in enumerate(queries):
+            for enc in (names if i % 2 == 0 else names[::-1]):
+                status, _, dt = get(conns[enc], f"/api/v1/search/?k={k}&q=" + urllib.parse.quote_plus(q))
+                out[enc]["statuses"][status] = out[enc]["statuses"].get(status, 0) + 1
+                t0 = time.perf_counter()
+                vec = embedders[enc].encode_texts([q])
+                t1 = time.perf_counter()
+                index.search(vec, k)
+                t2 = time.perf_counter()
+                t[enc]["http"].append(dt)
+                t[enc]["enc"].append(t1 - t0)
+                t[enc]["idx"].append(t2 - t1)
+        for enc in names:
+            h, e, x = t[enc]["http"], t[enc]["enc"], t[enc]["idx"]
+            inproc = [a + b for a, b in zip(e, x)]
+            out[enc]["rounds"].append({"http_p50": pct(h, .5), "http_p95": pct(h, .95), "enc_p50": pct(e, .5),
+                                       "idx_p50": pct(x, .5), "inproc_p50": pct(inproc, .5),
+                                       "inproc_p95": pct(inproc, .95)})
+    for enc in names:
+        rounds = out[enc]["rounds"]
+        out[enc]["median"] = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+        out[enc]["index_type"] = index.index_type
+    return out
+
+
+def run_pair(env: dict[str, str], var: Path, spec: str, encoders: list[str], version_id: int, args) -> list[dict]:
+    """`spec` ("distinct:gthread4") on two fresh servers at once, one per query encoder: latency
+    side by side query by query, then load phases alternating between the servers (A, B, B, A for
+    searches, then the same for the bare endpoint), S/2 seconds each, both servers fed the same
+    texts in the same order."""
+    name, _, worker = spec.partition(":")
+    worker = worker or "sync"
+    if name != "distinct":
+        raise SystemExit("--pair supports the distinct scenario only")
+    pool = distinct_pool()
+    used = 20 + args.rounds * args.queries
+    warm, load_q = pool[:20], pool[used:]
+    rounds = [pool[20 + r * args.queries:20 + (r + 1) * args.queries] for r in range(args.rounds)]
+    threads = int(worker.removeprefix("gthread")) if worker.startswith("gthread") else 0
+    stamp = time.monotonic_ns()
+    a, b = encoders
+    started = time.perf_counter()
+    with Server({**env, "LOUPE_QUERY_ENCODER": a}, var / f"gunicorn-{name}-{worker}-{a}-{stamp}.log", threads) as sa, \
+            Server({**env, "LOUPE_QUERY_ENCODER": b}, var / f"gunicorn-{name}-{worker}-{b}-{stamp}.log", threads) as sb:
+        ready_s = time.perf_counter() - started
+        servers = {a: sa, b: sb}
+        sbs = side_by_side_pair({e: s.host for e, s in servers.items()}, version_id, warm, rounds, args.k)
+        for e in encoders:
+            print(spec, e, "side by side", sbs[e]["median"], flush=True)
+        load_before = os.getloadavg()
+        phases: dict[tuple[str, str], list[dict]] = {}
+        offset = {a: 0, b: 0}
+        for kind in ("search", "bare"):
+            for e in (a, b, b, a):
+                qs = load_q[offset[e]:] + load_q[:offset[e]]
+                res = sustained(servers[e].host, qs, args.clients, args.seconds / 2, args.k,
+                                path=BARE if kind == "bare" else None)
+                if kind == "search":
+                    offset[e] += res["sent"]  # the next phase of this server sends texts it has not seen
+                phases.setdefault((e, kind), []).append(res)
+                print(spec, e, kind, public(res), flush=True)
+    out = []
+    for e in encoders:
+        out.append({"name": name, "worker": worker, "encoder": e, "sbs": sbs[e], "paired": True,
+                    "load": merged(phases[(e, "search")]), "bare": merged(phases[(e, "bare")]),
+                    "cache": servers[e].cache_stats(), "loadavg": load_before, "ready_s": ready_s})
+    return out
 
 
 def dev_queries(n: int) -> list[str]:
@@ -332,9 +444,10 @@ def run_scenario(env: dict[str, str], var: Path, spec: str, version_id: int, arg
         print(spec, encoder, "side by side", sbs["median"], flush=True)
         load_before = os.getloadavg()
         load = sustained(server.host, load_q, args.clients, args.seconds, args.k)
-        print(spec, encoder, "sustained", load, flush=True)
+        print(spec, encoder, "sustained", public(load), flush=True)
         bare = sustained(server.host, load_q, args.clients, args.seconds, args.k, path=BARE)
-        print(spec, encoder, "bare", bare, flush=True)
+        print(spec, encoder, "bare", public(bare), flush=True)
+        load, bare = public(load), public(bare)
     return {"name": name, "worker": worker, "encoder": encoder, "sbs": sbs, "load": load, "bare": bare,
             "cache": server.cache_stats(), "loadavg": load_before, "ready_s": ready_s}
 
@@ -352,6 +465,9 @@ def main() -> None:
                     help="comma list of: distinct, repeat; each optionally :sync (default) or :gthreadN "
                          "(2 gthread workers with N threads each) and @ENCODER (LOUPE_QUERY_ENCODER, default "
                          "torch), e.g. distinct@torch,distinct:gthread4@onnx-int8")
+    ap.add_argument("--pair", default="",
+                    help="two query encoders, e.g. torch,onnx-int8: each scenario (without @) runs on two "
+                         "servers at once, one per encoder, interleaved query by query (run_pair)")
     ap.add_argument("--db", default="loupe_bench")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "search_e2e.md"))
     args = ap.parse_args()
@@ -386,7 +502,13 @@ def main() -> None:
         print("populated", info, flush=True)
         from django.db import connections
         connections.close_all()
-        scenarios = [run_scenario(env, var, name, info["version"], args) for name in names]
+        pair = [e for e in args.pair.split(",") if e]
+        if pair and (len(pair) != 2 or not set(pair) <= set(encoders) or any("@" in n for n in names)):
+            raise SystemExit("--pair takes two query encoders, and scenarios without @ENCODER")
+        if pair:
+            scenarios = [sc for name in names for sc in run_pair(env, var, name, pair, info["version"], args)]
+        else:
+            scenarios = [run_scenario(env, var, name, info["version"], args) for name in names]
         loads.append(os.getloadavg())
         text = report(args, info, scenarios, loads, cmd)
         out = Path(args.out)

@@ -39,6 +39,10 @@ def scenario_report(args, sc: dict) -> list[str]:
     rows = [f"#### Scenario `{sc['name']}`, server: {server}, query encoder `{encoder}`: "
             f"{SCENARIO_TEXT[sc['name']]}", "",
             f"- server ready (/readyz 200) {sc['ready_s']:.1f} s after start" if "ready_s" in sc else "",
+            "- paired: this server ran at the same time as the other encoder's (same settings otherwise); each "
+            "query went to both, the order alternating query by query; load phases alternated between the "
+            "servers (A, B, B, A; searches, then the bare endpoint), half the load seconds each"
+            if sc.get("paired") else "",
             f"- {_cache_line(sc['cache'])}", "",
             f"Latency, one client, measured side by side ({len(sbs['rounds'])} rounds of {args.queries} queries; "
             "each query over HTTP, then the same query in-process; medians over rounds of the per-round "

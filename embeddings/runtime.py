@@ -257,8 +257,12 @@ def query_embedder_for(version: ModelVersion) -> Embedder:
     kind = settings.LOUPE_QUERY_ENCODER
     if kind == "torch":
         return embedder_for(version)
-    return _cached(("query_embedder", version.pk, kind),
-                   lambda: embedder_for(version).with_text_encoder(encode_queries_base))
+
+    def build() -> Embedder:
+        encoder = query_text_encoder()  # bound now: the embedder cached under `kind` uses that kind
+        return embedder_for(version).with_text_encoder(encoder.encode)
+
+    return _cached(("query_embedder", version.pk, kind), build)
 
 
 def captioner_for(version: ModelVersion) -> CaptionGenerator:
