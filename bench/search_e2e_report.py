@@ -72,7 +72,7 @@ def scenario_report(args, sc: dict) -> list[str]:
     if "bare" in sc:
         bare = sc["bare"]
         p6 = load["per_s"] / bare["per_s"] if bare["per_s"] else 0.0
-        rows += [f"- bare DRF endpoint, same server and clients, next {bare['seconds']:.0f} s: "
+        rows += [f"- bare DRF endpoint, same server and clients, {bare['seconds']:.0f} s: "
                  f"{bare['per_s']:.1f} requests/s, p95 {ms(bare['p95'])}, statuses {bare['statuses']}; "
                  f"**P6 = {p6:.2f}** (searches/s / bare requests/s, goal >= 0.5: {'meets' if p6 >= 0.5 else 'MISSES'})",
                  ""]
