@@ -110,7 +110,7 @@ def markdown(res: dict, command: str) -> str:
     lat, q = res["latency"], res["quality"]
     ref = lat["torch"]["median_ms"]
     lines = [
-        "# Query encoder: torch fp32 vs ONNX Runtime (fp32, dynamic int8) vs torch dynamic int8",
+        "## Query encoder: torch fp32 vs ONNX Runtime (fp32, dynamic int8) vs torch dynamic int8",
         "",
         f"Measured {res['date']} by `{command}` on {res['machine']}. One query at a time on 1 thread; "
         f"{res['queries']} queries (half Flickr8k dev captions, half out-of-domain sentences) x {res['rounds']} "
@@ -128,12 +128,13 @@ def markdown(res: dict, command: str) -> str:
     a, t = q[adopted], q["torch"]
     for s, label in (("flickr8k_dev", "Flickr8k dev"), ("ood_dev", "out-of-domain dev")):
         d = a[s]["t2i_r1"] - t[s]["t2i_r1"]
+        verdict = "met" if abs(d) <= GATE else f"**missed** by {abs(d) - GATE:.2f}"
         lines.append(f"| query encoder {adopted}: text->image R@1 change vs fp32, {label} | {d:+.2f} points "
                      f"({a[s]['t2i_r1']:.2f} vs {t[s]['t2i_r1']:.2f}) | within {GATE:g} point | "
-                     f"{'yes' if abs(d) <= GATE else 'no'} | {res['date']} | `{command}` |")
+                     f"{verdict} | {res['date']} | `{command}` |")
     lines.append(f"| query encoder {adopted}: one-query encode, 1 thread (median) | {lat[adopted]['median_ms']:.2f} ms "
                  f"vs {ref:.2f} ms fp32 torch ({ref / lat[adopted]['median_ms']:.1f}x) | faster than fp32 | "
-                 f"{'yes' if lat[adopted]['median_ms'] < ref else 'no'} | {res['date']} | `{command}` |")
+                 f"{'met' if lat[adopted]['median_ms'] < ref else '**missed**'} | {res['date']} | `{command}` |")
     lines += ["<!-- /summary -->", "",
               "| arm | one query, median ms | p90 ms | speed-up | cos vs fp32 mean / min (F8k) | "
               "F8k t2i R@1 | F8k i2t R@1 | OOD t2i R@1 | OOD i2t R@1 | OOD cos mean / min |",
