@@ -98,3 +98,15 @@ def test_warm_up_builds_the_query_encoder(joint_version, settings):
     assert warmup.state()["steps"]["text query"].startswith("ok")
     path = onnx_path(Path(settings.MODEL_DIR) / "query-encoders", "onnx", runtime.text_encoder().identity)
     assert path.is_file()
+
+
+def test_an_unknown_query_encoder_is_refused_at_start():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "LOUPE_QUERY_ENCODER": "onnx-int4"}
+    proc = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert proc.returncode != 0
+    assert "ImproperlyConfigured" in proc.stderr and "onnx-int4" in proc.stderr
