@@ -100,6 +100,13 @@ def test_warm_up_builds_the_query_encoder(joint_version, settings):
     assert path.is_file()
 
 
+def test_a_worker_warm_up_loads_the_fp32_encoder_not_the_query_encoder(joint_version, settings):
+    settings.LOUPE_QUERY_ENCODER = "onnx"
+    state = warmup.warm_up("worker")
+    assert state["steps"]["caption text"].startswith("ok")
+    assert not (Path(settings.MODEL_DIR) / "query-encoders").exists()
+
+
 def test_an_unknown_query_encoder_is_refused_at_start():
     import os
     import subprocess
