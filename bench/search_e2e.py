@@ -19,6 +19,15 @@ What it does, in one run (every figure in the report comes from this run):
    before (the query-vector cache cannot hit); `repeat`: the same Q dev captions every round
    and under load (the original protocol). Each worker logs its cache hits at exit
    (bench/search_e2e_gunicorn.py), and the report gives the measured hit rate.
+7. P6 (issue 15): right after the search load, the same C clients for S seconds against a bare
+   DRF endpoint (an APIView returning {"ok": true} with the project's default authentication,
+   permission and throttle classes, added to the URLs by bench/search_e2e_gunicorn.py only; the
+   product has no such endpoint) on the same server: searches/s / bare requests/s.
+
+A scenario may name the query encoder the server uses (LOUPE_QUERY_ENCODER): "distinct@torch",
+"distinct:gthread4@onnx-int8"; the in-process reference then uses the same query encoder
+(runtime.query_embedder_for), so the ratio compares like with like. Repeat specs (ABBA order) to
+get medians of several fresh servers in one run.
 
 Usage: .venv/bin/python bench/search_e2e.py --n 100000 --queries 200 --rounds 3 --clients 20 --seconds 30
 """
@@ -131,6 +140,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+BARE = "/api/v1/bench/bare/"  # added by bench/search_e2e_gunicorn.py in each worker
+
+
 class Server:
     def __init__(self, env: dict[str, str], log: Path, threads: int = 0) -> None:
         """threads = 0: 2 sync workers (one request at a time each); > 0: 2 gthread workers with
@@ -153,8 +165,10 @@ class Server:
                 raise RuntimeError("gunicorn exited:\n" + self.log.read_text()[-3000:])
             try:
                 c = http.client.HTTPConnection(self.host, timeout=5)
-                c.request("GET", "/healthz")
-                if c.getresponse().status == 200:
+                c.request("GET", "/readyz")  # 503 "warming" until the warm start has loaded the models
+                resp = c.getresponse()
+                resp.read()
+                if resp.status == 200:
                     return self
             except OSError:
                 pass
@@ -192,13 +206,18 @@ def pct(values: list[float], q: float) -> float:
     return v[min(len(v) - 1, int(round(q * (len(v) - 1))))]
 
 
-def side_by_side(host: str, version_id: int, warm: list[str], per_round: list[list[str]], k: int) -> dict:
-    """Per round: each query over HTTP, then the same query in-process (encode + raw index search)."""
+def side_by_side(host: str, version_id: int, warm: list[str], per_round: list[list[str]], k: int,
+                 encoder: str) -> dict:
+    """Per round: each query over HTTP, then the same query in-process (encode + raw index search),
+    the in-process encode through the query encoder the server uses."""
+    from django.test import override_settings
+
     from embeddings import runtime
     from embeddings.models import ModelVersion
     from search.services import index_for_search
     version = ModelVersion.objects.get(pk=version_id)
-    embedder = runtime.embedder_for(version)
+    with override_settings(LOUPE_QUERY_ENCODER=encoder):
+        embedder = runtime.query_embedder_for(version)
     index = index_for_search(version=version, modality="image")
     conn = http.client.HTTPConnection(host, timeout=60)
     for q in warm:  # warm both workers and this process (models, caches)
@@ -226,8 +245,9 @@ def side_by_side(host: str, version_id: int, warm: list[str], per_round: list[li
     return {"rounds": rounds_out, "median": med, "statuses": statuses, "index_type": index.index_type}
 
 
-def sustained(host: str, queries: list[str], clients: int, seconds: float, k: int) -> dict:
-    """C clients take the next query of `queries` in turn (wrapping round when it runs out)."""
+def sustained(host: str, queries: list[str], clients: int, seconds: float, k: int, path: str | None = None) -> dict:
+    """C clients take the next query of `queries` in turn (wrapping round when it runs out); with
+    `path`, they all GET that path instead (the bare endpoint)."""
     lat: list[float] = []
     statuses: dict[int, int] = {}
     errors: list[str] = []
@@ -242,7 +262,7 @@ def sustained(host: str, queries: list[str], clients: int, seconds: float, k: in
                 q = queries[turn[0] % len(queries)]
                 turn[0] += 1
             try:
-                status, _, dt = get(conn, f"/api/v1/search/?k={k}&q=" + urllib.parse.quote_plus(q))
+                status, _, dt = get(conn, path or f"/api/v1/search/?k={k}&q=" + urllib.parse.quote_plus(q))
             except (OSError, http.client.HTTPException) as exc:
                 with lock:
                     errors.append(type(exc).__name__)
@@ -263,7 +283,119 @@ def sustained(host: str, queries: list[str], clients: int, seconds: float, k: in
     ok = statuses.get(200, 0)
     return {"clients": clients, "seconds": wall, "requests": len(lat), "ok": ok, "per_s": ok / wall,
             "p50": pct(lat, .5) if lat else None, "p95": pct(lat, .95) if lat else None,
-            "statuses": statuses, "errors": len(errors), "sent": turn[0], "pool": len(queries)}
+            "statuses": statuses, "errors": len(errors), "sent": turn[0], "pool": len(queries), "_lat": lat}
+
+
+def merged(parts: list[dict]) -> dict:
+    """One load figure from several phases of the same kind (their requests and seconds summed)."""
+    lat = [x for p in parts for x in p["_lat"]]
+    ok, wall = sum(p["ok"] for p in parts), sum(p["seconds"] for p in parts)
+    statuses: dict[int, int] = {}
+    for p in parts:
+        for code, n in p["statuses"].items():
+            statuses[code] = statuses.get(code, 0) + n
+    return {"clients": parts[0]["clients"], "seconds": wall, "requests": len(lat), "ok": ok, "per_s": ok / wall,
+            "p50": pct(lat, .5) if lat else None, "p95": pct(lat, .95) if lat else None, "statuses": statuses,
+            "errors": sum(p["errors"] for p in parts), "sent": sum(p["sent"] for p in parts),
+            "pool": parts[0]["pool"], "phases": len(parts)}
+
+
+def public(load: dict) -> dict:
+    return {k: v for k, v in load.items() if not k.startswith("_")}
+
+
+def side_by_side_pair(hosts: dict[str, str], version_id: int, warm: list[str], per_round: list[list[str]],
+                      k: int) -> dict[str, dict]:
+    """side_by_side for two servers at once (one per query encoder): each query goes to both, in an
+    order that alternates query by query, each HTTP request followed by the same query in-process
+    with that server's encoder, so the machine's load hits both encoders alike."""
+    from django.test import override_settings
+
+    from embeddings import runtime
+    from embeddings.models import ModelVersion
+    from search.services import index_for_search
+    version = ModelVersion.objects.get(pk=version_id)
+    embedders = {}
+    for enc in hosts:
+        with override_settings(LOUPE_QUERY_ENCODER=enc):
+            embedders[enc] = runtime.query_embedder_for(version)
+    index = index_for_search(version=version, modality="image")
+    conns = {enc: http.client.HTTPConnection(host, timeout=60) for enc, host in hosts.items()}
+    names = list(hosts)
+    for q in warm:
+        for enc in names:
+            get(conns[enc], f"/api/v1/search/?k={k}&q=" + urllib.parse.quote_plus(q))
+            index.search(embedders[enc].encode_texts([q]), k)
+    out: dict[str, dict] = {enc: {"rounds": [], "statuses": {}} for enc in names}
+    for queries in per_round:
+        t: dict[str, dict[str, list[float]]] = {enc: {"http": [], "enc": [], "idx": []} for enc in names}
+        for i, q in enumerate(queries):
+            for enc in (names if i % 2 == 0 else names[::-1]):
+                status, _, dt = get(conns[enc], f"/api/v1/search/?k={k}&q=" + urllib.parse.quote_plus(q))
+                out[enc]["statuses"][status] = out[enc]["statuses"].get(status, 0) + 1
+                t0 = time.perf_counter()
+                vec = embedders[enc].encode_texts([q])
+                t1 = time.perf_counter()
+                index.search(vec, k)
+                t2 = time.perf_counter()
+                t[enc]["http"].append(dt)
+                t[enc]["enc"].append(t1 - t0)
+                t[enc]["idx"].append(t2 - t1)
+        for enc in names:
+            h, e, x = t[enc]["http"], t[enc]["enc"], t[enc]["idx"]
+            inproc = [a + b for a, b in zip(e, x)]
+            out[enc]["rounds"].append({"http_p50": pct(h, .5), "http_p95": pct(h, .95), "enc_p50": pct(e, .5),
+                                       "idx_p50": pct(x, .5), "inproc_p50": pct(inproc, .5),
+                                       "inproc_p95": pct(inproc, .95)})
+    for enc in names:
+        rounds = out[enc]["rounds"]
+        out[enc]["median"] = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+        out[enc]["index_type"] = index.index_type
+    return out
+
+
+def run_pair(env: dict[str, str], var: Path, spec: str, encoders: list[str], version_id: int, args) -> list[dict]:
+    """`spec` ("distinct:gthread4") on two fresh servers at once, one per query encoder: latency
+    side by side query by query, then load phases alternating between the servers (A, B, B, A for
+    searches, then the same for the bare endpoint), S/2 seconds each, both servers fed the same
+    texts in the same order."""
+    name, _, worker = spec.partition(":")
+    worker = worker or "sync"
+    if name != "distinct":
+        raise SystemExit("--pair supports the distinct scenario only")
+    pool = distinct_pool()
+    used = 20 + args.rounds * args.queries
+    warm, load_q = pool[:20], pool[used:]
+    rounds = [pool[20 + r * args.queries:20 + (r + 1) * args.queries] for r in range(args.rounds)]
+    threads = int(worker.removeprefix("gthread")) if worker.startswith("gthread") else 0
+    stamp = time.monotonic_ns()
+    a, b = encoders
+    started = time.perf_counter()
+    with Server({**env, "LOUPE_QUERY_ENCODER": a}, var / f"gunicorn-{name}-{worker}-{a}-{stamp}.log", threads) as sa, \
+            Server({**env, "LOUPE_QUERY_ENCODER": b}, var / f"gunicorn-{name}-{worker}-{b}-{stamp}.log", threads) as sb:
+        ready_s = time.perf_counter() - started
+        servers = {a: sa, b: sb}
+        sbs = side_by_side_pair({e: s.host for e, s in servers.items()}, version_id, warm, rounds, args.k)
+        for e in encoders:
+            print(spec, e, "side by side", sbs[e]["median"], flush=True)
+        load_before = os.getloadavg()
+        phases: dict[tuple[str, str], list[dict]] = {}
+        offset = {a: 0, b: 0}
+        for kind in ("search", "bare"):
+            for e in (a, b, b, a):
+                qs = load_q[offset[e]:] + load_q[:offset[e]]
+                res = sustained(servers[e].host, qs, args.clients, args.seconds / 2, args.k,
+                                path=BARE if kind == "bare" else None)
+                if kind == "search":
+                    offset[e] += res["sent"]  # the next phase of this server sends texts it has not seen
+                phases.setdefault((e, kind), []).append(res)
+                print(spec, e, kind, public(res), flush=True)
+    out = []
+    for e in encoders:
+        out.append({"name": name, "worker": worker, "encoder": e, "sbs": sbs[e], "paired": True,
+                    "load": merged(phases[(e, "search")]), "bare": merged(phases[(e, "bare")]),
+                    "cache": servers[e].cache_stats(), "loadavg": load_before, "ready_s": ready_s})
+    return out
 
 
 def dev_queries(n: int) -> list[str]:
@@ -288,7 +420,10 @@ def distinct_pool() -> list[str]:
 
 def run_scenario(env: dict[str, str], var: Path, spec: str, version_id: int, args) -> dict:
     """One fresh server: side by side, then sustained load; queries repeating or all distinct.
-    `spec` is a scenario name, optionally with the server kind: "distinct", "distinct:gthread8"."""
+    `spec` is a scenario name, optionally with the server kind and the query encoder: "distinct",
+    "distinct:gthread8", "distinct:gthread4@onnx-int8"."""
+    spec, _, encoder = spec.partition("@")
+    encoder = encoder or "torch"
     name, _, worker = spec.partition(":")
     worker = worker or "sync"
     if name == "repeat":  # the original protocol: the same 200 dev captions every round and under load
@@ -301,15 +436,20 @@ def run_scenario(env: dict[str, str], var: Path, spec: str, version_id: int, arg
         rounds = [pool[20 + r * args.queries:20 + (r + 1) * args.queries] for r in range(args.rounds)]
         load_q = pool[used:]
     threads = int(worker.removeprefix("gthread")) if worker.startswith("gthread") else 0
-    log = var / f"gunicorn-{name}-{worker}.log"
-    with Server(env, log, threads) as server:
-        sbs = side_by_side(server.host, version_id, warm, rounds, args.k)
-        print(name, "side by side", sbs["median"], flush=True)
+    log = var / f"gunicorn-{name}-{worker}-{encoder}-{time.monotonic_ns()}.log"
+    started = time.perf_counter()
+    with Server({**env, "LOUPE_QUERY_ENCODER": encoder}, log, threads) as server:
+        ready_s = time.perf_counter() - started
+        sbs = side_by_side(server.host, version_id, warm, rounds, args.k, encoder)
+        print(spec, encoder, "side by side", sbs["median"], flush=True)
         load_before = os.getloadavg()
         load = sustained(server.host, load_q, args.clients, args.seconds, args.k)
-        print(name, "sustained", load, flush=True)
-    return {"name": name, "worker": worker, "sbs": sbs, "load": load, "cache": server.cache_stats(),
-            "loadavg": load_before}
+        print(spec, encoder, "sustained", public(load), flush=True)
+        bare = sustained(server.host, load_q, args.clients, args.seconds, args.k, path=BARE)
+        print(spec, encoder, "bare", public(bare), flush=True)
+        load, bare = public(load), public(bare)
+    return {"name": name, "worker": worker, "encoder": encoder, "sbs": sbs, "load": load, "bare": bare,
+            "cache": server.cache_stats(), "loadavg": load_before, "ready_s": ready_s}
 
 
 def main() -> None:
@@ -323,13 +463,24 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--scenarios", default="distinct,repeat",
                     help="comma list of: distinct, repeat; each optionally :sync (default) or :gthreadN "
-                         "(2 gthread workers with N threads each), e.g. distinct,distinct:gthread8")
+                         "(2 gthread workers with N threads each) and @ENCODER (LOUPE_QUERY_ENCODER, default "
+                         "torch), e.g. distinct@torch,distinct:gthread4@onnx-int8")
+    ap.add_argument("--pair", default="",
+                    help="two query encoders, e.g. torch,onnx-int8: each scenario (without @) runs on two "
+                         "servers at once, one per encoder, interleaved query by query (run_pair)")
     ap.add_argument("--db", default="loupe_bench")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "search_e2e.md"))
     args = ap.parse_args()
     names = [x for x in args.scenarios.split(",") if x]
-    bad = [x for x in names if x.partition(":")[0] not in SCENARIO_TEXT
-           or x.partition(":")[2] not in ("", "sync") and not x.partition(":")[2].removeprefix("gthread").isdigit()]
+    encoders = ("torch", "onnx", "onnx-int8", "torch-int8")
+
+    def valid(spec: str) -> bool:
+        scenario, _, encoder = spec.partition("@")
+        name, _, worker = scenario.partition(":")
+        return (name in SCENARIO_TEXT and encoder in ("", *encoders)
+                and (worker in ("", "sync") or worker.removeprefix("gthread").isdigit()))
+
+    bad = [x for x in names if not valid(x)]
     if not names or bad:
         ap.error(f"--scenarios: choose from {sorted(SCENARIO_TEXT)}")
     cmd = ".venv/bin/python bench/search_e2e.py " + " ".join(sys.argv[1:])
@@ -351,7 +502,13 @@ def main() -> None:
         print("populated", info, flush=True)
         from django.db import connections
         connections.close_all()
-        scenarios = [run_scenario(env, var, name, info["version"], args) for name in names]
+        pair = [e for e in args.pair.split(",") if e]
+        if pair and (len(pair) != 2 or not set(pair) <= set(encoders) or any("@" in n for n in names)):
+            raise SystemExit("--pair takes two query encoders, and scenarios without @ENCODER")
+        if pair:
+            scenarios = [sc for name in names for sc in run_pair(env, var, name, pair, info["version"], args)]
+        else:
+            scenarios = [run_scenario(env, var, name, info["version"], args) for name in names]
         loads.append(os.getloadavg())
         text = report(args, info, scenarios, loads, cmd)
         out = Path(args.out)

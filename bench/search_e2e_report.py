@@ -35,7 +35,14 @@ def scenario_report(args, sc: dict) -> list[str]:
     worker = sc.get("worker", "sync")
     server = ("2 sync workers" if worker == "sync" else
               f"2 gthread workers x {worker.removeprefix('gthread')} threads, concurrent encodes batched")
-    rows = [f"#### Scenario `{sc['name']}`, server: {server}: {SCENARIO_TEXT[sc['name']]}", "",
+    encoder = sc.get("encoder", "torch")
+    rows = [f"#### Scenario `{sc['name']}`, server: {server}, query encoder `{encoder}`: "
+            f"{SCENARIO_TEXT[sc['name']]}", "",
+            f"- server ready (/readyz 200) {sc['ready_s']:.1f} s after start" if "ready_s" in sc else "",
+            "- paired: this server ran at the same time as the other encoder's (same settings otherwise); each "
+            "query went to both, the order alternating query by query; load phases alternated between the "
+            "servers (A, B, B, A; searches, then the bare endpoint), half the load seconds each"
+            if sc.get("paired") else "",
             f"- {_cache_line(sc['cache'])}", "",
             f"Latency, one client, measured side by side ({len(sbs['rounds'])} rounds of {args.queries} queries; "
             "each query over HTTP, then the same query in-process; medians over rounds of the per-round "
@@ -62,7 +69,47 @@ def scenario_report(args, sc: dict) -> list[str]:
                 else ""),
              f"- **{load['per_s']:.1f} searches/s**, p50 {ms(load['p50'])}, **p95 {ms(load['p95'])}** "
              f"(goal >= 100/s and p95 <= 50 ms: {'meets' if ok else 'MISSES'})", ""]
+    if "bare" in sc:
+        bare = sc["bare"]
+        p6 = load["per_s"] / bare["per_s"] if bare["per_s"] else 0.0
+        rows += [f"- bare DRF endpoint, same server and clients, {bare['seconds']:.0f} s: "
+                 f"{bare['per_s']:.1f} requests/s, p95 {ms(bare['p95'])}, statuses {bare['statuses']}; "
+                 f"**P6 = {p6:.2f}** (searches/s / bare requests/s, goal >= 0.5: {'meets' if p6 >= 0.5 else 'MISSES'})",
+                 ""]
     return rows
+
+
+def _p1(sc: dict) -> float:
+    m = sc["sbs"]["median"]
+    return m["http_p50"] / m["inproc_p50"]
+
+
+def comparison(scenarios: list[dict]) -> list[str]:
+    """One row per (queries, server, encoder): medians over its fresh servers in this run."""
+    import statistics
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for sc in scenarios:
+        groups.setdefault((sc["name"], sc.get("worker", "sync"), sc.get("encoder", "torch")), []).append(sc)
+    rows = ["#### Side by side: query encoders, medians over the fresh servers of this run", "",
+            "| queries | server | query encoder | servers | HTTP p50 | in-process p50 (encode + search) | encode p50 | "
+            "P1 ratio (goal <= 1.25) | searches/s, 20 clients | p95 under load | bare DRF req/s | "
+            "P6 searches/s / bare (goal >= 0.5) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (name, worker, encoder), scs in groups.items():
+        def bare(sc: dict) -> float:
+            return sc["bare"]["per_s"] if "bare" in sc else float("nan")
+
+        def p6(sc: dict) -> float:
+            return sc["load"]["per_s"] / bare(sc) if bare(sc) else float("nan")
+
+        pick = {"http": lambda sc: sc["sbs"]["median"]["http_p50"],
+                "inproc": lambda sc: sc["sbs"]["median"]["inproc_p50"],
+                "enc": lambda sc: sc["sbs"]["median"]["enc_p50"], "p1": _p1, "per_s": lambda sc: sc["load"]["per_s"],
+                "p95": lambda sc: sc["load"]["p95"] or 0.0, "bare": bare, "p6": p6}
+        med = {key: statistics.median(f(sc) for sc in scs) for key, f in pick.items()}
+        rows.append(f"| {name} | {worker} | `{encoder}` | {len(scs)} | {ms(med['http'])} | {ms(med['inproc'])} | "
+                    f"{ms(med['enc'])} | **{med['p1']:.2f}** | {med['per_s']:.1f} | {ms(med['p95'])} | "
+                    f"{med['bare']:.1f} | **{med['p6']:.2f}** |")
+    return rows + [""]
 
 
 def report(args, info: dict, scenarios: list[dict], loads: list, cmd: str) -> str:
@@ -82,6 +129,8 @@ def report(args, info: dict, scenarios: list[dict], loads: list, cmd: str) -> st
             "PostgreSQL, THROTTLE_* raised to "
             f"1000000/min and counted in the cache at {os.environ.get('CACHE_URL', 'locmem')}, a fresh server per "
             f"scenario. k = {args.k}.", ""]
+    if any("encoder" in sc for sc in scenarios):
+        rows += comparison(scenarios)
     for sc in scenarios:
         rows += scenario_report(args, sc)
     return "\n".join(rows)

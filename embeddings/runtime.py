@@ -28,6 +28,8 @@ from embeddings.ml.conse import DEFAULT_K, DEFAULT_PROMPTS, DEFAULT_TEMPERATURE,
 from embeddings.ml.embedder import ConseEmbedder, Embedder, JointEmbedder
 from embeddings.ml.feature_cache import FeatureCache
 from embeddings.ml.image_encoder import ImageEncoder
+from embeddings.ml.query_encoders import (OnnxTextEncoder, QueryEncoder, TorchInt8TextEncoder, TorchTextEncoder,
+                                          load_or_build_onnx)
 from embeddings.ml.text_encoder import TextEncoder
 from embeddings.ml.transforms import batch_tensors
 from embeddings.models import ModelVersion
@@ -87,8 +89,48 @@ def text_encoder() -> TextEncoder:
 
 
 def encode_texts_base(texts: list[str]) -> np.ndarray:
-    """(N, 384) unit MiniLM sentence vectors."""
+    """(N, 384) unit MiniLM sentence vectors (fp32: training, caption vectors, class vectors)."""
     return text_encoder().encode(texts, normalize=True).numpy()
+
+
+# --- the online query path -------------------------------------------------------------------
+# Search queries (one short text per request, one thread) go through settings.LOUPE_QUERY_ENCODER:
+# "torch" (the fp32 encoder above), "onnx" / "onnx-int8" (an ONNX Runtime export built here on
+# first use, under MODEL_DIR/query-encoders) or "torch-int8". Everything stored or trained on
+# (caption vectors, the text-vector cache, ConSE class vectors) keeps the fp32 encoder, so stored
+# vectors never depend on a serving option; see docs/deploy.md, "Query encoder".
+def _build_query_encoder(kind: str) -> QueryEncoder:
+    base = text_encoder()
+    if kind == "torch":
+        return TorchTextEncoder(base)
+    if kind == "torch-int8":
+        return TorchInt8TextEncoder(base)
+    try:
+        import onnxruntime  # noqa: F401  (requirements.txt pins it; a host without it still serves)
+    except ImportError:
+        logger.error("LOUPE_QUERY_ENCODER=%s needs onnxruntime, which is not installed: queries use "
+                     "the fp32 torch encoder", kind)
+        return TorchTextEncoder(base)
+    directory = Path(settings.MODEL_DIR) / "query-encoders"
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / f"{kind}.lock", "a+") as fh:  # one builder per host; others wait, then load
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            encoder: OnnxTextEncoder = load_or_build_onnx(base, directory, kind=kind, threads=torch.get_num_threads())
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    return encoder
+
+
+def query_text_encoder() -> QueryEncoder:
+    """This process's query encoder (settings.LOUPE_QUERY_ENCODER), built or loaded once."""
+    kind = settings.LOUPE_QUERY_ENCODER
+    return _cached(("query_encoder", kind), lambda: _build_query_encoder(kind))
+
+
+def encode_queries_base(texts: list[str]) -> np.ndarray:
+    """(N, 384) unit MiniLM vectors of search queries, through the configured query encoder."""
+    return query_text_encoder().encode(texts)
 
 
 def image_features(images: Sequence[PILImage.Image]) -> dict[str, np.ndarray]:
@@ -214,6 +256,20 @@ def embedder_for(version: ModelVersion) -> Embedder:
         return _checked_load(version, lambda: JointEmbedder.from_checkpoint(version_path(version), encode_texts_base))
 
     return _cached(("embedder", version.pk), build)
+
+
+def query_embedder_for(version: ModelVersion) -> Embedder:
+    """`embedder_for(version)` with the query encoder for texts: what search queries use (its
+    heads are shared with the stored-vector embedder, not copied)."""
+    kind = settings.LOUPE_QUERY_ENCODER
+    if kind == "torch":
+        return embedder_for(version)
+
+    def build() -> Embedder:
+        encoder = query_text_encoder()  # bound now: the embedder cached under `kind` uses that kind
+        return embedder_for(version).with_text_encoder(encoder.encode)
+
+    return _cached(("query_embedder", version.pk, kind), build)
 
 
 def captioner_for(version: ModelVersion) -> CaptionGenerator:

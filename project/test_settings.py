@@ -27,6 +27,8 @@ INDEX_DIR = Path(env.str("TEST_INDEX_DIR", default=str(VAR_DIR / "test-indexes")
 FEATURE_DIR = Path(env.str("TEST_FEATURE_DIR", default=str(VAR_DIR / "test-features")))
 AXES_ENABLED = env.bool("TEST_AXES_ENABLED", default=True)
 LOUPE_WARM_START = False  # tests that need it start warm-up themselves
+# Fakes stand in for the embedders of most tests; the query-encoder tests set the other kinds.
+LOUPE_QUERY_ENCODER = "torch"
 # Tests render pages without a collectstatic step.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -40,6 +40,8 @@ class Embedder(Protocol):
 
     def cell_scores(self, spatial: np.ndarray, query: np.ndarray) -> np.ndarray: ...  # (49,)
 
+    def with_text_encoder(self, text_encode: TextEncodeFn) -> Embedder: ...
+
 
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
@@ -61,6 +63,11 @@ class ConseEmbedder:
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return _unit(self._text(list(texts)))
+
+    def with_text_encoder(self, text_encode: TextEncodeFn) -> ConseEmbedder:
+        """The same model with another MiniLM encoder for texts (the query path's): class vectors
+        and classifier are shared, not copied."""
+        return ConseEmbedder(text_encode, self.class_vecs, self._classifier, k=self.k, temperature=self.temperature)
 
     def encode_features(self, feats: Mapping[str, np.ndarray]) -> np.ndarray:
         return conse_image_vectors(np.asarray(feats["logits"], np.float32), self.class_vecs,
@@ -87,6 +94,10 @@ class JointEmbedder:
     def from_checkpoint(cls, path: str | Path, text_encode: TextEncodeFn) -> JointEmbedder:
         tensors, config, _meta = load_checkpoint(path, expected_kind=EMBEDDING_KIND)
         return cls(text_encode, embedding_from_state(config, tensors))
+
+    def with_text_encoder(self, text_encode: TextEncodeFn) -> JointEmbedder:
+        """The same heads (shared, not copied) with another MiniLM encoder for texts."""
+        return JointEmbedder(text_encode, self.model)
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:

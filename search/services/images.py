@@ -82,7 +82,7 @@ def image_explain(*, user: Any, image_id: int, text: str, model_version_id: int 
     """A 7x7 grid of how much each image region matches the text (Embedder.cell_scores)."""
     _visible_or_404(user, image_id)
     version = selectors.version_resolve(model_version_id=model_version_id)
-    embedder = runtime.embedder_for(version)
+    embedder = runtime.query_embedder_for(version)
     query = embedder.encode_texts([clean_text(text)])[0]  # (D,)
     spatial = encoding.features_for([image_id])["spatial"][0]  # (49, 1280)
     cells = np.asarray(embedder.cell_scores(spatial, query), np.float64).reshape(GRID, GRID)

@@ -216,7 +216,7 @@ def _text_vectors(version: ModelVersion, texts: list[str]) -> list[np.ndarray]:
     """(D,) vectors of cleaned texts, from the cache where possible; the rest encoded in one batch."""
     if not texts:
         return []
-    embedder = runtime.embedder_for(version)
+    embedder = runtime.query_embedder_for(version)  # the online query encoder (LOUPE_QUERY_ENCODER)
     cache = text_cache()
     if cache.size <= 0:
         return list(_encode(version, embedder, texts))

@@ -5,7 +5,9 @@ once; /readyz answers 503 "warming" until it has finished, so a load balancer (o
 user) never sends the first search to a cold process. Each step goes through the same code a
 request uses, so whatever a request would load lazily is loaded here:
 
-- the active embedding's text tower, with one query encoded through the query path;
+- the active embedding's text tower, with one query encoded through the query path (web; the
+  query encoder, LOUPE_QUERY_ENCODER, is built or loaded here) or one caption text through the
+  fp32 encoder that stored vectors use (workers);
 - its image and caption indexes, into the served-index registry;
 - the ConSE class vectors (zero-shot labels on the image page);
 - the active captioner, with one decode;
@@ -111,7 +113,12 @@ def group_status() -> str:
 def _text_query(version: ModelVersion) -> None:
     from search.services.queries import QueryTerm, query_encode
 
-    query_encode(version=version, terms=[QueryTerm(text="a photo")])
+    query_encode(version=version, terms=[QueryTerm(text="a photo")])  # builds/loads the query encoder
+
+
+def _caption_text(version: ModelVersion) -> None:
+    # workers encode captions (stored vectors) with the fp32 encoder, never the query encoder
+    runtime.embedder_for(version).encode_texts(["a photo"])
 
 
 def _indexes(version: ModelVersion) -> None:
@@ -138,7 +145,10 @@ def steps(role: str) -> list[tuple[str, Callable[[], Any]]]:
     version = runtime.active_version(ModelVersion.Kind.EMBEDDING)
     out: list[tuple[str, Callable[[], Any]]] = []
     if version is not None:
-        out.append(("text query", lambda: _text_query(version)))
+        if role == "web":
+            out.append(("text query", lambda: _text_query(version)))
+        else:
+            out.append(("caption text", lambda: _caption_text(version)))
         if role == "web":
             out.append(("indexes", lambda: _indexes(version)))
             out.append(("conse class vectors", runtime.conse_class_vectors))

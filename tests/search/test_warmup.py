@@ -48,7 +48,7 @@ def test_warm_up_loads_the_indexes_text_path_labels_captioner_and_image_encoder(
 
 def test_a_worker_warms_what_tasks_use_and_not_the_indexes(indexed, fake_version, fake_captioner):
     state = warmup.warm_up("worker")
-    assert list(state["steps"]) == ["text query", "image encoder", "captioner"]
+    assert list(state["steps"]) == ["caption text", "image encoder", "captioner"]
     assert registry.served(fake_version.pk, "image")[0] is None
 
 
