@@ -21,6 +21,10 @@ FLICKR8K = REPO.parent / "shared" / "data" / "flickr8k"
 # Servers and workers that tests start load no models at start-up (each would spend seconds of the
 # shared CPU on it); tests/project/test_warm_start.py turns it on for the processes it checks.
 os.environ.setdefault("LOUPE_WARM_START", "false")
+# ... and serve queries with the fp32 text tower (the int8 ONNX export costs each fresh process
+# seconds to build); tests/embeddings/ml/test_query_encoders.py and
+# tests/search/test_query_encoder_setting.py exercise the other encoders.
+os.environ.setdefault("LOUPE_QUERY_ENCODER", "torch")
 
 
 def server_up(host: str, port: int) -> bool:
