@@ -8,7 +8,6 @@ ConSE v0 stays available as a retired version. Idempotent.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -20,16 +19,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from embeddings.ml.atomic import atomic_open
+from embeddings.ml.atomic import atomic_open, sha256_file
 from embeddings.ml.checkpoint import load_checkpoint
 from embeddings.models import Collection, Image, ModelVersion
 
 logger = logging.getLogger(__name__)
 MANIFEST = "shipped.json"
 
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def shipped_models_register(source: Path | None = None) -> list[str]:
@@ -49,7 +45,7 @@ def _register(root: Path, entry: dict) -> str:
     if existing is not None:
         return f"Shipped {kind} model {name!r}: already registered (v{existing.pk}, {existing.status})."
     src = root / entry["directory"]
-    files = {p.name: _sha256(p) for p in sorted(src.iterdir()) if p.is_file()}
+    files = {p.name: sha256_file(p) for p in sorted(src.iterdir()) if p.is_file()}
     load_checkpoint(src, expected_kind="embedding" if kind == "embedding" else "captioner")  # verifies sha256
     dest_rel = Path("shipped") / entry["directory"]
     dest = Path(settings.MODEL_DIR) / dest_rel

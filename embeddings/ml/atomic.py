@@ -1,4 +1,5 @@
-"""Atomic file publication shared by checkpoints, the feature cache and index files (pure).
+"""Atomic file publication shared by checkpoints, the feature cache and index files, and the one
+streaming file digest they are checked with (pure).
 
 A file is written to ``<path>.part``, flushed and fsynced, then ``os.replace``d over ``path``; a
 crash at any point leaves either the old file or the new one, never a mix. Syncing the folder
@@ -6,11 +7,22 @@ afterwards makes the rename itself durable.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """sha256 hex digest of a file, read in 1 MiB blocks (never memoised: it is also the check
+    made right before a file is trusted)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fsync_dir(directory: Path) -> None:

@@ -31,7 +31,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from embeddings.ml.atomic import atomic_write_bytes
+from embeddings.ml.atomic import atomic_write_bytes, sha256_file
 
 __all__ = [
     "CorruptShard",
@@ -85,13 +85,6 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     np.save(buf, arr, allow_pickle=False)
     return buf.getvalue()
 
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_npy(path: Path, arr: np.ndarray) -> str:
@@ -271,7 +264,7 @@ class FeatureCache:
         path = self.directory / name
         if not path.is_file():
             raise CorruptShard(f"shard file missing: {path}")
-        if _sha256_file(path) != expected_sha:
+        if sha256_file(path) != expected_sha:
             raise CorruptShard(f"sha256 mismatch for {path}")
         return np.load(path, mmap_mode="r", allow_pickle=False)
 

@@ -20,7 +20,6 @@ features from other weights or preprocessing are never mixed.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from contextlib import nullcontext
 from functools import lru_cache
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from embeddings.ml.atomic import sha256_file
 from embeddings.ml.transforms import PREPROCESS_VERSION
 
 __all__ = ["ImageEncoder", "default_weights_path", "file_sha256"]
@@ -46,11 +46,7 @@ GRID = 7  # 224 / 32
 
 @lru_cache(maxsize=16)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -21,7 +21,6 @@ folder or the complete new one. Errors are the checkpoint module's typed ones.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import pickle  # nosec B403: only for the error type gensim's loader raises; see load_paragraph
@@ -36,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file as st_load_file
 from safetensors.numpy import save_file as st_save_file
 
-from embeddings.ml.atomic import atomic_write_bytes, fsync_dir
+from embeddings.ml.atomic import atomic_write_bytes, fsync_dir, sha256_file
 from embeddings.ml.checkpoint import CheckpointError, CorruptCheckpoint, IncompatibleCheckpoint
 from embeddings.ml.config_dict import dataclass_from_dict
 from embeddings.ml.paragraph import SOURCE_MAPPED, ImageMap, ParagraphConfig, ParagraphSpace, ParagraphVectors
@@ -92,13 +91,6 @@ class ParagraphIndex:
         return [(int(self.image_ids[rows[j]]), float(scores[j]), int(self.source[rows[j]])) for j in top]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _fsync(path: Path) -> None:
     with open(path, "rb") as fh:
@@ -124,12 +116,12 @@ def save_paragraph(directory: str | os.PathLike[str], index: ParagraphIndex) -> 
         files = {}
         for path in sorted(part.iterdir()):
             _fsync(path)
-            files[path.name] = _sha256(path)
+            files[path.name] = sha256_file(path)
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
                     "config": dataclasses.asdict(index.vectors_model.config), "seed": index.vectors_model.seed,
                     "modes": list(index.vectors_model.models), "meta": index.meta, "files": files}
         atomic_write_bytes(part / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode(), sync_dir=True)
-        files[MANIFEST] = _sha256(part / MANIFEST)
+        files[MANIFEST] = sha256_file(part / MANIFEST)
         if directory.exists():  # a previous attempt of the same run: replaced whole
             old = directory.with_name(directory.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
@@ -175,7 +167,7 @@ def _check_files(directory: Path, listed: Any, expected: Mapping[str, str] | Non
             raise CorruptCheckpoint(f"{directory}: missing or misnamed file {name!r}")
         if expected is not None and expected.get(name) != digest:
             raise CorruptCheckpoint(f"{directory}: {name} is not the file the model version recorded")
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise CorruptCheckpoint(f"{directory}: {name} fails its sha256 check")
 
 

@@ -7,7 +7,6 @@ turns into a ModelVersion.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import time
 
@@ -19,6 +18,7 @@ from typing import Any
 
 from django.conf import settings
 
+from embeddings.ml.atomic import sha256_file
 from embeddings.ml.caption_generator import DecodingConfig, save_captioner
 from embeddings.ml.checkpoint import checkpoint_to_dict, save_checkpoint
 from embeddings.models import ModelVersion
@@ -184,7 +184,7 @@ def fit(*, run_id: int, collection_ids: list[int], config: TrainConfig, encoders
     else:
         save_captioner(model_dir, task.model, task.vocab, decoding=DecodingConfig(), extra_meta=meta)
     outcome.directory = str(model_dir.relative_to(Path(settings.MODEL_DIR)))
-    outcome.files = {p.name: _sha256(p) for p in sorted(model_dir.iterdir())
+    outcome.files = {p.name: sha256_file(p) for p in sorted(model_dir.iterdir())
                      if p.is_file() and not p.name.endswith(".part")}
     return outcome
 
@@ -216,9 +216,3 @@ def baseline_metrics(*, version: ModelVersion, run_id: int, encoders: Encoders) 
     return captioner_evaluate(version=version, split=dev, encoders=encoders, full=False, beam_size=1)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
