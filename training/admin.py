@@ -160,8 +160,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return super().has_delete_permission(request, obj) and (obj is None or obj.status != ModelVersion.Status.ACTIVE)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        switches = [(s, selectors.switch_progress(s), _duration(selectors.switch_progress(s)["eta_s"]))
-                    for s in ModelSwitch.objects.select_related("version", "previous")[:5]]
+        recent = ModelSwitch.objects.select_related("version", "previous")[:5]
+        rates = [(s, selectors.switch_progress(s)) for s in recent]
+        switches = [(s, rate, _duration(rate["eta_s"])) for s, rate in rates]
         return super().changelist_view(request, {**(extra_context or {}), "switches": switches})
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
@@ -189,9 +190,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
         force = request.POST.get("force") == "1"
         try:
             services.model_version_promote(version=version, user=request.user, force=force)
-        except services.promotion.NeedsConfirmation:
+        except services.promotion.NeedsConfirmation as exc:
             context = {**self.admin_site.each_context(request), "opts": self.model._meta, "original": version,
-                       "review": services.promotion_review(version), "title": f"Promote {version.name}?"}
+                       "review": exc.review, "title": f"Promote {version.name}?"}
             return TemplateResponse(request, "admin/training/modelversion/confirm_promote.html", context)
         except ApplicationError as exc:
             messages.error(request, exc.message)
@@ -211,10 +212,14 @@ class ModelVersionAdmin(admin.ModelAdmin):
             messages.error(request, "Select exactly one version to promote.")
             return None
         version = queryset.first()
-        if services.promotion_review(version)["warnings"]:  # the confirmation page shows why
+        try:
+            services.model_version_promote(version=version, user=request.user)
+        except services.promotion.NeedsConfirmation:  # the version page shows why, and the confirm button
             return HttpResponseRedirect(reverse("admin:embeddings_modelversion_change", args=[version.pk]))
-        _try(request, lambda: services.model_version_promote(version=version, user=request.user),
-             f"Promoting {version.name}.")
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Promoting {version.name}.")
         return None
 
     @admin.action(description="Roll back the selected active version")

@@ -49,10 +49,10 @@ class NeedsConfirmation(Conflict):
 
     code = "needs_confirmation"
 
-    def __init__(self, message: str, warnings: list[dict[str, str]]) -> None:
+    def __init__(self, message: str, review: dict[str, Any]) -> None:
         super().__init__(message, code="needs_confirmation",
-                         fields={"force": [w["message"] for w in warnings]})
-        self.warnings = warnings
+                         fields={"force": [w["message"] for w in review["warnings"]]})
+        self.review = review  # promotion_review's answer: what a confirmation page shows
 
 
 def _score(kind: str, metrics: dict[str, Any] | None) -> float | None:
@@ -155,11 +155,11 @@ def model_version_promote(*, version: ModelVersion, user: Any = None, action: st
     if version.family != ModelVersion.Family.CONSE and not version.directory:
         raise ApplicationError(f"{version.name} has no model files.")
     if action == ModelSwitch.Action.PROMOTE and not force:
-        warnings = promotion_review(version)["warnings"]
-        if warnings:
+        review = promotion_review(version)
+        if review["warnings"]:
             raise NeedsConfirmation(f"Promoting {version.name} needs confirmation: "
-                                    + " ".join(w["message"] for w in warnings) + " Pass force to promote anyway.",
-                                    warnings)
+                                    + " ".join(w["message"] for w in review["warnings"])
+                                    + " Pass force to promote anyway.", review)
     previous = ModelVersion.objects.active(version.kind).first()
     try:
         with transaction.atomic():
