@@ -16,6 +16,7 @@ from django.db import transaction
 from PIL import Image as PILImage
 
 from embeddings import runtime
+from embeddings.ml.image_encoder import MODEL_NAME as LITE0
 from embeddings.models import Caption, CaptionEmbedding, Image, ImageEmbedding, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -32,8 +33,10 @@ def load_stored_image(image_id: str | int) -> PILImage.Image:
     return img.convert("RGB")
 
 
-def features_for(image_ids: Sequence[int]) -> dict[str, np.ndarray]:
-    return runtime.cached_features([str(i) for i in image_ids], load_stored_image)
+def features_for(image_ids: Sequence[int], encoder: str = LITE0) -> dict[str, np.ndarray]:
+    """Cached features of stored images from one image encoder (a version's own:
+    `runtime.image_encoder_name(version)`)."""
+    return runtime.cached_features([str(i) for i in image_ids], load_stored_image, encoder)
 
 
 def _as_bytes(vecs: np.ndarray) -> list[bytes]:
@@ -48,7 +51,7 @@ def images_encode(*, image_ids: Sequence[int], version: ModelVersion | None = No
             return 0
     embedder = runtime.embedder_for(version)
     image_ids = list(image_ids)
-    vecs = embedder.encode_features(features_for(image_ids))
+    vecs = embedder.encode_features(features_for(image_ids, runtime.image_encoder_name(version)))
     rows = [ImageEmbedding(image_id=i, model_version=version, vector=b) for i, b in zip(image_ids, _as_bytes(vecs))]
     caption_ids = captions_encode(
         captions=list(Caption.objects.filter(image_id__in=image_ids).exclude(embeddings__model_version=version)),
@@ -108,7 +111,7 @@ def images_caption(*, image_ids: Sequence[int], version: ModelVersion | None = N
     if not todo:
         return 0
     generator = runtime.captioner_for(version)
-    feats = features_for(todo)
+    feats = features_for(todo, runtime.image_encoder_name(version))
     import torch
 
     spatial = torch.from_numpy(feats["spatial"]) if generator.needs_spatial else None

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from embeddings.ml.checkpoint import CheckpointError
 from embeddings.ml.conse import DEFAULT_K, DEFAULT_PROMPTS, DEFAULT_TEMPERATURE, class_vectors, load_class_names
 from embeddings.ml.embedder import ConseEmbedder, Embedder, JointEmbedder
 from embeddings.ml.feature_cache import FeatureCache
-from embeddings.ml.image_encoder import ImageEncoder
+from embeddings.ml.image_encoder import MODEL_NAME as LITE0
+from embeddings.ml.image_encoder import ImageEncoder, encoder_name_of, spatial_cells
 from embeddings.ml.query_encoders import (OnnxTextEncoder, QueryEncoder, TorchInt8TextEncoder, TorchTextEncoder,
                                           load_or_build_onnx)
 from embeddings.ml.text_encoder import TextEncoder
@@ -42,7 +44,12 @@ logger = logging.getLogger(__name__)
 _objects: BoundedCache[Any] = BoundedCache(32)
 _load_lock = threading.RLock()  # one load at a time, so a model is never loaded twice at once
 _MISSING = object()
-FEATURE_FIELDS = {"pooled": (1280,), "spatial": (49, 1280), "logits": (1000,)}
+FEATURE_FIELDS = {"pooled": (1280,), "spatial": (49, 1280), "logits": (1000,)}  # Lite0's
+
+
+def feature_fields(encoder: str = LITE0) -> dict[str, tuple[int, ...]]:
+    """The cached feature fields of one image encoder (Lite2's map has 81 cells, Lite0's 49)."""
+    return {**FEATURE_FIELDS, "spatial": (spatial_cells(encoder), 1280)}
 
 
 class ModelUnavailable(ServiceUnavailable):
@@ -80,8 +87,23 @@ def reset() -> None:
         _objects.clear()
 
 
-def image_encoder() -> ImageEncoder:
-    return _cached("image_encoder", lambda: ImageEncoder(device=device()))
+def image_encoder(name: str = LITE0) -> ImageEncoder:
+    """One of the image encoders (embeddings.ml.image_encoder.ENCODERS), loaded once per process."""
+    if name == LITE0:  # the key every caller used before the choice existed
+        return _cached("image_encoder", lambda: ImageEncoder(device=device()))
+    encoder_name_of(name)  # ValueError for an unknown name, before anything loads
+    return _cached(("image_encoder", name), lambda: ImageEncoder(device=device(), model_name=name))
+
+
+def image_encoder_name(version: ModelVersion | None) -> str:
+    """The image encoder a model version was trained on, read from the identity it recorded
+    (`version.encoders["image"]`; none recorded = Lite0). Its features are what it must be fed."""
+    ident = str(((version.encoders or {}) if version is not None else {}).get("image") or "")
+    try:
+        return encoder_name_of(ident)
+    except ValueError as exc:
+        raise ModelUnavailable(f"Model version {version.pk if version else '?'} was trained on an image "
+                               f"encoder this install does not have ({exc}).") from exc
 
 
 def text_encoder() -> TextEncoder:
@@ -133,11 +155,13 @@ def encode_queries_base(texts: list[str]) -> np.ndarray:
     return query_text_encoder().encode(texts)
 
 
-def image_features(images: Sequence[PILImage.Image]) -> dict[str, np.ndarray]:
-    """{"pooled": (B, 1280), "spatial": (B, 49, 1280), "logits": (B, 1000)} float32."""
+def image_features(images: Sequence[PILImage.Image], encoder: str = LITE0) -> dict[str, np.ndarray]:
+    """{"pooled": (B, 1280), "spatial": (B, cells, 1280), "logits": (B, 1000)} float32, from
+    `encoder` at its own resolution (Lite0 224 px: 49 cells; Lite2 260 px: 81)."""
     if not images:
-        return {k: np.zeros((0, *shape), np.float32) for k, shape in FEATURE_FIELDS.items()}
-    out = image_encoder().encode(batch_tensors([img.convert("RGB") for img in images]))
+        return {k: np.zeros((0, *shape), np.float32) for k, shape in feature_fields(encoder).items()}
+    enc = image_encoder(encoder)
+    out = enc.encode(batch_tensors([img.convert("RGB") for img in images], size=enc.image_size))
     return {k: v.numpy().astype(np.float32) for k, v in out.items()}
 
 
@@ -169,11 +193,12 @@ def _locked_cache(directory: Path, identity: str, fields: dict[str, tuple[int, .
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def image_feature_cache():
-    """The image-feature cache of the current image encoder, locked while the block runs."""
-    ident = image_encoder().identity
+def image_feature_cache(encoder: str = LITE0):
+    """The image-feature cache of one image encoder (a folder per encoder identity, so features
+    of two encoders never mix), locked while the block runs."""
+    ident = image_encoder(encoder).identity
     directory = Path(settings.FEATURE_DIR) / hashlib.sha256(ident.encode()).hexdigest()[:16]
-    return _locked_cache(directory, ident, FEATURE_FIELDS)
+    return _locked_cache(directory, ident, feature_fields(encoder))
 
 
 def text_vector_cache():
@@ -183,12 +208,12 @@ def text_vector_cache():
     return _locked_cache(directory, ident, TEXT_FIELDS)
 
 
-def cached_features(keys: Sequence[str], load_image) -> dict[str, np.ndarray]:
+def cached_features(keys: Sequence[str], load_image, encoder: str = LITE0) -> dict[str, np.ndarray]:
     """Features of the images named by `keys`, computed once per (image, encoder) and kept."""
-    with image_feature_cache() as cache:
+    with image_feature_cache(encoder) as cache:
         missing = cache.missing(keys)
         if missing:
-            feats = image_features([load_image(k) for k in missing])
+            feats = image_features([load_image(k) for k in missing], encoder)
             cache.add(missing, feats)
         return cache.get(list(keys), dtype=np.float32)
 
@@ -235,8 +260,8 @@ def conse_class_vectors() -> np.ndarray:
     return _cached("conse_class_vectors", build)
 
 
-def _classifier(cells: np.ndarray) -> np.ndarray:
-    fc = image_encoder().backbone._fc
+def _classifier(cells: np.ndarray, encoder: str = LITE0) -> np.ndarray:
+    fc = image_encoder(encoder).backbone._fc
     with torch.no_grad():
         return fc(torch.from_numpy(cells).to(next(fc.parameters()).device)).float().cpu().numpy()
 
@@ -250,7 +275,8 @@ def embedder_for(version: ModelVersion) -> Embedder:
     def build() -> Embedder:
         if version.family == ModelVersion.Family.CONSE:
             cfg = version.config or {}
-            return ConseEmbedder(encode_texts_base, conse_class_vectors(), _classifier,
+            classifier = partial(_classifier, encoder=image_encoder_name(version))
+            return ConseEmbedder(encode_texts_base, conse_class_vectors(), classifier,
                                  k=int(cfg.get("k", DEFAULT_K)),
                                  temperature=float(cfg.get("temperature", DEFAULT_TEMPERATURE)))
         return _checked_load(version, lambda: JointEmbedder.from_checkpoint(version_path(version), encode_texts_base))

@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
 
     from embeddings.ml.atomic import atomic_write_text
     from training.encoders import get_encoders
-    from training.ml.config import TrainConfig
+    from training.ml.config import TrainConfig, image_encoder_of
     from training.ml.distributed import init_distributed, train_distributed
     from training.models import TrainingRun
     from training.services import fitting
@@ -35,10 +35,11 @@ def main(argv: list[str]) -> int:
     run_id, token = int(argv[0]), argv[1]
     rank, world, device = init_distributed()
     run = TrainingRun.objects.get(pk=run_id)
+    config = TrainConfig.from_dict(run.config)
     recorder = RunRecorder(run, token)
     outcome = fitting.fit(
         run_id=run_id, collection_ids=list(run.collections.values_list("pk", flat=True)),
-        config=TrainConfig.from_dict(run.config), encoders=get_encoders(), device=str(device),
+        config=config, encoders=get_encoders(image_encoder_of(config)), device=str(device),
         on_event=recorder.on_event if rank == 0 else (lambda name, payload: None),
         should_stop=should_stop_poller(run_id), log=recorder.log if rank == 0 else (lambda text: None),
         trainer=train_distributed, write_files=rank == 0)

@@ -17,6 +17,7 @@ import numpy as np
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from embeddings.ml.image_encoder import MODEL_NAME as LITE0
 from embeddings.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,11 @@ class Encoders(Protocol):
 
 
 class RuntimeEncoders:
-    """The real encoders, loaded lazily once per process by `embeddings.runtime`."""
+    """The real encoders, loaded lazily once per process by `embeddings.runtime`; image
+    features come from `image_encoder` (Lite0 unless the run or the version says otherwise)."""
+
+    def __init__(self, image_encoder: str = LITE0) -> None:
+        self.image_encoder = image_encoder
 
     def image_features(self, image_ids: Sequence[int], fields: Sequence[str],
                        progress: Progress | None = None) -> dict[str, np.ndarray]:
@@ -69,7 +74,7 @@ class RuntimeEncoders:
         if progress is not None:
             progress(0, len(ids))
         for start in range(0, len(ids), IMAGE_CHUNK):
-            feats = features_for(ids[start:start + IMAGE_CHUNK])
+            feats = features_for(ids[start:start + IMAGE_CHUNK], self.image_encoder)
             for f in fields:
                 parts[f].append(feats[f].astype(np.float16))
             if progress is not None:
@@ -84,12 +89,12 @@ class RuntimeEncoders:
     def identities(self) -> dict[str, str]:
         from embeddings import runtime
 
-        return {"image": runtime.image_encoder().identity, "text": runtime.text_encoder().identity}
+        return {"image": runtime.image_encoder(self.image_encoder).identity, "text": runtime.text_encoder().identity}
 
     def classifier(self) -> tuple[np.ndarray, np.ndarray]:
         from embeddings import runtime
 
-        fc = runtime.image_encoder().backbone._fc
+        fc = runtime.image_encoder(self.image_encoder).backbone._fc
         return (fc.weight.detach().float().cpu().numpy().copy(), fc.bias.detach().float().cpu().numpy().copy())
 
     def embed(self, version: ModelVersion, feats: dict[str, np.ndarray],
@@ -125,6 +130,14 @@ class RuntimeEncoders:
         return [h[0].text if h else "" for h in hyps]
 
 
-def get_encoders() -> Encoders:
+def get_encoders(image_encoder: str = LITE0) -> Encoders:
+    """The encoders of a run or an evaluation whose image features come from `image_encoder`."""
     path = settings.LOUPE_TRAINING_ENCODERS
-    return import_string(path)() if path else RuntimeEncoders()
+    return import_string(path)(image_encoder=image_encoder) if path else RuntimeEncoders(image_encoder)
+
+
+def encoders_for_version(version: ModelVersion) -> Encoders:
+    """The encoders that feed an existing version the features it was trained on."""
+    from embeddings import runtime
+
+    return get_encoders(runtime.image_encoder_name(version))

@@ -24,7 +24,7 @@ import logging
 from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ from torch import nn
 from embeddings.ml.atomic import sha256_file
 from embeddings.ml.transforms import PREPROCESS_VERSION
 
-__all__ = ["ImageEncoder", "default_weights_path", "file_sha256"]
+__all__ = ["ENCODERS", "ImageEncoder", "default_weights_path", "encoder_name_of", "file_sha256", "spatial_cells"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,25 @@ IMAGE_SIZES = {MODEL_NAME: 224, LITE2: 260}  # native training resolutions
 FEATURE_DIM = 1280
 NUM_CLASSES = 1000
 GRID = 7  # 224 / 32
+ENCODERS = tuple(IMAGE_SIZES)  # the image encoders a model version may be trained on
+ImageEncoderName = Literal["efficientnet-lite0", "efficientnet-lite2"]  # the same names, for configs
+_SPATIAL_CELLS = {MODEL_NAME: GRID * GRID, LITE2: 9 * 9}  # ceil(260 / 32) = 9 per side
+
+
+def spatial_cells(model_name: str = MODEL_NAME) -> int:
+    """Cells of the encoder's final feature map at its native resolution (Lite0 49, Lite2 81)."""
+    if model_name not in _SPATIAL_CELLS:
+        raise ValueError(f"unknown image encoder {model_name!r}; known: {list(ENCODERS)}")
+    return _SPATIAL_CELLS[model_name]
+
+
+def encoder_name_of(identity: str) -> str:
+    """The model name an encoder identity string starts with ("" -> Lite0, the encoder every
+    version before the choice existed was trained on); ValueError for an unknown encoder."""
+    name = identity.split("|", 1)[0] if identity else MODEL_NAME
+    if name not in IMAGE_SIZES:
+        raise ValueError(f"unknown image encoder {name!r}; known: {list(ENCODERS)}")
+    return name
 
 
 @lru_cache(maxsize=16)

@@ -80,7 +80,8 @@ def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: byt
         asked_n, n = n, width
     else:
         asked_n = None
-    feats = encoding.features_for([image.pk]) if image is not None else raster_features(clean)
+    encoder = runtime.image_encoder_name(version)  # the features the captioner was trained on
+    feats = encoding.features_for([image.pk], encoder) if image is not None else raster_features(clean, encoder)
     spatial = torch.from_numpy(feats["spatial"]) if generator.needs_spatial else None
     hyps = generator.caption(torch.from_numpy(feats["pooled"]), spatial, beam_size=beam, n=n)[0]
     kept = [h for h in hyps if h.text]

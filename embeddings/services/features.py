@@ -32,19 +32,20 @@ class FeatureSummary:
 
 
 def collection_features_compute(*, collection: Collection, captions: bool = True,
-                                on_progress: Callable[[int], None] | None = None) -> FeatureSummary:
-    """Encode every image of `collection` (and, with `captions`, every caption text) that is
-    not in the caches yet. `on_progress(n)` is called after each chunk of n images."""
+                                on_progress: Callable[[int], None] | None = None,
+                                encoder: str = runtime.LITE0) -> FeatureSummary:
+    """Encode every image of `collection` with `encoder` (and, with `captions`, every caption
+    text) that is not in the caches yet. `on_progress(n)` is called after each chunk of n images."""
     started = time.perf_counter()
     ids = list(Image.objects.filter(collection=collection).exclude(file="").order_by("pk")
                .values_list("pk", flat=True))
-    with runtime.image_feature_cache() as cache:
+    with runtime.image_feature_cache(encoder) as cache:
         missing = cache.missing([runtime.image_feature_key(i) for i in ids])
     if on_progress is not None and len(ids) > len(missing):
         on_progress(len(ids) - len(missing))
     for start in range(0, len(missing), CHUNK):
         part = missing[start:start + CHUNK]
-        runtime.cached_features(part, load_stored_image)
+        runtime.cached_features(part, load_stored_image, encoder)
         if on_progress is not None:
             on_progress(len(part))
     texts: list[str] = []

@@ -66,11 +66,12 @@ def sanitize_bytes(data: bytes) -> SanitizedImage:
         raise InvalidImage(exc.message, fields={"file": [exc.message]}, code=exc.code) from exc
 
 
-def raster_features(clean: bytes) -> dict[str, np.ndarray]:
-    """Encoder features of a raster `sanitize_bytes` already produced (its `.content`)."""
+def raster_features(clean: bytes, encoder: str = runtime.LITE0) -> dict[str, np.ndarray]:
+    """Encoder features of a raster `sanitize_bytes` already produced (its `.content`), from
+    `encoder` (the model version's own: `runtime.image_encoder_name(version)`)."""
     with PILImage.open(io.BytesIO(clean)) as img:
         img.load()
-        return runtime.image_features([img.convert("RGB")])
+        return runtime.image_features([img.convert("RGB")], encoder)
 
 
 def upload_features(data: bytes) -> dict[str, np.ndarray]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections import defaultdict
 from operator import itemgetter
@@ -17,7 +18,6 @@ from search import selectors
 from search.services.queries import QueryTerm, clean_text, stored_image_vector
 from search.services.search import search_captions
 
-GRID = 7  # EfficientNet-Lite0 at 224 px: 7x7 spatial cells
 _STOPWORDS = frozenset(
     "a an the and or of in on at to with by for from is are was were be been being its it this that these those "
     "there their his her he she they them some two three one into onto over under near while as up down out "
@@ -79,14 +79,15 @@ def image_labels(*, user: Any, image_id: int, k: int = 5, words: int = 8, neighb
 
 
 def image_explain(*, user: Any, image_id: int, text: str, model_version_id: int | None = None) -> dict[str, Any]:
-    """A 7x7 grid of how much each image region matches the text (Embedder.cell_scores)."""
+    """A grid (7x7 for Lite0, 9x9 for Lite2) of how much each image region matches the text (Embedder.cell_scores)."""
     _visible_or_404(user, image_id)
     version = selectors.version_resolve(model_version_id=model_version_id)
     embedder = runtime.query_embedder_for(version)
     query = embedder.encode_texts([clean_text(text)])[0]  # (D,)
-    spatial = encoding.features_for([image_id])["spatial"][0]  # (49, 1280)
-    cells = np.asarray(embedder.cell_scores(spatial, query), np.float64).reshape(GRID, GRID)
+    spatial = encoding.features_for([image_id], runtime.image_encoder_name(version))["spatial"][0]  # (cells, 1280)
+    side = math.isqrt(len(spatial))  # 7 (Lite0) or 9 (Lite2)
+    cells = np.asarray(embedder.cell_scores(spatial, query), np.float64).reshape(side, side)
     image_vec = stored_image_vector(version=version, image_id=image_id)
     score = float(np.dot(image_vec, query) / (np.linalg.norm(image_vec) * np.linalg.norm(query) or 1.0))
-    return {"model_version": version.pk, "rows": GRID, "cols": GRID, "grid": cells.round(5).tolist(),
+    return {"model_version": version.pk, "rows": side, "cols": side, "grid": cells.round(5).tolist(),
             "min": float(cells.min()), "max": float(cells.max()), "score": score}

@@ -96,12 +96,13 @@ def stored_image_vector(*, version: ModelVersion, image_id: int) -> np.ndarray:
     if vec is not None:
         return vec
     embedder = runtime.embedder_for(version)
-    return embedder.encode_features(encoding.features_for([image_id]))[0]
+    return embedder.encode_features(encoding.features_for([image_id], runtime.image_encoder_name(version)))[0]
 
 
 def _upload_vector(version: ModelVersion, clean: bytes) -> np.ndarray:
     """(D,) vector of an uploaded image already sanitised by query_check (never stored)."""
-    return runtime.embedder_for(version).encode_features(raster_features(clean))[0]
+    encoder = runtime.image_encoder_name(version)
+    return runtime.embedder_for(version).encode_features(raster_features(clean, encoder))[0]
 
 
 def query_check(*, user: Any, terms: Sequence[QueryTerm]) -> list[QueryTerm]:

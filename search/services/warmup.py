@@ -129,14 +129,21 @@ def _indexes(version: ModelVersion) -> None:
 
 
 def _captioner() -> None:
-    _version, generator = runtime.active_captioner()
+    version, generator = runtime.active_captioner()
     pooled = torch.zeros(1, 1280)
-    spatial = torch.zeros(1, 49, 1280) if generator.needs_spatial else None
+    cells = runtime.feature_fields(runtime.image_encoder_name(version))["spatial"][0]
+    spatial = torch.zeros(1, cells, 1280) if generator.needs_spatial else None
     generator.caption(pooled, spatial)
 
 
-def _image_encoder() -> None:
-    runtime.image_features([PILImage.fromarray(np.zeros((224, 224, 3), np.uint8))])
+def _image_encoders() -> None:
+    """The image encoders the active embedding and captioner versions are fed by (Lite0 when
+    none is active: uploads are encoded with it)."""
+    names = {runtime.image_encoder_name(v) for v in (runtime.active_version(ModelVersion.Kind.EMBEDDING),
+                                                     runtime.active_version(ModelVersion.Kind.CAPTIONER))
+             if v is not None} or {runtime.LITE0}
+    for name in sorted(names):
+        runtime.image_features([PILImage.fromarray(np.zeros((224, 224, 3), np.uint8))], name)
 
 
 def steps(role: str) -> list[tuple[str, Callable[[], Any]]]:
@@ -152,7 +159,7 @@ def steps(role: str) -> list[tuple[str, Callable[[], Any]]]:
         if role == "web":
             out.append(("indexes", lambda: _indexes(version)))
             out.append(("conse class vectors", runtime.conse_class_vectors))
-    out.append(("image encoder", _image_encoder))
+    out.append(("image encoder", _image_encoders))
     out.append(("captioner", _captioner))
     return out
 

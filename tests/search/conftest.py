@@ -57,7 +57,7 @@ class FakeEmbedder:
         return cells @ unit(query)
 
 
-def fake_image_features(images) -> dict[str, np.ndarray]:
+def fake_image_features(images, encoder: str = "efficientnet-lite0") -> dict[str, np.ndarray]:
     """pooled (B, 1280), spatial (B, 49, 1280), logits (B, 1000) from 7x7 mean colours."""
     n = len(images)
     spatial = np.zeros((n, 49, 1280), np.float32)
@@ -69,8 +69,8 @@ def fake_image_features(images) -> dict[str, np.ndarray]:
     return {"pooled": spatial.mean(1), "spatial": spatial, "logits": logits}
 
 
-def fake_cached_features(keys, load_image):
-    return fake_image_features([load_image(k) for k in keys])
+def fake_cached_features(keys, load_image, encoder: str = "efficientnet-lite0"):
+    return fake_image_features([load_image(k) for k in keys], encoder)
 
 
 @dataclass

@@ -45,6 +45,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 class FakeEncoders:
+    def __init__(self, image_encoder: str = "efficientnet-lite0") -> None:
+        self.image_encoder = image_encoder  # only named in the identity: the features stay fake
+
     def image_features(self, image_ids: Sequence[int], fields: Sequence[str], progress=None) -> dict[str, np.ndarray]:
         feats = fake_image_features(image_ids)
         if progress is not None:
@@ -58,7 +61,7 @@ class FakeEncoders:
         return fake_text_vectors(texts)
 
     def identities(self) -> dict[str, str]:
-        return {"image": "fake-image-encoder", "text": "fake-text-encoder"}
+        return {"image": f"{self.image_encoder}|fake-image-encoder", "text": "fake-text-encoder"}
 
     def classifier(self) -> tuple[np.ndarray, np.ndarray]:
         """A fixed random linear classifier over the fake 1280-d features."""

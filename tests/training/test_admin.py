@@ -36,6 +36,7 @@ def test_retrain_form_shows_defaults_and_starts_a_run(admin_client, tiny_collect
     assert re.search(r'name="loop__epochs" value="15"', html) and 'name="model__dim"' in html
     assert 'name="loop__early_stop_metric"' not in html
     assert '<option value="hogwild">' in html and '<option value="adagrad">' in html  # issue 17
+    assert '<option value="efficientnet-lite2">' in html  # the image encoder is chosen per run
     cap = admin_client.get(url + "?kind=captioner").content.decode()
     # the captioner's default epochs: the shipped captioner's recipe (test_shipped pins it)
     assert 'name="model__decoder"' in cap and re.search(r'name="loop__epochs" value="10"', cap)
@@ -44,12 +45,14 @@ def test_retrain_form_shows_defaults_and_starts_a_run(admin_client, tiny_collect
             "loop__seed": 0, "model__dim": 400, "model__head": "linear", "model__dropout": 0.1,
             "model__image_input": "pooled", "task__loss": "info_nce",
             "loop__optimizer": "adagrad", "loop__parallel": "hogwild", "loop__workers": 2,  # issue 17
+            "task__image_encoder": "efficientnet-lite2",
             "extra": "model.joint_dim=16\nmodel.gate_centroids=2\nmodel.hidden=32\n"}  # the default (prior) family
     resp = admin_client.post(url, form)
     run = TrainingRun.objects.get()
     assert resp.status_code == 302 and resp["Location"] == reverse("admin:training_trainingrun_change", args=[run.pk])
     assert run.config["loop"]["epochs"] == 2 and run.config["model"]["head"] == "linear"
     assert run.config["model"]["hidden"] == 32
+    assert run.config["task"]["image_encoder"] == "efficientnet-lite2"
     assert (run.config["loop"]["optimizer"], run.config["loop"]["parallel"], run.config["loop"]["workers"]) == (
         "adagrad", "hogwild", 2)
     bad = admin_client.post(url, {**form, "extra": "model.nope=1"}, follow=True).content.decode()

@@ -92,7 +92,7 @@ def test_successful_run_registers_a_candidate_and_leaves_the_active_model(tiny_c
     assert version.status == "candidate" and version.parent == active_before and version.dim == 16
     assert version.metrics["dev"]["rsum"] > 0 and version.metrics["compared_with"]["version"] == active_before.pk
     assert set(version.files) == {p.name for p in (settings.MODEL_DIR / version.directory).iterdir()}
-    assert version.encoders == {"image": "fake-image-encoder", "text": "fake-text-encoder"}
+    assert version.encoders == {"image": "efficientnet-lite0|fake-image-encoder", "text": "fake-text-encoder"}
     assert ModelVersion.objects.get(kind="embedding", status="active") == active_before
     assert "registered candidate" in run.log_tail and "epoch 3" in run.log_tail
 

@@ -35,9 +35,10 @@ from torch import Tensor, nn
 
 from embeddings.ml.caption_decoding import Ensemble, beam_search, greedy_decode
 from embeddings.ml.captioner import CaptionDecoder, CaptionerConfig, build_decoder, caption_loss
+from embeddings.ml.image_encoder import ImageEncoderName
 from embeddings.ml.vocab import EOS_ID, PAD_ID, Vocabulary
 from training.ml.caption_metrics import caption_scores
-from training.ml.config import TrainConfig, register_kind
+from training.ml.config import TrainConfig, check_image_encoder, register_kind
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,10 @@ class CaptionTaskConfig:
     eval_batch_size: int = 250  # dev images decoded at once
     keep_snapshots: bool = False  # keep every evaluated epoch's weights (checkpoint averaging)
     drop_last: bool = False  # skip the last, smaller batch (DDP needs equal batches)
+    image_encoder: ImageEncoderName = "efficientnet-lite0"  # whose features it trains on (as for embeddings)
 
     def __post_init__(self) -> None:
+        check_image_encoder(self.image_encoder)
         if self.vocab_min_count < 1 or self.eval_beam_size < 1 or self.eval_batch_size < 1:
             raise ValueError("vocab_min_count, eval_beam_size and eval_batch_size must be >= 1")
         if not 0.0 <= self.label_smoothing < 1.0 or not 0.0 <= self.scheduled_sampling_max <= 1.0:

@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 
 from embeddings.ml.config_dict import dataclass_from_dict, dataclass_to_dict, parse_field_value
 from embeddings.ml.heads import EmbeddingConfig
+from embeddings.ml.image_encoder import ENCODERS, ImageEncoderName
+from embeddings.ml.image_encoder import MODEL_NAME as LITE0
 
 
 @dataclass(frozen=True)
@@ -96,14 +98,29 @@ class EmbeddingTaskConfig:
     # Name of an out-of-domain dev collection scored every epoch beside dev ("ood_*" metrics
     # and "both_rsum" = rsum + ood_rsum, an early-stop metric over both sets); "" = none.
     ood_collection: str = ""
+    # The image encoder whose cached features the run trains on (embeddings.ml.image_encoder:
+    # "efficientnet-lite0", 224 px, or "efficientnet-lite2", 260 px); the version records its
+    # identity, and serving feeds it features of the same encoder.
+    image_encoder: ImageEncoderName = "efficientnet-lite0"
 
     def __post_init__(self) -> None:
+        check_image_encoder(self.image_encoder)
         if self.class_caption_weight < 0 or self.residual_l2 < 0:
             raise ValueError("class_caption_weight and residual_l2 must be >= 0")
         if not 1 <= self.captions_per_image <= 5:
             raise ValueError("captions_per_image must be in 1..5")
         if not 0.0 <= self.caption_dropout < 1.0 or self.text_noise < 0:
             raise ValueError("caption_dropout must be in [0, 1), text_noise >= 0")
+
+
+def check_image_encoder(name: str) -> None:
+    if name not in ENCODERS:
+        raise ValueError(f"image_encoder must be one of {list(ENCODERS)}, got {name!r}")
+
+
+def image_encoder_of(config: TrainConfig) -> str:
+    """The image encoder a run trains on (kinds without the option use Lite0)."""
+    return str(getattr(config.task, "image_encoder", LITE0))
 
 
 # kind -> (model config class, task config class)

@@ -20,7 +20,7 @@ import numpy as np
 from embeddings.models import Collection, ModelVersion
 from project.exceptions import ApplicationError
 from training import datasets
-from training.encoders import Encoders, get_encoders
+from training.encoders import Encoders, encoders_for_version
 
 
 def _fields(version: ModelVersion) -> list[str]:
@@ -73,7 +73,6 @@ def model_evaluate(*, collections: Sequence[Collection], split: str, kinds: Sequ
         ood_rows = datasets.build_split(datasets.split_query(ood_collections, "dev"))
         if ood_rows.num_images == 0:
             raise ApplicationError("No captioned dev images in the out-of-domain collection(s).")
-    encoders = encoders or get_encoders()
     sets = {"in_domain": _set_entry("in-domain", collections, split, rows)}
     if ood_rows is not None:
         sets["ood"] = _set_entry("out-of-domain", ood_collections, "dev", ood_rows)
@@ -88,12 +87,13 @@ def model_evaluate(*, collections: Sequence[Collection], split: str, kinds: Sequ
         entries = []
         for version in chosen:
             entry: dict[str, Any] = {"version": version.pk, "name": version.name, "family": version.family}
+            fed = encoders or encoders_for_version(version)  # each version gets its own encoder's features
             if kind == "embedding":
-                entry["metrics"] = embedding_evaluate(version=version, split=rows, encoders=encoders)
+                entry["metrics"] = embedding_evaluate(version=version, split=rows, encoders=fed)
                 if ood_rows is not None:
-                    entry["ood_metrics"] = embedding_evaluate(version=version, split=ood_rows, encoders=encoders)
+                    entry["ood_metrics"] = embedding_evaluate(version=version, split=ood_rows, encoders=fed)
             else:
-                entry["metrics"] = captioner_evaluate(version=version, split=rows, encoders=encoders, full=full)
+                entry["metrics"] = captioner_evaluate(version=version, split=rows, encoders=fed, full=full)
             if record:
                 _record(version, sets, entry)
             entries.append(entry)

@@ -32,8 +32,8 @@ from embeddings.ml.atomic import atomic_write_bytes
 from embeddings.models import ModelVersion
 from project.exceptions import ApplicationError
 from training import datasets
-from training.encoders import get_encoders
-from training.ml.config import TrainConfig
+from training.encoders import encoders_for_version, get_encoders
+from training.ml.config import TrainConfig, image_encoder_of
 from training.models import NO_LEASE, TrainingRun
 from training.services import fitting
 from training.services.progress import Heartbeat, LeaseLost, RunRecorder, heartbeat_timeout
@@ -135,7 +135,8 @@ def _fit(run: TrainingRun, token: str, recorder: RunRecorder, beat: Heartbeat, d
     nproc = 1 if single else _procs(device)
     if nproc > 1:
         return _fit_torchrun(run, token, recorder, nproc, collection_ids)
-    return fitting.fit(run_id=run.pk, collection_ids=collection_ids, config=config, encoders=get_encoders(),
+    return fitting.fit(run_id=run.pk, collection_ids=collection_ids, config=config,
+                       encoders=get_encoders(image_encoder_of(config)),
                        device=device, on_event=recorder.on_event, should_stop=should_stop_poller(run.pk, beat),
                        log=recorder.log)
 
@@ -249,7 +250,7 @@ def _baseline(run: TrainingRun, active: ModelVersion | None, recorder: RunRecord
     phase = f"scoring the active version {active.name} on dev"
     recorder.on_event("prepare", {"phase": phase, "done": 0, "total": 1, "rate": None, "eta_s": None})
     try:
-        metrics = fitting.baseline_metrics(version=active, run_id=run.pk, encoders=get_encoders())
+        metrics = fitting.baseline_metrics(version=active, run_id=run.pk, encoders=encoders_for_version(active))
     except Exception as exc:  # the comparison is informative only; the run itself succeeded
         recorder.log(f"could not score the active version {active.name} on dev: {type(exc).__name__}: {exc}")
         return {"version": active.pk, "name": active.name, "dev": {}, "error": str(exc)[:500]}

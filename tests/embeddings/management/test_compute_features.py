@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import defaultdict
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,20 +22,21 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def encoders(monkeypatch):
-    calls = {"images": 0, "texts": 0}
+    calls = defaultdict(int, {"images": 0, "texts": 0})
 
-    def image_features(images):
-        calls["images"] += len(images)
+    def image_features(images, encoder="efficientnet-lite0"):
+        calls["images" if encoder == "efficientnet-lite0" else f"images:{encoder}"] += len(images)
         mean = np.stack([np.asarray(img, np.float32).mean(axis=(0, 1)) for img in images])  # (B, 3)
         return {"pooled": np.tile(mean, (1, 1280 // 3 + 1))[:, :1280],
-                "spatial": np.zeros((len(images), 49, 1280), np.float32),
+                "spatial": np.zeros((len(images), *runtime.feature_fields(encoder)["spatial"]), np.float32),
                 "logits": np.zeros((len(images), 1000), np.float32)}
 
     def encode_texts(texts):
         calls["texts"] += len(texts)
         return fake_text_vectors(texts)
 
-    monkeypatch.setattr(runtime, "image_encoder", lambda: SimpleNamespace(identity="stand-in-image"))
+    monkeypatch.setattr(runtime, "image_encoder", lambda name="efficientnet-lite0": SimpleNamespace(
+        identity=f"stand-in-{name}"))
     monkeypatch.setattr(runtime, "text_encoder", lambda: SimpleNamespace(identity="stand-in-text"))
     monkeypatch.setattr(runtime, "image_features", image_features)
     monkeypatch.setattr(runtime, "encode_texts_base", encode_texts)
@@ -82,3 +84,19 @@ def test_command_prints_a_summary_and_rejects_an_unknown_collection(encoders, co
     assert "0 of 3 images encoded (3 cached)" in out.getvalue()
     with pytest.raises(CommandError, match="Unknown collection 'nope'"):
         call_command("compute_features", "--collection", "nope", "--no-progress")
+
+
+def test_each_image_encoder_fills_its_own_cache(encoders, collection):
+    """`--image-encoder efficientnet-lite2` encodes every image again into Lite2's own cache; the
+    Lite0 cache is neither read for it nor changed."""
+    collection_features_compute(collection=collection, captions=False)
+    out = io.StringIO()
+    call_command("compute_features", "--collection", "pets", "--image-encoder", "efficientnet-lite2",
+                 "--no-captions", "--json", "--no-progress", stdout=out)
+    assert json.loads(out.getvalue())["images_encoded"] == 3
+    assert encoders["images"] == 3 and encoders["images:efficientnet-lite2"] == 3
+    ids = [runtime.image_feature_key(i) for i in collection.images.values_list("pk", flat=True)]
+    with runtime.image_feature_cache("efficientnet-lite2") as lite2, runtime.image_feature_cache() as lite0:
+        assert lite2.directory != lite0.directory and lite2.missing(ids) == [] == lite0.missing(ids)
+    with pytest.raises(CommandError, match="invalid choice"):
+        call_command("compute_features", "--collection", "pets", "--image-encoder", "resnet50", "--no-progress")

@@ -62,7 +62,7 @@ class FakeEmbedder:
         return np.zeros(49, np.float32)
 
 
-def _fake_features(image_ids):
+def _fake_features(image_ids, encoder="efficientnet-lite0"):
     ids = [int(i) for i in image_ids]
     pooled = np.stack([np.random.default_rng(i).standard_normal(1280) for i in ids]).astype(np.float32) if ids \
         else np.zeros((0, 1280), np.float32)
