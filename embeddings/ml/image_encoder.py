@@ -55,9 +55,10 @@ def spatial_cells(model_name: str = MODEL_NAME) -> int:
 
 
 def encoder_name_of(identity: str) -> str:
-    """The model name an encoder identity string starts with ("" -> Lite0, the encoder every
-    version before the choice existed was trained on); ValueError for an unknown encoder."""
-    name = identity.split("|", 1)[0] if identity else MODEL_NAME
+    """The model name an encoder identity string starts with: "efficientnet-lite2|...|sha256=..."
+    or a label such as ConSE v0's "efficientnet-lite0 (ImageNet)"; "" -> Lite0, the encoder every
+    version before the choice existed was trained on. ValueError for an unknown encoder."""
+    name = identity.split("|", 1)[0].split(maxsplit=1)[0] if identity.strip() else MODEL_NAME
     if name not in IMAGE_SIZES:
         raise ValueError(f"unknown image encoder {name!r}; known: {list(ENCODERS)}")
     return name

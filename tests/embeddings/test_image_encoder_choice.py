@@ -28,6 +28,9 @@ def test_the_recorded_identity_names_the_encoder_and_an_unknown_one_is_a_503():
     assert runtime.image_encoder_name(version_with(None)) == MODEL_NAME  # versions from before the choice
     assert runtime.image_encoder_name(version_with(f"{MODEL_NAME}|x|sha256=1")) == MODEL_NAME
     assert runtime.image_encoder_name(version_with(LITE2_ID)) == LITE2
+    assert runtime.image_encoder_name(version_with("efficientnet-lite0 (ImageNet)")) == MODEL_NAME  # ConSE v0's label
+    conse = ModelVersion.objects.get(kind="embedding", family="conse")  # as embeddings/0002 made it
+    assert runtime.image_encoder_name(conse) == MODEL_NAME
     with pytest.raises(runtime.ModelUnavailable, match="image encoder this install does not have") as err:
         runtime.image_encoder_name(version_with("resnet50|x"))
     assert err.value.status_code == 503
