@@ -186,9 +186,9 @@ def write_results(args: argparse.Namespace, rows: list, n: int, batch: int, cmd:
               "the encoding worker's CPU per image against the raw loop's is the like-for-like cost of the "
               "encode path itself.", ""]
     args.results.write_text("\n".join(lines))
+    rounds = [{"round": r, "order": list(o), **{k: list(v) for k, v in g.items()}} for r, o, g in rows]
     args.results.with_name(args.results.stem + "_raw.json").write_text(json.dumps(
-        {"images": n, "batch": batch, "command": cmd, "rounds": [{"round": r, "order": list(o), **{k: list(v) for k, v in g.items()}}
-                                                  for r, o, g in rows]}, indent=1))
+        {"images": n, "batch": batch, "command": cmd, "rounds": rounds}, indent=1))
     print("\n".join(lines))
 
 
