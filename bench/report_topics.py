@@ -368,6 +368,8 @@ TOPICS: list[tuple[list[str], Callable[[Context], Section]]] = [
     (["captioner.md"], captioner),
     (["retraining.md"], retraining),
     (["promotion.md"], promotion),
+    (["ingest.md"], lambda ctx: block_section(ctx, "ingest.md")),
+    (["upload_searchable.md"], lambda ctx: block_section(ctx, "upload_searchable.md")),
     (["feature_cache.md"], feature_cache),
     (["index.md", "scaling.md"], index),
     (["search_e2e.md"], search_e2e),

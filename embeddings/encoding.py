@@ -7,7 +7,7 @@ are written, `vectors_stored` tells listeners (the search index) which ids chang
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import django.dispatch
 import numpy as np
@@ -25,18 +25,43 @@ logger = logging.getLogger(__name__)
 vectors_stored = django.dispatch.Signal()
 
 
+def _decode(fh) -> PILImage.Image:
+    img = PILImage.open(fh)
+    img.load()
+    return img if img.mode == "RGB" else img.convert("RGB")  # convert() would copy an RGB image
+
+
 def load_stored_image(image_id: str | int) -> PILImage.Image:
+    """One stored image as RGB (one query for its file name; for many, `stored_image_loader`)."""
     image = Image.objects.only("file").get(pk=int(image_id))
     with default_storage.open(image.file.name, "rb") as fh:
-        img = PILImage.open(fh)
-        img.load()
-    return img.convert("RGB")
+        return _decode(fh)
+
+
+def stored_image_loader(image_ids: Iterable[int | str]) -> Callable[[str], PILImage.Image]:
+    """A loader of these stored images for `runtime.cached_features`: their file names are read
+    in ONE query, each file is decoded (to RGB) only when the encoder's batch needs it. The loader
+    raises FileNotFoundError for an image without a row or a file (the encoder marks only that
+    image unreadable). Encode tasks, `build_index --missing`, `compute_features` and training's
+    features all load through it."""
+    ids = {int(i) for i in image_ids}
+    names = dict(Image.objects.filter(pk__in=ids).values_list("pk", "file"))
+
+    def load(key: str) -> PILImage.Image:
+        name = names.get(int(key))
+        if not name:
+            raise FileNotFoundError(f"image {key} has no stored file")
+        with default_storage.open(name, "rb") as fh:
+            return _decode(fh)
+
+    return load
 
 
 def features_for(image_ids: Sequence[int], encoder: str = LITE0) -> dict[str, np.ndarray]:
-    """Cached features of stored images from one image encoder (a version's own:
-    `runtime.image_encoder_name(version)`)."""
-    return runtime.cached_features([str(i) for i in image_ids], load_stored_image, encoder)
+    """Features of stored images from one image encoder (a version's own:
+    `runtime.image_encoder_name(version)`), cached per image and encoder; raises
+    `runtime.ImagesUnreadable` (carrying the readable ones' features) if some cannot be read."""
+    return runtime.cached_features([str(i) for i in image_ids], stored_image_loader(image_ids), encoder)
 
 
 def _as_bytes(vecs: np.ndarray) -> list[bytes]:
@@ -44,14 +69,31 @@ def _as_bytes(vecs: np.ndarray) -> list[bytes]:
 
 
 def images_encode(*, image_ids: Sequence[int], version: ModelVersion | None = None) -> int:
-    """Store vectors of these images (and their captions) for `version` (default: active)."""
+    """Store vectors of these images (and their captions) for `version` (default: active).
+
+    The images are encoded in forwards of LOUPE_ENCODE_BATCH, their vectors written in one
+    upsert (a rerun leaves one row each). Unreadable images get no vector: the others are
+    stored, then `runtime.ImagesUnreadable` names the unreadable ones and why."""
     if version is None:
         version = runtime.active_version(ModelVersion.Kind.EMBEDDING)
         if version is None:
             return 0
     embedder = runtime.embedder_for(version)
-    image_ids = list(image_ids)
-    vecs = embedder.encode_features(features_for(image_ids, runtime.image_encoder_name(version)))
+    unreadable: runtime.ImagesUnreadable | None = None
+    try:
+        feats = features_for(image_ids, runtime.image_encoder_name(version))
+        image_ids = list(image_ids)
+    except runtime.ImagesUnreadable as exc:
+        unreadable, feats, image_ids = exc, exc.features, [int(k) for k in exc.keys]
+    stored = _store_image_vectors(image_ids, embedder.encode_features(feats) if image_ids else None, version)
+    if unreadable is not None:
+        raise unreadable
+    return stored
+
+
+def _store_image_vectors(image_ids: list[int], vecs: np.ndarray | None, version: ModelVersion) -> int:
+    if not image_ids or vecs is None:
+        return 0
     rows = [ImageEmbedding(image_id=i, model_version=version, vector=b) for i, b in zip(image_ids, _as_bytes(vecs))]
     caption_ids = captions_encode(
         captions=list(Caption.objects.filter(image_id__in=image_ids).exclude(embeddings__model_version=version)),

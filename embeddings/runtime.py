@@ -36,7 +36,7 @@ from embeddings.ml.text_encoder import TextEncoder
 from embeddings.ml.transforms import batch_tensors
 from embeddings.models import ModelVersion
 from project.caching import BoundedCache
-from project.exceptions import NotFound, ServiceUnavailable
+from project.exceptions import ApplicationError, NotFound, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 # Loaded models, encoders and class vectors per process (a version's embedder is a few MB, the
@@ -156,13 +156,45 @@ def encode_queries_base(texts: list[str]) -> np.ndarray:
 
 
 def image_features(images: Sequence[PILImage.Image], encoder: str = LITE0) -> dict[str, np.ndarray]:
-    """{"pooled": (B, 1280), "spatial": (B, cells, 1280), "logits": (B, 1000)} float32, from
-    `encoder` at its own resolution (Lite0 224 px: 49 cells; Lite2 260 px: 81)."""
+    """ONE batched forward of `encoder` at its own resolution: {"pooled": (B, 1280), "spatial":
+    (B, cells, 1280) (Lite0 224 px: 49 cells; Lite2 260 px: 81), "logits": (B, 1000)} float32
+    (preprocessing converts to RGB only what is not RGB already)."""
     if not images:
         return {k: np.zeros((0, *shape), np.float32) for k, shape in feature_fields(encoder).items()}
     enc = image_encoder(encoder)
-    out = enc.encode(batch_tensors([img.convert("RGB") for img in images], size=enc.image_size))
-    return {k: v.numpy().astype(np.float32) for k, v in out.items()}
+    out = enc.encode(batch_tensors(images, size=enc.image_size))
+    return {k: v.numpy().astype(np.float32, copy=False) for k, v in out.items()}
+
+
+def encode_batch_size() -> int:
+    """Images per encoder forward (settings.LOUPE_ENCODE_BATCH; 0 = 4 on CPU, where a bigger batch
+    is slower per image (measured, docs/deploy.md "Ingest"), 32 on CUDA)."""
+    size = int(settings.LOUPE_ENCODE_BATCH)
+    if size > 0:
+        return size
+    return 32 if device() == "cuda" else 4
+
+
+class ImagesUnreadable(ApplicationError):
+    """Some stored images cannot be read or decoded. `failed` maps each such key to its reason;
+    the features of the readable ones were computed and cached (`keys`, `features`)."""
+
+    status_code = 422
+    code = "image_unreadable"
+
+    def __init__(self, failed: dict[str, str], *, keys: Sequence[str] = (),
+                 features: dict[str, np.ndarray] | None = None) -> None:
+        shown = "; ".join(f"{k}: {why}" for k, why in list(failed.items())[:5])
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        super().__init__(f"{len(failed)} stored image(s) cannot be read: {shown}{more}")
+        self.failed = dict(failed)
+        self.keys = list(keys)
+        self.features = features or {}
+
+
+# What a loader raises for a file that is missing, truncated or not an image (Pillow's errors are
+# OSError / ValueError / SyntaxError subclasses; DecompressionBombError is an Exception).
+_UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, LookupError, PILImage.DecompressionBombError)
 
 
 # --- feature caches ------------------------------------------------------------------------
@@ -208,14 +240,67 @@ def text_vector_cache():
     return _locked_cache(directory, ident, TEXT_FIELDS)
 
 
-def cached_features(keys: Sequence[str], load_image, encoder: str = LITE0) -> dict[str, np.ndarray]:
-    """Features of the images named by `keys`, computed once per (image, encoder) and kept."""
+def _encode_missing(keys: Sequence[str], load_image: Callable[[str], PILImage.Image], batch: int,
+                    encoder: str = LITE0) -> tuple[list[str], dict[str, np.ndarray], dict[str, str]]:
+    """(encoded keys, their features, {unreadable key: reason}): each image is decoded and
+    preprocessed just before its batch's one forward, so at most `batch` decoded images live at
+    a time; an unreadable image drops out of its batch, the others are encoded."""
+    done: list[str] = []
+    # filled in place, batch by batch: no second copy of the (N, 49, 1280) block at the end
+    out = {f: np.empty((len(keys), *shape), np.float32) for f, shape in feature_fields(encoder).items()}
+    failed: dict[str, str] = {}
+    for start in range(0, len(keys), batch):
+        images, ok = [], []
+        for key in keys[start:start + batch]:
+            try:
+                images.append(load_image(key))
+            except _UNREADABLE as exc:
+                failed[key] = f"{type(exc).__name__}: {exc}"[:500]
+                continue
+            ok.append(key)
+        if ok:
+            feats = image_features(images, encoder)
+            for f in out:
+                out[f][len(done):len(done) + len(ok)] = feats[f]
+            done.extend(ok)
+    return done, {f: v[:len(done)] for f, v in out.items()}, failed
+
+
+def cached_features(keys: Sequence[str], load_image: Callable[[str], PILImage.Image],
+                    encoder: str = LITE0) -> dict[str, np.ndarray]:
+    """Features of the images named by `keys` (in order) from `encoder`, computed once per (image, encoder) and
+    kept: the missing ones in forwards of `encode_batch_size()` images, then one cache shard.
+
+    The cache's lock is held only to read and to add, never while encoding, so a long bulk
+    chunk never makes an upload's encode wait. An image encoded meanwhile by another process is
+    not added twice. Unreadable images raise `ImagesUnreadable` after the others are cached."""
+    keys = [str(k) for k in keys]
     with image_feature_cache(encoder) as cache:
-        missing = cache.missing(keys)
-        if missing:
-            feats = image_features([load_image(k) for k in missing], encoder)
-            cache.add(missing, feats)
-        return cache.get(list(keys), dtype=np.float32)
+        missing = cache.missing(dict.fromkeys(keys))
+        lacking = set(missing)
+        present = [k for k in dict.fromkeys(keys) if k not in lacking]
+        known = cache.get(present, dtype=np.float32) if present else None
+    fresh, feats, failed = _encode_missing(missing, load_image, encode_batch_size(), encoder)
+    if fresh:
+        with image_feature_cache(encoder) as cache:
+            new = set(cache.missing(fresh))  # re-read under the lock: another process may have added some
+            rows = [i for i, k in enumerate(fresh) if k in new]
+            if rows:
+                cache.add([fresh[i] for i in rows],
+                          feats if len(rows) == len(fresh) else {f: v[rows] for f, v in feats.items()})
+    for v in feats.values():  # as stored (float16), so features never depend on cached or not
+        v[...] = v.astype(np.float16)
+    readable = [k for k in keys if k not in failed]
+    if known is None and readable == fresh:  # the usual encode task: all new, in order, no copy
+        out = feats
+    else:
+        where = {k: i for i, k in enumerate(present + fresh)}
+        idx = np.array([where[k] for k in readable], dtype=np.int64)
+        out = {f: (np.concatenate([known[f], feats[f]]) if known is not None else feats[f])[idx]
+               for f in feats}
+    if failed:
+        raise ImagesUnreadable(failed, keys=readable, features=out)
+    return out
 
 
 def cached_text_vectors(texts: Sequence[str], progress: Callable[[int, int], None] | None = None,

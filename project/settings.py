@@ -305,6 +305,13 @@ LOUPE_COMMAND_THREADS = env.int("LOUPE_COMMAND_THREADS", default=0)
 # If set, /metrics needs "Authorization: Bearer <token>"; if not, it answers only to this machine.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 LOUPE_MAX_TASK_ATTEMPTS = env.int("LOUPE_MAX_TASK_ATTEMPTS", default=3)
+# Images per image-encoder forward in the encode tasks, `build_index --missing` and
+# `compute_features` (embeddings.runtime.encode_batch_size): 0 = 4 on CPU (bigger batches are
+# slower per image there: docs/deploy.md, "Ingest"), 32 on CUDA. A task's whole chunk of images
+# still gets one feature-cache shard and one vector write.
+LOUPE_ENCODE_BATCH = env.int("LOUPE_ENCODE_BATCH", default=0)
+if LOUPE_ENCODE_BATCH < 0:
+    raise ImproperlyConfigured(f"LOUPE_ENCODE_BATCH={LOUPE_ENCODE_BATCH}: 0 (automatic) or a positive number")
 # Seconds new vectors wait before one batched index write applies all that arrived meanwhile
 # (search.models.PendingIndexItem): an upload is searchable about this long after its encoding.
 SEARCH_INDEX_FLUSH_SECONDS = env.float("SEARCH_INDEX_FLUSH_SECONDS", default=1.0)

@@ -8,15 +8,16 @@ it finished, and a rerun encodes only what is missing.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from embeddings import runtime
-from embeddings.encoding import load_stored_image
+from embeddings import encoding, runtime
 from embeddings.models import Caption, Collection, Image
 
-CHUNK = 64  # images per encoder call and per cache shard: bounds memory (64 x 49 x 1280 floats)
+logger = logging.getLogger(__name__)
+CHUNK = 256  # images per cache shard (forwards of LOUPE_ENCODE_BATCH): bounds memory (256 x 49 x 1280 floats)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class FeatureSummary:
     captions: int  # distinct caption texts
     captions_encoded: int
     seconds: float
+    images_unreadable: int = 0  # stored files that cannot be read (named in the log; not counted as encoded)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -43,9 +45,14 @@ def collection_features_compute(*, collection: Collection, captions: bool = True
         missing = cache.missing([runtime.image_feature_key(i) for i in ids])
     if on_progress is not None and len(ids) > len(missing):
         on_progress(len(ids) - len(missing))
+    unreadable = 0
     for start in range(0, len(missing), CHUNK):
         part = missing[start:start + CHUNK]
-        runtime.cached_features(part, load_stored_image, encoder)
+        try:  # the same loader and batched encoder as the encode tasks
+            runtime.cached_features(part, encoding.stored_image_loader(part), encoder)
+        except runtime.ImagesUnreadable as exc:  # the others of the chunk are cached
+            logger.error("%s", exc.message)
+            unreadable += len(exc.failed)
         if on_progress is not None:
             on_progress(len(part))
     texts: list[str] = []
@@ -54,5 +61,6 @@ def collection_features_compute(*, collection: Collection, captions: bool = True
         texts = list(dict.fromkeys(Caption.objects.filter(image__collection=collection).order_by("pk")
                                    .values_list("text", flat=True)))
         encoded_texts = runtime.cached_text_vectors(texts)[1]
-    return FeatureSummary(images=len(ids), images_encoded=len(missing), captions=len(texts),
-                          captions_encoded=encoded_texts, seconds=round(time.perf_counter() - started, 1))
+    return FeatureSummary(images=len(ids), images_encoded=len(missing) - unreadable, captions=len(texts),
+                          captions_encoded=encoded_texts, seconds=round(time.perf_counter() - started, 1),
+                          images_unreadable=unreadable)

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from embeddings import runtime
 from embeddings.models import Image
 
 logger = logging.getLogger(__name__)
@@ -44,9 +45,28 @@ def _claim(image_ids: list[int]) -> list[Image]:
     return list(Image.objects.filter(pk__in=image_ids, status=Image.Status.PROCESSING).select_related("collection"))
 
 
-def _run_steps(images: list[Image]) -> str:
-    notes = [f"{name}: {step(images)}" for name, step in STEPS]
-    return "; ".join(notes) if notes else "no active model"
+def _run_steps(images: list[Image]) -> tuple[list[Image], str]:
+    """(the images the steps finished, their note). An image whose stored file cannot be read
+    (`runtime.ImagesUnreadable`) is failed at once with the reason, alone: the steps run again
+    for the others (the encode step finds their features cached and upserts the same vectors)."""
+    while images:
+        try:
+            notes = [f"{name}: {step(images)}" for name, step in STEPS]
+        except runtime.ImagesUnreadable as exc:
+            _fail_unreadable(images, exc.failed)
+            images = [img for img in images if str(img.pk) not in exc.failed]
+            continue
+        return images, "; ".join(notes) if notes else "no active model"
+    return [], ""
+
+
+def _fail_unreadable(images: list[Image], failed: dict[str, str]) -> None:
+    for img in images:
+        reason = failed.get(str(img.pk))
+        if reason is not None:
+            logger.error("image %s cannot be read: %s", img.pk, reason)
+            Image.objects.filter(pk=img.pk).update(status=Image.Status.FAILED,
+                                                   status_reason=f"unreadable image file: {reason}"[:2000])
 
 
 def images_process(*, image_ids: list[int]) -> dict[str, int]:
@@ -63,7 +83,7 @@ def images_process(*, image_ids: list[int]) -> dict[str, int]:
     if not images:
         return {"processed": 0, "failed": 0}
     try:
-        note = _run_steps(images)
+        done, note = _run_steps(images)
     except Exception as exc:
         if len(images) == 1:
             _record_failure(images[0], exc)
@@ -71,8 +91,8 @@ def images_process(*, image_ids: list[int]) -> dict[str, int]:
         logger.warning("Batch of %d failed (%s); retrying one by one", len(images), exc)
         failed = sum(_process_one(img) for img in images)
         return {"processed": len(images) - failed, "failed": failed}
-    Image.objects.filter(pk__in=[i.pk for i in images]).update(status=Image.Status.READY, status_reason=note[:2000])
-    return {"processed": len(images), "failed": 0}
+    Image.objects.filter(pk__in=[i.pk for i in done]).update(status=Image.Status.READY, status_reason=note[:2000])
+    return {"processed": len(done), "failed": len(images) - len(done)}
 
 
 def _isolate(image_ids: list[int]) -> dict[str, int]:
@@ -87,9 +107,11 @@ def _isolate(image_ids: list[int]) -> dict[str, int]:
 
 def _process_one(image: Image) -> int:
     try:
-        note = _run_steps([image])
+        done, note = _run_steps([image])
     except Exception as exc:
         _record_failure(image, exc)
+        return 1
+    if not done:
         return 1
     Image.objects.filter(pk=image.pk).update(status=Image.Status.READY, status_reason=note[:2000])
     return 0

@@ -23,6 +23,10 @@ def _encode_images(version: ModelVersion, batch_size: int, progress: Progress | 
         chunk = ids[start:start + batch_size]
         try:
             done += encoding.images_encode(image_ids=chunk, version=version)
+        except runtime.ImagesUnreadable as exc:  # the readable ones of the chunk were stored
+            logger.error("%s", exc.message)
+            done += len(exc.keys)
+            failed += len(exc.failed)
         except Exception as exc:  # one unreadable file must not stop the rest: retry one by one
             logger.warning("encoding %d images failed (%s); retrying one by one", len(chunk), exc)
             for image_id in chunk:

@@ -20,6 +20,7 @@ from tests.factories import CollectionFactory
 from tests.search.conftest import DIM, colour_jpeg, ingest, store_vector, unit
 
 pytestmark = pytest.mark.django_db
+REAL_CACHED_FEATURES = encoding.runtime.cached_features  # before fake_version swaps in its stand-in
 
 
 @pytest.fixture
@@ -258,6 +259,29 @@ def test_reindex_missing_encodes_images_without_vectors_and_reports_full_coverag
     assert report["image_coverage"] == 1.0 and report["caption_coverage"] == 1.0
     assert report["indexes"]["image"]["count"] == 4 and report["indexes"]["caption"]["count"] == 4
     assert set(index_for_search(version=fake_version, modality="image").ids()) == {done.pk, *[m.pk for m in missing]}
+
+
+def test_reindex_missing_counts_an_unreadable_image_and_encodes_the_rest_in_one_pass(
+        fake_version, collection, monkeypatch, settings):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from embeddings import runtime
+    from tests.search.conftest import fake_image_features
+
+    forwards: list[int] = []
+    monkeypatch.setattr(runtime, "cached_features", REAL_CACHED_FEATURES)  # the real cache and batching
+    monkeypatch.setattr(runtime, "image_encoder", lambda *_: SimpleNamespace(identity="stand-in"))
+    monkeypatch.setattr(runtime, "image_features",
+                        lambda imgs, *_: forwards.append(len(imgs)) or fake_image_features(imgs))
+    settings.LOUPE_ENCODE_BATCH = 2
+    images = [ingest(collection, colour_jpeg((0, 40 * i + 20, 0)), caption=f"green {i}") for i in range(4)]
+    Path(images[1].file.path).write_bytes(b"truncated")
+    report = reindex_missing(version=fake_version)
+    assert (report["encoded_images"], report["failed_images"]) == (3, 1)
+    assert forwards == [1, 2]  # the chunk was not retried image by image
+    assert set(index_for_search(version=fake_version, modality="image").ids()) == {
+        images[0].pk, images[2].pk, images[3].pk}
 
 
 def test_build_index_command_builds_both_modalities_and_reports_coverage(fake_version, collection, capsys):

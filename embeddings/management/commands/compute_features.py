@@ -44,4 +44,6 @@ class Command(BaseCommand):
             return
         self.stdout.write(f"{collection.name}: {summary.images_encoded} of {summary.images} images encoded "
                           f"({summary.images - summary.images_encoded} cached), {summary.captions_encoded} of "
-                          f"{summary.captions} caption texts encoded, {summary.seconds:.1f} s")
+                          f"{summary.captions} caption texts encoded, {summary.seconds:.1f} s"
+                          + (f"; {summary.images_unreadable} image file(s) unreadable (see the log)"
+                             if summary.images_unreadable else ""))
