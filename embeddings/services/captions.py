@@ -36,6 +36,7 @@ class GeneratedCaptions:
     saved: Caption | None = None
     beam: int | None = None  # the beam width used (1: greedy)
     asked_n: int | None = None  # set when n was lowered to the beam width (pages only)
+    labels: list[str] = field(default_factory=list)  # zero-shot label words the best caption names
 
 
 def _check_options(beam: int | None, n: int) -> None:
@@ -52,12 +53,24 @@ def _encode_for_search(captions: list[Caption]) -> None:
         encoding.captions_encode(captions=captions, version=version)
 
 
+def _labels_for(generator: Any, feats: dict[str, Any], *, width: int, n: int, labels: bool | None) -> list[str]:
+    """Confident zero-shot label words to name, when label-constrained decoding is on (`labels`,
+    else the captioner's stored decoding) and it is a beam search (greedy is never constrained)."""
+    decoding = getattr(generator, "decoding", None)
+    wanted = bool(getattr(decoding, "constrain_labels", False)) if labels is None else labels
+    if not wanted or (width == 1 and n == 1) or "logits" not in feats:
+        return []
+    return list(generator.zero_shot_labels(feats["logits"][:1])[0])
+
+
 def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: bytes | None = None,
                      beam: int | None = None, n: int = 1, save: bool = True,
-                     at_most_beam: bool = False) -> GeneratedCaptions:
+                     at_most_beam: bool = False, labels: bool | None = None) -> GeneratedCaptions:
     """The n best captions of a stored image or an upload; the best one of a stored image is
     saved when `save` and the user may write to its collection. `beam` None: the decoding the
     captioner was tuned with (beam width, length penalty, no-repeat n-gram stored in its checkpoint).
+    `labels` None: name the image's confident zero-shot labels when the stored decoding does
+    (constrained beam search); True / False: do or don't.
 
     n best captions need a beam of at least n (greedy gives one): asking for more is a 400, or,
     with `at_most_beam` (the pages), n is lowered to the beam and the answer says so."""
@@ -82,10 +95,13 @@ def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: byt
         asked_n = None
     feats = encoding.features_for([image.pk]) if image is not None else raster_features(clean)
     spatial = torch.from_numpy(feats["spatial"]) if generator.needs_spatial else None
-    hyps = generator.caption(torch.from_numpy(feats["pooled"]), spatial, beam_size=beam, n=n)[0]
+    words = _labels_for(generator, feats, width=width, n=n, labels=labels)
+    hyps = generator.caption(torch.from_numpy(feats["pooled"]), spatial, beam_size=beam, n=n,
+                             labels=[words] if words else None)[0]
     kept = [h for h in hyps if h.text]
     out: list[dict[str, Any]] = [
-        {"text": h.text, "score": float(h.score), "log_prob": float(h.log_prob), "id": None} for h in kept
+        {"text": h.text, "score": float(h.score), "log_prob": float(h.log_prob), "id": None,
+         "labels": list(getattr(h, "labels", ()))} for h in kept
     ]
     saved = None
     writable = image is not None and emb_selectors.collection_can_write(user=user, collection=image.collection)
@@ -93,7 +109,8 @@ def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: byt
         saved = _save_generated(image_id=image.pk, text=kept[0].text, log_prob=float(kept[0].log_prob),
                                 version=version, user=user)
         out[0]["id"] = saved.pk
-    return GeneratedCaptions(version.pk, out, image.pk if image else None, saved, beam=width, asked_n=asked_n)
+    return GeneratedCaptions(version.pk, out, image.pk if image else None, saved, beam=width, asked_n=asked_n,
+                             labels=out[0]["labels"] if out else [])
 
 
 def _save_generated(*, image_id: int, text: str, log_prob: float, version: ModelVersion, user: Any) -> Caption:

@@ -1,0 +1,56 @@
+"""Tests for embeddings/ml/zero_shot_labels.py: class words, summed confidence, word forms."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embeddings.ml.conse import load_class_names
+from embeddings.ml.vocab import tokenize
+from embeddings.ml.zero_shot_labels import class_words, confident_labels, head_word, word_forms
+
+NAMES = load_class_names()
+WORDS = class_words(NAMES)
+
+
+def test_every_class_has_one_plain_lower_case_word() -> None:
+    assert len(WORDS) == 1000
+    assert all(tokenize(w) == [w] for w in WORDS)
+
+
+@pytest.mark.parametrize("name,word", [
+    ("tabby", "cat"), ("Egyptian cat", "cat"), ("golden retriever", "dog"), ("Chihuahua", "dog"),
+    ("Rhodesian ridgeback", "dog"), ("great white shark", "shark"), ("golf ball", "ball"),
+    ("Madagascar cat", "lemur"), ("hotdog", "hotdog"), ("airliner", "plane"), ("teapot", "teapot"),
+])
+def test_class_words(name: str, word: str) -> None:
+    assert WORDS[NAMES.index(name)] == word
+
+
+def test_head_word_is_the_singular_last_word() -> None:
+    assert head_word("wire-haired fox terrier") == "dog" and head_word("running shoes") == "shoe"
+
+
+def test_a_word_is_as_confident_as_all_its_classes_together() -> None:
+    logits = np.full((2, 1000), -10.0)
+    dogs = [NAMES.index(n) for n in ("beagle", "basset", "bloodhound")]
+    logits[0, dogs] = 5.0  # three breeds a third each: no class is confident, "dog" is
+    logits[1, NAMES.index("teapot")] = 5.0
+    logits[1, NAMES.index("coffeepot")] = 5.0  # half each: two different words
+    got = confident_labels(logits, WORDS, threshold=0.45, max_labels=2)
+    assert [lab.word for lab in got[0]] == ["dog"] and got[0][0].score == pytest.approx(1.0, abs=1e-3)
+    assert sorted(lab.word for lab in got[1]) == ["coffeepot", "teapot"]
+    assert confident_labels(logits, WORDS, threshold=0.6, max_labels=2)[1] == []
+    assert len(confident_labels(logits, WORDS, threshold=0.4, max_labels=1)[1]) == 1
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="class words"):
+        confident_labels(np.zeros((1, 10)), WORDS, threshold=0.5)
+    with pytest.raises(ValueError, match="threshold"):
+        confident_labels(np.zeros((1, 1000)), WORDS, threshold=0.0)
+
+
+def test_word_forms_cover_plural_and_synonyms() -> None:
+    assert {"bike", "bikes", "bicycle", "bicycles"} <= word_forms("bike")
+    assert {"cat", "cats", "kitten"} <= word_forms("cat")
+    assert word_forms("teapot") == {"teapot", "teapots"}
