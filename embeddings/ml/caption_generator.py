@@ -53,6 +53,7 @@ class DecodingConfig:
     constrain_labels: bool = False  # beam captions must name the confident zero-shot labels
     label_threshold: float = 0.5  # a label word's summed ImageNet probability to be confident
     max_labels: int = 1  # label words (constraints) per image at most
+    rule_out_below: float = 0.0  # > 0: beside an animal label, ban animal words below this probability
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -103,6 +104,13 @@ class CaptionGenerator:
                                            max_labels=d.max_labels)
         return [[label.word for label in per_image] for per_image in found]
 
+    def ruled_out_words(self, logits: np.ndarray | Tensor, labels: Sequence[Sequence[str]]) -> list[list[str]]:
+        """Words the labels rule out (``decoding.rule_out_below``; [] each when 0)."""
+        below = self.decoding.rule_out_below
+        if below <= 0:
+            return [[] for _ in labels]
+        return self.label_decoding.ruled_out(np.asarray(logits, np.float32), labels, below=below)
+
     @property
     def config(self) -> CaptionerConfig:
         return self.decoder.config
@@ -121,11 +129,13 @@ class CaptionGenerator:
         length_penalty: float | None = None,
         no_repeat_ngram_size: int | None = None,
         labels: Sequence[Sequence[str]] | None = None,
+        avoid: Sequence[Sequence[str]] | None = None,
     ) -> list[list[GeneratedCaption]]:
         """The ``n`` best captions of each image: pooled (B, F), spatial (B, N, F) or None.
 
         Unset options fall back to ``self.decoding``. ``beam_size=1`` (and n=1) is greedy.
-        ``labels`` (words per image) constrain a beam search to name them (module doc).
+        ``labels`` (words per image) constrain a beam search to name them (module doc), and
+        ``avoid`` (words per image) are then never said.
         """
         d = self.decoding
         beam_size = beam_size or d.beam_size
@@ -145,6 +155,8 @@ class CaptionGenerator:
         if labels is not None and any(labels):
             if len(labels) != pooled.shape[0]:
                 raise ValueError(f"need one label list per image, got {len(labels)} for {pooled.shape[0]}")
+            if avoid is not None:
+                options["banned"] = [self.label_decoding.banned_ids(words) for words in avoid]
             return self._constrained(pooled, spatial, labels, options)
         hyps = beam_search(self.decoder, pooled, spatial, **options)
         return [[self._to_caption(h) for h in per_image] for per_image in hyps]

@@ -19,7 +19,7 @@ import numpy as np
 from embeddings.ml.constrained_beam import Extension
 from embeddings.ml.conse import load_class_names
 from embeddings.ml.vocab import EOS_ID, SPECIAL_TOKENS, Vocabulary
-from embeddings.ml.zero_shot_labels import Label, class_words, confident_labels, word_forms
+from embeddings.ml.zero_shot_labels import Label, class_words, confident_labels, ruled_out, word_forms
 
 __all__ = ["LabelDecoding", "WordVectors"]
 
@@ -40,6 +40,14 @@ class LabelDecoding:
     def labels(self, logits: np.ndarray, *, threshold: float, max_labels: int) -> list[list[Label]]:
         """Confident label words of each image of ``logits`` (N, 1000)."""
         return confident_labels(logits, self.class_words, threshold=threshold, max_labels=max_labels)
+
+    def ruled_out(self, logits: np.ndarray, labels: Sequence[Sequence[str]], *, below: float) -> list[list[str]]:
+        """Words each image's labels rule out (``zero_shot_labels.ruled_out``)."""
+        return ruled_out(logits, self.class_words, labels, below=below)
+
+    def banned_ids(self, words: Sequence[str]) -> list[int]:
+        """In-vocabulary ids of every form of ``words``."""
+        return sorted({i for w in words for i in self.in_vocab_forms(w)})
 
     def in_vocab_forms(self, word: str) -> list[int]:
         return sorted(self.vocab.id_of(w) for w in word_forms(word) if w in self.vocab)

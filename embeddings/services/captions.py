@@ -96,8 +96,9 @@ def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: byt
     feats = encoding.features_for([image.pk]) if image is not None else raster_features(clean)
     spatial = torch.from_numpy(feats["spatial"]) if generator.needs_spatial else None
     words = _labels_for(generator, feats, width=width, n=n, labels=labels)
+    avoid = generator.ruled_out_words(feats["logits"][:1], [words]) if words else None
     hyps = generator.caption(torch.from_numpy(feats["pooled"]), spatial, beam_size=beam, n=n,
-                             labels=[words] if words else None)[0]
+                             labels=[words] if words else None, avoid=avoid)[0]
     kept = [h for h in hyps if h.text]
     out: list[dict[str, Any]] = [
         {"text": h.text, "score": float(h.score), "log_prob": float(h.log_prob), "id": None,

@@ -18,10 +18,10 @@ torch.set_num_threads(1)
 MAX_LEN = 4  # up to 3 words + <eos>: 39 candidate captions over the words 4, 5, 6
 
 
-def constrained_optimum(model, pooled, spatial, constraints, *, max_len=MAX_LEN, replace=None):
+def constrained_optimum(model, pooled, spatial, constraints, *, max_len=MAX_LEN, replace=None, banned=()):
     """Best caption (by log-probability) containing one token of every constraint, by enumeration."""
     best = None
-    words = [4, 5, 6] + ([] if replace is None else list(replace))
+    words = [w for w in [4, 5, 6] if w not in banned] + ([] if replace is None else list(replace))
     for n in range(1, max_len):
         for seq in itertools.product(words, repeat=n):
             if not all(any(t in alt for t in seq) for alt in constraints):
@@ -126,3 +126,14 @@ def test_every_hypothesis_contains_its_constraints(seed, beam, n_best, constrain
         assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
         for h in hyps:  # max_len >= 3 leaves room for two words: the constraints always fit
             assert all(any(t in alt for t in h.tokens) for alt in alts)
+
+
+def test_banned_words_are_never_said_but_a_constraint_word_stays_allowed() -> None:
+    model = make_decoder(max_len=MAX_LEN)
+    pooled, spatial = feats(2)
+    got = constrained_beam_search(model, pooled, spatial, [[[5]], [[5]]], banned=[[4], [4, 5]], beam_size=39)
+    for b in range(2):
+        lp, seq = constrained_optimum(model, pooled[b:b + 1], spatial[b:b + 1], [[5]], banned={4})
+        assert got[b][0].tokens == seq and 4 not in seq
+    with pytest.raises(ValueError, match="banned list per image"):
+        constrained_beam_search(model, pooled, spatial, [[], []], banned=[[4]])

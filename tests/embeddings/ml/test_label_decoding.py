@@ -64,10 +64,22 @@ def test_guided_captions_name_their_labels_and_say_which() -> None:
 
 
 def test_decoding_settings_travel_with_the_checkpoint(tmp_path) -> None:
-    gen = tiny_generator(constrain_labels=True, label_threshold=0.4, max_labels=2)
+    gen = tiny_generator(constrain_labels=True, label_threshold=0.4, max_labels=2, rule_out_below=0.02)
     save_captioner(tmp_path / "cap", gen.decoder, VOCAB, decoding=gen.decoding)
     assert load_captioner(tmp_path / "cap").decoding == gen.decoding
     old = {k: v for k, v in gen.decoding.to_dict().items() if k not in {"constrain_labels", "label_threshold",
-                                                                          "max_labels"}}
+                                                                          "max_labels", "rule_out_below"}}
     assert DecodingConfig.from_dict(old) == dataclasses.replace(gen.decoding, constrain_labels=False,
-                                                                label_threshold=0.5, max_labels=1)
+                                                                label_threshold=0.5, max_labels=1, rule_out_below=0.0)
+
+
+def test_avoided_words_are_never_said_beside_a_label() -> None:
+    gen = tiny_generator()
+    spatial = torch.rand(3, 4, 8, generator=torch.Generator().manual_seed(5))
+    plain = gen.caption(spatial.mean(1), spatial, n=3, labels=[["cat"]] * 3)
+    said = {w for per in plain for c in per for w in c.text.split()} - {"cat", "cats"}
+    avoid = sorted(said)[:2]
+    got = gen.caption(spatial.mean(1), spatial, n=3, labels=[["cat"]] * 3, avoid=[avoid] * 3)
+    for per in got:
+        for c in per:
+            assert c.labels == ("cat",) and not set(c.text.split()) & set(avoid), c

@@ -6,7 +6,7 @@ import pytest
 
 from embeddings.ml.conse import load_class_names
 from embeddings.ml.vocab import tokenize
-from embeddings.ml.zero_shot_labels import class_words, confident_labels, head_word, word_forms
+from embeddings.ml.zero_shot_labels import class_words, confident_labels, head_word, ruled_out, word_forms
 
 NAMES = load_class_names()
 WORDS = class_words(NAMES)
@@ -54,3 +54,18 @@ def test_word_forms_cover_plural_and_synonyms() -> None:
     assert {"bike", "bikes", "bicycle", "bicycles"} <= word_forms("bike")
     assert {"cat", "cats", "kitten"} <= word_forms("cat")
     assert word_forms("teapot") == {"teapot", "teapots"}
+
+
+def test_an_animal_label_rules_out_the_improbable_animals_and_their_groups() -> None:
+    logits = np.full((3, 1000), -10.0)
+    logits[0, NAMES.index("tabby")] = 8.0  # a cat: dogs, birds, fish ruled out
+    logits[1, NAMES.index("tabby")] = 8.0
+    logits[1, NAMES.index("beagle")] = 6.0  # a cat that might be with a dog: "dog" stays
+    logits[2, NAMES.index("teapot")] = 8.0  # not an animal: nothing ruled out
+    got = ruled_out(logits, WORDS, [["cat"], ["cat"], ["teapot"]], below=0.01)
+    assert {"dog", "bird", "fish"} <= set(got[0]) and "cat" not in got[0]
+    assert "dog" not in got[1] and "bird" in got[1]
+    assert got[2] == []
+    eagle = ruled_out(logits[:1] * 0 + np.where(np.arange(1000) == NAMES.index("bald eagle"), 8.0, -10.0), WORDS,
+                      [["eagle"]], below=0.01)[0]
+    assert "bird" not in eagle and "cat" in eagle  # an eagle is a bird
