@@ -187,7 +187,9 @@ def write_report(args, sweep, chosen, base, before, after, runs, sets_text, stan
     arm = {"guided": "constrained", "ruled": f"constrained + rule-out below {RULE_OUT_BELOW}"}[chosen["arm"]]
     setting = f"{arm}, t = {t}" if t <= 1 else "off (no threshold qualified)"
     lines = [
-        "# Guided captioning: constrained beam search on zero-shot labels",
+        "# bench/caption_labels.py",
+        "",
+        "## Guided captioning: constrained beam search on zero-shot labels",
         "",
         f"Command: `{COMMAND}`{' --limit ' + str(args.limit) if args.limit else ''}. Checkpoint "
         f"`{args.checkpoint.relative_to(REPO) if args.checkpoint.is_relative_to(REPO) else args.checkpoint}`, "
