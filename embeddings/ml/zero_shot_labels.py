@@ -132,13 +132,20 @@ class Label:
     score: float  # summed softmax probability of its classes
 
 
+def _singular(word: str) -> str:
+    """``inflection.singularize``, except for singular nouns it would cut ("abacus", "glass")."""
+    if word.endswith(("us", "ss", "is")):
+        return word
+    return str(inflection.singularize(word))
+
+
 def head_word(name: str) -> str:
     """The plain word of a class name, without the index rules: overrides, then the last word."""
     if name in CLASS_WORDS:
         return CLASS_WORDS[name]
     last = name.replace("-", " ").split()[-1].lower()
     last = HEAD_WORDS.get(last, last)
-    return str(inflection.singularize(last))
+    return _singular(last)
 
 
 def class_words(names: Sequence[str]) -> list[str]:
@@ -212,7 +219,7 @@ def ruled_out(logits: np.ndarray, words: Sequence[str], labels: Sequence[Sequenc
 
 def word_forms(word: str) -> frozenset[str]:
     """Surface forms that name ``word``: itself, singular, plural and its synonym group's."""
-    base = {word, str(inflection.singularize(word))}
+    base = {word, _singular(word)}
     for group in SYNONYMS:
         if base & group:
             base |= group

@@ -69,3 +69,8 @@ def test_an_animal_label_rules_out_the_improbable_animals_and_their_groups() -> 
     eagle = ruled_out(logits[:1] * 0 + np.where(np.arange(1000) == NAMES.index("bald eagle"), 8.0, -10.0), WORDS,
                       [["eagle"]], below=0.01)[0]
     assert "bird" not in eagle and "cat" in eagle  # an eagle is a bird
+
+
+def test_singular_nouns_ending_in_s_are_kept() -> None:
+    assert WORDS[NAMES.index("abacus")] == "abacus" and WORDS[NAMES.index("hippopotamus")] == "hippopotamus"
+    assert "abacu" not in word_forms("abacus")
