@@ -104,6 +104,16 @@ class CaptionGenerator:
                                            max_labels=d.max_labels)
         return [[label.word for label in per_image] for per_image in found]
 
+    def guidance(self, logits: np.ndarray | Tensor, *, beam_size: int | None = None, n: int = 1,
+                 on: bool | None = None) -> tuple[list[list[str]] | None, list[list[str]] | None]:
+        """(labels, avoid) for ``caption`` of images with these ImageNet ``logits`` (B, 1000), as the
+        stored decoding asks (``on`` overrides ``constrain_labels``); (None, None) when off or greedy."""
+        wanted = self.decoding.constrain_labels if on is None else on
+        if not wanted or ((beam_size or self.decoding.beam_size) == 1 and n == 1):
+            return None, None
+        labels = self.zero_shot_labels(logits)
+        return labels, self.ruled_out_words(logits, labels)
+
     def ruled_out_words(self, logits: np.ndarray | Tensor, labels: Sequence[Sequence[str]]) -> list[list[str]]:
         """Words the labels rule out (``decoding.rule_out_below``; [] each when 0)."""
         below = self.decoding.rule_out_below

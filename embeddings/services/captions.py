@@ -53,16 +53,6 @@ def _encode_for_search(captions: list[Caption]) -> None:
         encoding.captions_encode(captions=captions, version=version)
 
 
-def _labels_for(generator: Any, feats: dict[str, Any], *, width: int, n: int, labels: bool | None) -> list[str]:
-    """Confident zero-shot label words to name, when label-constrained decoding is on (`labels`,
-    else the captioner's stored decoding) and it is a beam search (greedy is never constrained)."""
-    decoding = getattr(generator, "decoding", None)
-    wanted = bool(getattr(decoding, "constrain_labels", False)) if labels is None else labels
-    if not wanted or (width == 1 and n == 1) or "logits" not in feats:
-        return []
-    return list(generator.zero_shot_labels(feats["logits"][:1])[0])
-
-
 def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: bytes | None = None,
                      beam: int | None = None, n: int = 1, save: bool = True,
                      at_most_beam: bool = False, labels: bool | None = None) -> GeneratedCaptions:
@@ -95,10 +85,10 @@ def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: byt
         asked_n = None
     feats = encoding.features_for([image.pk]) if image is not None else raster_features(clean)
     spatial = torch.from_numpy(feats["spatial"]) if generator.needs_spatial else None
-    words = _labels_for(generator, feats, width=width, n=n, labels=labels)
-    avoid = generator.ruled_out_words(feats["logits"][:1], [words]) if words else None
+    guide, avoid = (generator.guidance(feats["logits"][:1], beam_size=width, n=n, on=labels)
+                    if hasattr(generator, "guidance") and "logits" in feats else (None, None))
     hyps = generator.caption(torch.from_numpy(feats["pooled"]), spatial, beam_size=beam, n=n,
-                             labels=[words] if words else None, avoid=avoid)[0]
+                             labels=guide, avoid=avoid)[0]
     kept = [h for h in hyps if h.text]
     out: list[dict[str, Any]] = [
         {"text": h.text, "score": float(h.score), "log_prob": float(h.log_prob), "id": None,

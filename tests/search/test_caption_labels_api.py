@@ -95,3 +95,14 @@ def test_the_schema_documents_the_labels(anon_api):
 def _feats(picture):
     feats = encoding.features_for([picture.pk])
     return torch.from_numpy(feats["pooled"]), torch.from_numpy(feats["spatial"])
+
+
+def test_background_captioning_uses_the_stored_label_guidance(picture, tiny_captioner, monkeypatch):
+    from embeddings.models import Caption
+
+    version = ModelVersion.objects.get(name="tiny")
+    monkeypatch.setattr(runtime, "captioner_for", lambda v: tiny_captioner)
+    word = tiny_captioner.zero_shot_labels(encoding.features_for([picture.pk])["logits"])[0][0]
+    assert encoding.images_caption(image_ids=[picture.pk], version=version) == 1
+    saved = Caption.objects.get(image=picture, model_version=version)
+    assert names(saved.text, word), saved.text
