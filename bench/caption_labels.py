@@ -203,9 +203,10 @@ def write_report(args, sweep, chosen, base, before, after, runs, sets_text, stan
         "| figure | measured | goal | met? | date | command |",
         "| --- | --- | --- | --- | --- | --- |",
         f"| OOD dev label hit rate, plain -> guided ({setting}) | {hit_before:.1f}% -> {hit_after:.1f}% "
-        f"({ratio:.1f}x) | >= 2x | {'yes' if ratio >= 2 else f'no ({2 - ratio:.1f}x short)'} | {today} | `{COMMAND}` |",
+        f"({ratio:.1f}x) | >= 2x | {'met' if ratio >= 2 else f'**missed** ({2 - ratio:.1f}x short)'} | "
+        f"{today} | `{COMMAND}` |",
         f"| Flickr8k dev BLEU-4, plain -> guided | {before['bleu_4']:.2f} -> {after['bleu_4']:.2f} | drop <= 0.3 | "
-        f"{'yes' if drop <= 0.3 else f'no ({drop - 0.3:.2f} over)'} | {today} | `{COMMAND}` |",
+        f"{'met' if drop <= 0.3 else f'**missed** ({drop - 0.3:.2f} over)'} | {today} | `{COMMAND}` |",
         f"| Flickr8k dev METEOR, plain -> guided | {before['meteor']:.2f} -> {after['meteor']:.2f} | report | - | "
         f"{today} | `{COMMAND}` |",
         f"| Flickr8k dev CIDEr-D, plain -> guided | {before['cider_d']:.2f} -> {after['cider_d']:.2f} | report | - | "
