@@ -366,6 +366,7 @@ TOPICS: list[tuple[list[str], Callable[[Context], Section]]] = [
     (["embedding.md"], embedding),
     (["open_vocab.md"], lambda ctx: block_section(ctx, "open_vocab.md")),
     (["captioner.md"], captioner),
+    (["caption_labels.md"], lambda ctx: block_section(ctx, "caption_labels.md")),
     (["retraining.md"], retraining),
     (["promotion.md"], promotion),
     (["ingest.md"], lambda ctx: block_section(ctx, "ingest.md")),

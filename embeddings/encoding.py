@@ -142,7 +142,8 @@ def images_caption(*, image_ids: Sequence[int], version: ModelVersion | None = N
     """Generate one caption per image with the captioner (source=generated, tagged with it).
 
     ``beam_size`` None: the decoding the checkpoint was tuned with (its stored DecodingConfig:
-    beam width, length penalty, no-repeat n-gram), so what is served is what was measured.
+    beam width, length penalty, no-repeat n-gram, label guidance), so what is served is what was
+    measured.
     """
     if version is None:
         version = runtime.active_version(ModelVersion.Kind.CAPTIONER)
@@ -157,7 +158,10 @@ def images_caption(*, image_ids: Sequence[int], version: ModelVersion | None = N
     import torch
 
     spatial = torch.from_numpy(feats["spatial"]) if generator.needs_spatial else None
-    best = generator.caption(torch.from_numpy(feats["pooled"]), spatial, beam_size=beam_size, n=1)
+    labels, avoid = (generator.guidance(feats["logits"], beam_size=beam_size)  # label-guided when stored so
+                     if hasattr(generator, "guidance") and "logits" in feats else (None, None))
+    best = generator.caption(torch.from_numpy(feats["pooled"]), spatial, beam_size=beam_size, n=1,
+                             labels=labels, avoid=avoid)
     new = [Caption(image_id=i, text=hyps[0].text, source=Caption.Source.GENERATED, model_version=version,
                    score=float(hyps[0].log_prob)) for i, hyps in zip(todo, best) if hyps and hyps[0].text]
     Caption.objects.bulk_create(new)

@@ -383,9 +383,19 @@ def query_embedder_for(version: ModelVersion) -> Embedder:
     return _cached(("query_embedder", version.pk, kind), build)
 
 
+def _label_word_vectors(texts: list[str]) -> np.ndarray:
+    """MiniLM vectors for the stand-ins of out-of-vocabulary label words (kept in the text cache)."""
+    return cached_text_vectors(texts)[0]
+
+
+def _load_captioner(version: ModelVersion) -> CaptionGenerator:
+    generator = load_captioner(version_path(version), device=device())
+    generator.word_vectors = _label_word_vectors
+    return generator
+
+
 def captioner_for(version: ModelVersion) -> CaptionGenerator:
-    return _cached(("captioner", version.pk),
-                   lambda: _checked_load(version, lambda: load_captioner(version_path(version), device=device())))
+    return _cached(("captioner", version.pk), lambda: _checked_load(version, lambda: _load_captioner(version)))
 
 
 def _checked_load(version: ModelVersion, load):

@@ -36,6 +36,7 @@ class GeneratedCaptions:
     saved: Caption | None = None
     beam: int | None = None  # the beam width used (1: greedy)
     asked_n: int | None = None  # set when n was lowered to the beam width (pages only)
+    labels: list[str] = field(default_factory=list)  # zero-shot label words the best caption names
 
 
 def _check_options(beam: int | None, n: int) -> None:
@@ -54,10 +55,12 @@ def _encode_for_search(captions: list[Caption]) -> None:
 
 def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: bytes | None = None,
                      beam: int | None = None, n: int = 1, save: bool = True,
-                     at_most_beam: bool = False) -> GeneratedCaptions:
+                     at_most_beam: bool = False, labels: bool | None = None) -> GeneratedCaptions:
     """The n best captions of a stored image or an upload; the best one of a stored image is
     saved when `save` and the user may write to its collection. `beam` None: the decoding the
     captioner was tuned with (beam width, length penalty, no-repeat n-gram stored in its checkpoint).
+    `labels` None: name the image's confident zero-shot labels when the stored decoding does
+    (constrained beam search); True / False: do or don't.
 
     n best captions need a beam of at least n (greedy gives one): asking for more is a 400, or,
     with `at_most_beam` (the pages), n is lowered to the beam and the answer says so."""
@@ -83,10 +86,14 @@ def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: byt
     encoder = runtime.image_encoder_name(version)  # the features the captioner was trained on
     feats = encoding.features_for([image.pk], encoder) if image is not None else raster_features(clean, encoder)
     spatial = torch.from_numpy(feats["spatial"]) if generator.needs_spatial else None
-    hyps = generator.caption(torch.from_numpy(feats["pooled"]), spatial, beam_size=beam, n=n)[0]
+    guide, avoid = (generator.guidance(feats["logits"][:1], beam_size=width, n=n, on=labels)
+                    if hasattr(generator, "guidance") and "logits" in feats else (None, None))
+    hyps = generator.caption(torch.from_numpy(feats["pooled"]), spatial, beam_size=beam, n=n,
+                             labels=guide, avoid=avoid)[0]
     kept = [h for h in hyps if h.text]
     out: list[dict[str, Any]] = [
-        {"text": h.text, "score": float(h.score), "log_prob": float(h.log_prob), "id": None} for h in kept
+        {"text": h.text, "score": float(h.score), "log_prob": float(h.log_prob), "id": None,
+         "labels": list(getattr(h, "labels", ()))} for h in kept
     ]
     saved = None
     writable = image is not None and emb_selectors.collection_can_write(user=user, collection=image.collection)
@@ -94,7 +101,8 @@ def caption_generate(*, user: Any, image_id: int | None = None, image_bytes: byt
         saved = _save_generated(image_id=image.pk, text=kept[0].text, log_prob=float(kept[0].log_prob),
                                 version=version, user=user)
         out[0]["id"] = saved.pk
-    return GeneratedCaptions(version.pk, out, image.pk if image else None, saved, beam=width, asked_n=asked_n)
+    return GeneratedCaptions(version.pk, out, image.pk if image else None, saved, beam=width, asked_n=asked_n,
+                             labels=out[0]["labels"] if out else [])
 
 
 def _save_generated(*, image_id: int, text: str, log_prob: float, version: ModelVersion, user: Any) -> Caption:

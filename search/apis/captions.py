@@ -42,6 +42,9 @@ class CaptionGenerateApi(APIView):
                                         help_text="beam width; omitted: the captioner's tuned decoding")
         n = serializers.IntegerField(min_value=1, max_value=MAX_N, default=1,
                                      help_text="how many best captions; needs beam >= n (greedy gives one), else 400")
+        labels = serializers.BooleanField(required=False, allow_null=True, default=None,
+                                          help_text="name the image's confident zero-shot labels (constrained "
+                                                    "beam search; never with greedy); omitted: the stored decoding")
 
     class CaptionGenerateMultipartInput(serializers.Serializer):
         image = serializers.FileField()
@@ -49,6 +52,9 @@ class CaptionGenerateApi(APIView):
                                         help_text="beam width; omitted: the captioner's tuned decoding")
         n = serializers.IntegerField(min_value=1, max_value=MAX_N, default=1,
                                      help_text="how many best captions; needs beam >= n (greedy gives one), else 400")
+        labels = serializers.BooleanField(required=False, allow_null=True, default=None,
+                                          help_text="name the image's confident zero-shot labels (constrained "
+                                                    "beam search; never with greedy); omitted: the stored decoding")
 
     class CaptionGenerateOutput(serializers.Serializer):
         class Generated(serializers.Serializer):
@@ -56,12 +62,18 @@ class CaptionGenerateApi(APIView):
             score = serializers.FloatField(help_text="length-normalised ranking score")
             log_prob = serializers.FloatField()
             id = serializers.IntegerField(allow_null=True, help_text="id of the saved caption, if saved")
+            labels = serializers.ListField(child=serializers.CharField(),
+                                           help_text="the label words this caption names ([]: unconstrained)")
 
         captions = Generated(many=True)
         model_version = serializers.IntegerField()
         image_id = serializers.IntegerField(allow_null=True)
         saved = serializers.BooleanField()
         beam = serializers.IntegerField(help_text="the beam width used (1: greedy, one caption)")
+        labels = serializers.ListField(child=serializers.CharField(),
+                                       help_text="zero-shot label words (ImageNet) the best caption was guided "
+                                                 "to name; [] when label-constrained decoding is off, greedy, "
+                                                 "no label is confident or no caption could name it")
 
     @extend_schema(request={"application/json": CaptionGenerateJsonInput,
                             "multipart/form-data": CaptionGenerateMultipartInput},
@@ -74,9 +86,11 @@ class CaptionGenerateApi(APIView):
         data: dict[str, Any] = checked.validated_data
         result = caption_services.caption_generate(
             user=request.user, image_id=data.get("image_id"),
-            image_bytes=read_upload(data["image"]) if multipart else None, beam=data.get("beam"), n=data["n"])
+            image_bytes=read_upload(data["image"]) if multipart else None, beam=data.get("beam"), n=data["n"],
+            labels=data.get("labels"))
         body = {"captions": result.captions, "model_version": result.model_version_id,
-                "image_id": result.image_id, "saved": result.saved is not None, "beam": result.beam}
+                "image_id": result.image_id, "saved": result.saved is not None, "beam": result.beam,
+                "labels": result.labels}
         return Response(self.CaptionGenerateOutput(body).data)
 
 
