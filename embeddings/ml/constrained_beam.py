@@ -90,7 +90,9 @@ def constrained_beam_search(
     banned: Sequence[Sequence[int]] | None = None,
 ) -> list[list[Hypothesis]]:
     """The ``n_best`` captions of every image that contain one token of each of its constraints
-    (``constraints[b]``: a list of token-id sets), best first; fallback as in the module doc."""
+    (``constraints[b]``: a list of token-id sets), best first; fallback as in the module doc.
+    Where fewer than ``n_best`` accepting captions exist, the plain beam's best fill the list
+    after them (best first among themselves), so the captions naming the labels always lead."""
     if beam_size < 1 or not 1 <= n_best <= beam_size:
         raise ValueError(f"need beam_size >= 1 and 1 <= n_best <= beam_size, got {beam_size}, {n_best}")
     if len(constraints) != pooled.shape[0]:
