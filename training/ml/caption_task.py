@@ -8,7 +8,8 @@ Every epoch visits each (image, caption) pair once (unless ``drop_last``). A bat
 captions of its images (about ``batch_size`` captions, as (I, K, L+1) token ids), so each
 image's features are projected once per batch, not once per caption; ``loss`` sorts the
 caption rows by length so the decoder runs only the still-active prefix of the batch at each
-step (no compute spent on padding). Every batch tensor has the images as its first dimension,
+step (no compute spent on padding), and the output layer runs once over the real positions
+(packed). Every batch tensor has the images as its first dimension,
 so the DDP hooks can shard it by rows (choose ``batch_size`` so the images per batch divide by
 the world size, and set ``drop_last``). Each image uses one random cached
 view per epoch (``augment_views``). The loss is label-smoothed cross-entropy plus,
@@ -232,8 +233,11 @@ class CaptionTask:
                              cider=self.cider, samples=self.cfg.scst_samples, max_len=self.cfg.scst_max_len,
                              baseline=self.cfg.scst_baseline, generator=self._generator)
         tokens, image_index, lengths = _caption_rows(batch["tokens"], batch["lengths"])
+        prob = self.sampling_prob(self._epoch)
+        # packed: the output layer runs once over the real positions (scheduled sampling needs
+        # each step's logits to draw the next input, so it keeps the per-step path)
         out = model(batch["pooled"], batch.get("spatial"), tokens[:, :-1], image_index=image_index,
-                    lengths=lengths, sampling_prob=self.sampling_prob(self._epoch))
+                    lengths=lengths, sampling_prob=prob, packed=prob == 0.0)
         return caption_loss(out, tokens[:, 1:], label_smoothing=self.cfg.label_smoothing,
                             attention_weight=self.cfg.attention_weight)
 
