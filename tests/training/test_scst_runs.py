@@ -73,3 +73,26 @@ def test_the_retrain_form_offers_the_self_critical_settings(tiny_collection, fak
     html = client.get(reverse("admin:training_trainingrun_retrain") + "?kind=captioner").content.decode()
     assert re.search(r'name="task__scst_epochs" value="0"', html) and 'name="task__scst_lr"' in html
     assert '<option value="mean">' in html and 'name="task__scst_samples"' in html
+
+
+def test_a_run_can_start_from_an_existing_captioner(tiny_collection, fake_encoders, settings):
+    """task.init_version: the fine-tuning run starts from that version's weights and vocabulary
+    (with a vanishing lr its model is still that version's); another architecture is refused."""
+    from embeddings.ml.caption_generator import load_captioner
+
+    first = _run(tiny_collection, TINY_CAPTIONER)
+    assert first.status == "succeeded", first.error
+    still = {**TINY_CAPTIONER, "loop": {**TINY_CAPTIONER["loop"], "epochs": 1, "lr": 1e-12},
+             "task": {**TINY_CAPTIONER["task"], "vocab_min_count": 50, "init_version": first.model_version.pk}}
+    tuned = _run(tiny_collection, still)
+    assert tuned.status == "succeeded", tuned.error
+    a = load_captioner(settings.MODEL_DIR / first.model_version.directory)
+    b = load_captioner(settings.MODEL_DIR / tuned.model_version.directory)
+    assert a.vocab.to_dict() == b.vocab.to_dict()  # min count 50 would have left a tiny vocabulary
+    for name, value in a.decoder.state_dict().items():
+        assert (value - b.decoder.state_dict()[name]).abs().max() < 1e-6, name
+    wider = {**still, "model": {**TINY_CAPTIONER["model"], "hidden_dim": 24}}
+    refused = _run(tiny_collection, wider)
+    assert refused.status == "failed" and "hidden_dim" in refused.error and "init_version" in refused.error
+    missing = _run(tiny_collection, {**still, "task": {**still["task"], "init_version": 999_999}})
+    assert missing.status == "failed" and "no captioner model version" in missing.error

@@ -73,6 +73,9 @@ class CaptionTaskConfig:
     scst_samples: int = 5  # captions sampled per image and step
     scst_max_len: int = 16  # longest sampled caption in tokens, <eos> included (<= model.max_len)
     scst_baseline: Literal["greedy", "mean"] = "greedy"  # greedy decode's reward, or the other samples' mean
+    # Fine-tuning: start from this captioner model version's weights and vocabulary (its id; 0 =
+    # from scratch). The run's model section must describe the same architecture.
+    init_version: int = 0
 
     def __post_init__(self) -> None:
         if self.vocab_min_count < 1 or self.eval_beam_size < 1 or self.eval_batch_size < 1:
@@ -83,6 +86,8 @@ class CaptionTaskConfig:
             raise ValueError("attention_weight must be >= 0")
         if self.scst_epochs < 0 or self.scst_lr <= 0 or self.scst_samples < 1 or self.scst_max_len < 2:
             raise ValueError("scst_epochs must be >= 0, scst_lr > 0, scst_samples >= 1, scst_max_len >= 2")
+        if self.init_version < 0:
+            raise ValueError("init_version must be a model version id, or 0 for none")
         if self.scst_baseline not in ("greedy", "mean"):
             raise ValueError("scst_baseline must be 'greedy' or 'mean'")
         if self.scst_baseline == "mean" and self.scst_samples < 2:

@@ -22,6 +22,7 @@ from embeddings.ml.atomic import sha256_file
 from embeddings.ml.caption_generator import DecodingConfig, save_captioner
 from embeddings.ml.checkpoint import checkpoint_to_dict, save_checkpoint
 from embeddings.models import ModelVersion
+from project.exceptions import ApplicationError
 from training import datasets
 from training.encoders import Encoders
 from training.ml.config import TrainConfig
@@ -135,13 +136,39 @@ def build_task(config: TrainConfig, splits: dict[str, datasets.Split], encoders:
     from training.ml.caption_task import CaptionTask
 
     spatial = config.model.decoder == "attention"
+    start = _initial_captioner(config.task.init_version)
     task = CaptionTask(config.model, config.task, batch_size=config.loop.batch_size,
                        train=datasets.caption_data(splits["train"], encoders, spatial=spatial, progress=progress,
                                                    name="train"),
                        dev=datasets.caption_data(splits["dev"], encoders, spatial=spatial, progress=progress,
-                                                 name="dev"), seed=config.loop.seed)
+                                                 name="dev"), seed=config.loop.seed,
+                       vocab=start.vocab if start is not None else None)
+    if start is not None:
+        if task.model_config != start.config:
+            mine, theirs = dataclasses.asdict(task.model_config), dataclasses.asdict(start.config)
+            differ = {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
+            raise ApplicationError(f"task.init_version={config.task.init_version}: its architecture differs from "
+                                   f"the run's model settings (run, version): {differ}")
+        task.model.load_state_dict(start.decoder.state_dict())
     task.epochs_planned = config.loop.epochs
     return task
+
+
+def _initial_captioner(version_id: int):
+    """The CaptionGenerator a fine-tuning run starts from (task.init_version), or None."""
+    if not version_id:
+        return None
+    from embeddings import runtime
+    from embeddings.ml.caption_generator import load_captioner
+    from embeddings.ml.caption_decoding import Ensemble
+
+    version = ModelVersion.objects.filter(pk=version_id, kind=ModelVersion.Kind.CAPTIONER).first()
+    if version is None:
+        raise ApplicationError(f"task.init_version={version_id}: no captioner model version with that id")
+    generator = load_captioner(runtime.version_path(version))
+    if isinstance(generator.decoder, Ensemble):
+        raise ApplicationError(f"task.init_version={version_id}: an ensemble cannot be fine-tuned")
+    return generator
 
 
 def fit(*, run_id: int, collection_ids: list[int], config: TrainConfig, encoders: Encoders,
