@@ -78,10 +78,13 @@ def test_the_retrain_form_offers_the_self_critical_settings(tiny_collection, fak
 def test_a_run_can_start_from_an_existing_captioner(tiny_collection, fake_encoders, settings):
     """task.init_version: the fine-tuning run starts from that version's weights and vocabulary
     (with a vanishing lr its model is still that version's); another architecture is refused."""
-    from embeddings.ml.caption_generator import load_captioner
+    from embeddings.ml.caption_generator import DecodingConfig, load_captioner, save_captioner
 
     first = _run(tiny_collection, TINY_CAPTIONER)
     assert first.status == "succeeded", first.error
+    path = settings.MODEL_DIR / first.model_version.directory
+    made = load_captioner(path)  # give it decoding settings of its own, as ship_model --decoding does
+    save_captioner(path, made.decoder, made.vocab, decoding=DecodingConfig(beam_size=2, length_penalty=0.5))
     still = {**TINY_CAPTIONER, "loop": {**TINY_CAPTIONER["loop"], "epochs": 1, "lr": 1e-12},
              "task": {**TINY_CAPTIONER["task"], "vocab_min_count": 50, "init_version": first.model_version.pk}}
     tuned = _run(tiny_collection, still)
@@ -89,6 +92,7 @@ def test_a_run_can_start_from_an_existing_captioner(tiny_collection, fake_encode
     a = load_captioner(settings.MODEL_DIR / first.model_version.directory)
     b = load_captioner(settings.MODEL_DIR / tuned.model_version.directory)
     assert a.vocab.to_dict() == b.vocab.to_dict()  # min count 50 would have left a tiny vocabulary
+    assert b.decoding == a.decoding == DecodingConfig(beam_size=2, length_penalty=0.5)  # kept from the start
     for name, value in a.decoder.state_dict().items():
         assert (value - b.decoder.state_dict()[name]).abs().max() < 1e-6, name
     wider = {**still, "model": {**TINY_CAPTIONER["model"], "hidden_dim": 24}}

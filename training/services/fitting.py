@@ -209,7 +209,10 @@ def fit(*, run_id: int, collection_ids: list[int], config: TrainConfig, encoders
         save_checkpoint(model_dir, tensors=tensors, config=model_cfg, meta={"kind": "embedding", **meta})
         outcome.dim = config.model.dim
     else:
-        save_captioner(model_dir, task.model, task.vocab, decoding=DecodingConfig(), extra_meta=meta)
+        # a fine-tuned captioner keeps the decoding tuned for the version it started from
+        start = _initial_captioner(config.task.init_version)
+        decoding = start.decoding if start is not None else DecodingConfig()
+        save_captioner(model_dir, task.model, task.vocab, decoding=decoding, extra_meta=meta)
     outcome.directory = str(model_dir.relative_to(Path(settings.MODEL_DIR)))
     outcome.files = {p.name: sha256_file(p) for p in sorted(model_dir.iterdir())
                      if p.is_file() and not p.name.endswith(".part")}
