@@ -125,7 +125,7 @@ def test_packed_forward_gives_the_same_loss_and_gradients_as_the_padded_one(kind
         out = model(pooled, spatial, inputs, image_index=image_index, lengths=lengths, packed=packed)
         parts = caption_loss(out, targets, label_smoothing=0.1, attention_weight=1.0)
         sum(parts.values()).backward()
-        results.append((out, {k: float(v) for k, v in parts.items()},
+        results.append((out, {k: float(v.detach()) for k, v in parts.items()},
                         {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
     (padded, loss_a, grad_a), (packed_out, loss_b, grad_b) = results
     assert "logits" not in packed_out and packed_out["packed_logits"].shape[0] == int(lengths.sum())
