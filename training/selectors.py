@@ -16,6 +16,8 @@ COMPARED_METRICS = {
     "captioner": ["bleu_1", "bleu_4", "rouge_l", "cider_d"],
     "paragraph": ["p2i_r1", "p2i_r5", "p2i_r10", "p2d_r1", "p2d_r5", "p2d_r10"],
 }
+# the self-critical phase's per-epoch means (training.ml.scst), drawn as their own chart
+REWARD_SERIES = ("scst_reward", "scst_baseline", "scst_greedy")
 
 
 def primary_metric(kind: str, metrics: dict[str, float]) -> float | None:
@@ -119,7 +121,8 @@ def run_progress(run: TrainingRun) -> dict[str, Any]:
         "id": run.pk, "kind": run.kind, "status": run.status, "epoch": run.epoch, "total_epochs": run.total_epochs,
         "step": run.step, "total_steps": run.total_steps, "percent": round(percent, 1),
         "eta_s": eta_seconds(run) if not phase else phase.get("eta_s"),
-        "phase": phase, "lr": event.get("lr"), "samples_per_s": event.get("samples_per_s"),
+        "phase": phase, "train_phase": event.get("train_phase"), "lr": event.get("lr"),
+        "samples_per_s": event.get("samples_per_s"),
         "losses": event.get("losses") or {}, "device": run.device, "worker_host": run.worker_host,
         "attempts": run.attempts, "cancel_requested": run.cancel_requested,
         "heartbeat_at": run.heartbeat_at.isoformat() if run.heartbeat_at else None,
@@ -132,13 +135,17 @@ def run_progress(run: TrainingRun) -> dict[str, Any]:
 
 
 def chart_series(run: TrainingRun) -> dict[str, Any]:
-    """Per-epoch curves for Chart.js: losses (train) and dev metrics."""
+    """Per-epoch curves for Chart.js: losses (train), dev metrics, and the self-critical phase's
+    mean reward and baseline (CIDEr-D of the sampled captions; None on cross-entropy epochs)."""
     history = run.history or []
     epochs = [h.get("epoch") for h in history]
     losses = sorted({k for h in history for k in (h.get("train") or {}) if k.endswith("_loss")})
     dev = [n for n in COMPARED_METRICS.get(run.kind, []) if any(n in (h.get("dev") or {}) for h in history)]
+    rewards = [k for k in REWARD_SERIES if any(k in (h.get("train") or {}) for h in history)]
     return {
         "epochs": epochs,
         "losses": {k: [(h.get("train") or {}).get(k) for h in history] for k in losses},
         "dev": {k: [(h.get("dev") or {}).get(k) for h in history] for k in dev},
+        "rewards": {k: [(h.get("train") or {}).get(k) for h in history] for k in rewards},
+        "phases": [h.get("phase") for h in history],
     }

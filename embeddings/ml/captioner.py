@@ -14,7 +14,8 @@ Two decoder families share one step interface, so training, greedy decoding and 
 Interface (all tensors batch-first, so beam search can repeat/reorder rows):
 ``encode(pooled, spatial) -> memory``; ``init_state(memory) -> state``;
 ``step(tokens, state, memory) -> (logits, state, alpha)``; ``forward`` runs teacher forcing
-(optionally with scheduled sampling). ``caption_loss`` returns named loss parts.
+(optionally with scheduled sampling; ``packed=True`` returns only the logits of real positions,
+computed by one output-layer product over all of them). ``caption_loss`` returns named loss parts.
 """
 
 from __future__ import annotations
@@ -92,8 +93,13 @@ class _DecoderBase(nn.Module):
     def init_state(self, memory: Memory) -> State:
         raise NotImplementedError
 
-    def step(self, tokens: Tensor, state: State, memory: Memory) -> tuple[Tensor, State, Tensor | None]:
+    def step_hidden(self, tokens: Tensor, state: State, memory: Memory) -> tuple[Tensor, State, Tensor | None]:
+        """One step up to the output layer: (dropped-out deep output (B, E), state, alpha)."""
         raise NotImplementedError
+
+    def step(self, tokens: Tensor, state: State, memory: Memory) -> tuple[Tensor, State, Tensor | None]:
+        hidden, state, alpha = self.step_hidden(tokens, state, memory)
+        return self.out(hidden), state, alpha  # (B, V)
 
     def forward(
         self,
@@ -105,6 +111,7 @@ class _DecoderBase(nn.Module):
         lengths: Tensor | None = None,
         sampling_prob: float = 0.0,
         generator: torch.Generator | None = None,
+        packed: bool = False,
     ) -> dict[str, Tensor]:
         """Teacher forcing: ``inputs`` (B, T) start with <bos>; returns logits (B, T, V).
 
@@ -117,7 +124,15 @@ class _DecoderBase(nn.Module):
         With ``sampling_prob`` > 0 (scheduled sampling, Bengio et al. 2015) each input token
         after the first is replaced, with that probability, by the model's own sampled
         prediction from the previous step (no gradient flows through the choice).
+
+        ``packed`` (with ``lengths``, without scheduled sampling) returns ``packed_logits`` (S, V)
+        for the S real positions only, time-major (step t's active rows, then step t+1's), with
+        ``packed_rows`` / ``packed_steps`` (S,) naming each one's row and step: the output layer
+        runs once over all of them, and no (B, T, V) padding is built. Same values as ``logits``
+        at those positions (the same dropout draws, in the same order).
         """
+        if packed and (lengths is None or sampling_prob > 0.0):
+            raise ValueError("packed teacher forcing needs lengths and no scheduled sampling")
         memory = self.encode(pooled, spatial)  # (I, ...)
         if image_index is not None:
             memory = tuple(m.index_select(0, image_index) for m in memory)  # (B, ...)
@@ -129,6 +144,7 @@ class _DecoderBase(nn.Module):
                 raise ValueError("lengths must be sorted in decreasing order")
             active = [int(n) for n in (lengths.unsqueeze(0) > torch.arange(steps).unsqueeze(1)).sum(1)]
         logits: list[Tensor] = []
+        hiddens: list[Tensor] = []  # packed: (n_t, E) per step
         alphas: list[Tensor] = []
         tokens = inputs[:, 0]  # (B,)
         for t in range(steps):
@@ -140,12 +156,22 @@ class _DecoderBase(nn.Module):
                 if sampling_prob > 0.0:
                     tokens = self._mix_sampled(tokens, logits[-1][:n], sampling_prob, generator)
             state = tuple(s[:n] for s in state)
-            step_logits, state, alpha = self.step(tokens, state, tuple(m[:n] for m in memory))
-            logits.append(F.pad(step_logits, (0, 0, 0, batch - n)))  # (B, V)
+            hidden, state, alpha = self.step_hidden(tokens, state, tuple(m[:n] for m in memory))
+            if packed:
+                hiddens.append(hidden)
+            else:
+                logits.append(F.pad(self.out(hidden), (0, 0, 0, batch - n)))  # (B, V)
             if alpha is not None:
                 alphas.append(F.pad(alpha, (0, 0, 0, batch - n)))  # (B, N)
-        pad_t = steps - len(logits)
-        out = {"logits": F.pad(torch.stack(logits, dim=1), (0, 0, 0, pad_t))}  # (B, T, V)
+        pad_t = steps - max(len(logits), len(hiddens))
+        if packed:
+            used = active[: len(hiddens)]
+            out = {"packed_logits": self.out(torch.cat(hiddens)),  # (S, V), one product
+                   "packed_rows": torch.cat([torch.arange(n, device=inputs.device) for n in used]),  # (S,)
+                   "packed_steps": torch.cat([torch.full((n,), t, device=inputs.device)
+                                              for t, n in enumerate(used)])}  # (S,)
+        else:
+            out = {"logits": F.pad(torch.stack(logits, dim=1), (0, 0, 0, pad_t))}  # (B, T, V)
         if alphas:
             out["alphas"] = F.pad(torch.stack(alphas, dim=1), (0, 0, 0, pad_t))  # (B, T, N)
         return out
@@ -181,12 +207,11 @@ class ShowTellDecoder(_DecoderBase):
         (image,) = memory
         return torch.tanh(self.init_h(image)), torch.tanh(self.init_c(image))  # (B, H) x2
 
-    def step(self, tokens: Tensor, state: State, memory: Memory) -> tuple[Tensor, State, None]:
+    def step_hidden(self, tokens: Tensor, state: State, memory: Memory) -> tuple[Tensor, State, None]:
         (image,) = memory
         emb = self.embed(tokens)  # (B, E)
         h, c = self.lstm(torch.cat([emb, image], dim=-1), state)  # (B, H)
-        logits = self.out(self.drop(self.hidden_out(h) + emb))  # (B, V)
-        return logits, (h, c), None
+        return self.drop(self.hidden_out(h) + emb), (h, c), None  # (B, E)
 
 
 class AttentionDecoder(_DecoderBase):
@@ -218,7 +243,7 @@ class AttentionDecoder(_DecoderBase):
         _, _, mean = memory
         return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))  # (B, H) x2
 
-    def step(self, tokens: Tensor, state: State, memory: Memory) -> tuple[Tensor, State, Tensor]:
+    def step_hidden(self, tokens: Tensor, state: State, memory: Memory) -> tuple[Tensor, State, Tensor]:
         cells, keys, _ = memory
         h_prev, _ = state
         scores = self.att_score(torch.tanh(keys + self.hidden_att(h_prev).unsqueeze(1))).squeeze(-1)  # (B, N)
@@ -228,7 +253,7 @@ class AttentionDecoder(_DecoderBase):
         emb = self.embed(tokens)  # (B, E)
         h, c = self.lstm(torch.cat([emb, context], dim=-1), state)  # (B, H)
         deep = emb + self.hidden_out(h) + self.context_out(context)  # (B, E)
-        return self.out(self.drop(deep)), (h, c), alpha
+        return self.drop(deep), (h, c), alpha
 
 
 CaptionDecoder = _DecoderBase
@@ -254,17 +279,18 @@ def caption_loss(
 ) -> dict[str, Tensor]:
     """Named loss parts for one batch; ``targets`` (B, T) are the inputs shifted by one.
 
-    ``caption_loss``: token-level cross-entropy (with label smoothing), padding ignored.
+    ``caption_loss``: token-level cross-entropy (with label smoothing), padding ignored; from
+    ``packed_logits`` when the forward was packed (the same mean over the same positions).
     ``attention_loss`` (attention decoder, weight > 0): Xu et al.'s doubly stochastic
     regulariser, pushing every cell to receive about one unit of attention over the caption.
     """
-    logits = outputs["logits"]  # (B, T, V)
-    loss = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        targets.reshape(-1),
-        ignore_index=PAD_ID,
-        label_smoothing=label_smoothing,
-    )
+    if "packed_logits" in outputs:
+        logits = outputs["packed_logits"]  # (S, V)
+        flat_targets = targets[outputs["packed_rows"], outputs["packed_steps"]]  # (S,)
+    else:
+        logits = outputs["logits"].reshape(-1, outputs["logits"].shape[-1])  # (B*T, V)
+        flat_targets = targets.reshape(-1)
+    loss = F.cross_entropy(logits.float(), flat_targets, ignore_index=PAD_ID, label_smoothing=label_smoothing)
     parts = {"caption_loss": loss}
     if attention_weight > 0.0 and "alphas" in outputs:
         alphas = outputs["alphas"].float() * (targets != PAD_ID).unsqueeze(-1)  # (B, T, N)

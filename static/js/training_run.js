@@ -38,6 +38,12 @@
     if (!s) { return; }
     draw("chart-loss", s.epochs, s.losses);
     draw("chart-dev", s.epochs, s.dev);
+    var rewards = s.rewards || {};
+    var figure = document.getElementById("figure-reward");
+    if (figure && Object.keys(rewards).length) {
+      figure.hidden = false;  // only runs with a self-critical phase have these curves
+      draw("chart-reward", s.epochs, rewards);
+    }
   }
 
   document.addEventListener("DOMContentLoaded", refresh);

@@ -8,7 +8,8 @@ Every epoch visits each (image, caption) pair once (unless ``drop_last``). A bat
 captions of its images (about ``batch_size`` captions, as (I, K, L+1) token ids), so each
 image's features are projected once per batch, not once per caption; ``loss`` sorts the
 caption rows by length so the decoder runs only the still-active prefix of the batch at each
-step (no compute spent on padding). Every batch tensor has the images as its first dimension,
+step (no compute spent on padding), and the output layer runs once over the real positions
+(packed). Every batch tensor has the images as its first dimension,
 so the DDP hooks can shard it by rows (choose ``batch_size`` so the images per batch divide by
 the world size, and set ``drop_last``). Each image uses one random cached
 view per epoch (``augment_views``). The loss is label-smoothed cross-entropy plus,
@@ -18,7 +19,16 @@ sampling ramps linearly to ``scheduled_sampling_max`` over the run.
 Dev evaluation decodes view 0 of every dev image (greedy, or a small beam) and scores the
 captions against all references with BLEU/ROUGE-L/CIDEr-D (``tokenizer="simple"``, no Java,
 no METEOR, so it is quick enough to run every epoch). ``keep_snapshots`` keeps each evaluated
-epoch's weights for checkpoint averaging. Pure: no Django.
+epoch's weights for checkpoint averaging.
+
+With ``scst_epochs`` > 0 the run continues, after the cross-entropy epochs ("xe", the loop's own
+``epochs``), with a self-critical phase ("scst", training.ml.scst; training.ml.phases): from the
+best cross-entropy weights, ``scst_samples`` sampled captions per image rewarded by CIDEr-D against
+the image's training references (document frequencies of the training references, computed once
+when the phase starts), baseline the greedy decode or the mean of the other samples, constant lr
+``scst_lr``. Its batches are the same images as the cross-entropy batches (so the same number of
+steps per epoch), and its steps log ``scst_reward`` / ``scst_baseline`` beside ``scst_loss``.
+Pure: no Django.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -36,9 +46,12 @@ from torch import Tensor, nn
 from embeddings.ml.caption_decoding import Ensemble, beam_search, greedy_decode
 from embeddings.ml.captioner import CaptionDecoder, CaptionerConfig, build_decoder, caption_loss
 from embeddings.ml.image_encoder import ImageEncoderName
-from embeddings.ml.vocab import EOS_ID, PAD_ID, Vocabulary
+from embeddings.ml.vocab import EOS_ID, PAD_ID, Vocabulary, tokenize
 from training.ml.caption_metrics import caption_scores
+from training.ml.cider_reward import CiderD
 from training.ml.config import TrainConfig, check_image_encoder, register_kind
+from training.ml.phases import Phase
+from training.ml.scst import scst_loss
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,15 @@ class CaptionTaskConfig:
     keep_snapshots: bool = False  # keep every evaluated epoch's weights (checkpoint averaging)
     drop_last: bool = False  # skip the last, smaller batch (DDP needs equal batches)
     image_encoder: ImageEncoderName = "efficientnet-lite0"  # whose features it trains on (as for embeddings)
+    # Self-critical sequence training after the cross-entropy epochs (0 = none; Rennie et al. 2017).
+    scst_epochs: int = 0  # upper bound; early stopping on the loop's metric applies per phase
+    scst_lr: float = 5e-5  # constant lr of the phase (self-critical.pytorch: 5e-5 after XE)
+    scst_samples: int = 5  # captions sampled per image and step
+    scst_max_len: int = 16  # longest sampled caption in tokens, <eos> included (<= model.max_len)
+    scst_baseline: Literal["greedy", "mean"] = "greedy"  # greedy decode's reward, or the other samples' mean
+    # Fine-tuning: start from this captioner model version's weights and vocabulary (its id; 0 =
+    # from scratch). The run's model section must describe the same architecture.
+    init_version: int = 0
 
     def __post_init__(self) -> None:
         check_image_encoder(self.image_encoder)
@@ -65,6 +87,14 @@ class CaptionTaskConfig:
             raise ValueError("label_smoothing must be in [0, 1) and scheduled_sampling_max in [0, 1]")
         if self.attention_weight < 0:
             raise ValueError("attention_weight must be >= 0")
+        if self.scst_epochs < 0 or self.scst_lr <= 0 or self.scst_samples < 1 or self.scst_max_len < 2:
+            raise ValueError("scst_epochs must be >= 0, scst_lr > 0, scst_samples >= 1, scst_max_len >= 2")
+        if self.init_version < 0:
+            raise ValueError("init_version must be a model version id, or 0 for none")
+        if self.scst_baseline not in ("greedy", "mean"):
+            raise ValueError("scst_baseline must be 'greedy' or 'mean'")
+        if self.scst_baseline == "mean" and self.scst_samples < 2:
+            raise ValueError("scst_baseline 'mean' needs scst_samples >= 2")
 
 
 register_kind("captioner", CaptionerConfig, CaptionTaskConfig)
@@ -109,12 +139,16 @@ class CaptionData:
 class CaptionTask:
     """TrainTask for the caption decoders; builds vocabulary (if not given) and model with ``seed``."""
 
+    main_phase = "xe"  # the loop's own epochs: cross-entropy (teacher forcing)
+
     def __init__(self, model_config: CaptionerConfig, task_config: CaptionTaskConfig, *, batch_size: int,
                  train: CaptionData, dev: CaptionData, vocab: Vocabulary | None = None, seed: int = 0,
                  epochs: int = 1) -> None:
         """``epochs`` (the loop's) only sets the scheduled-sampling ramp."""
         if model_config.decoder == "attention" and (train.spatial is None or dev.spatial is None):
             raise ValueError("the attention decoder needs spatial features in both splits")
+        if task_config.scst_epochs and task_config.scst_max_len > model_config.max_len:
+            raise ValueError(f"scst_max_len {task_config.scst_max_len} exceeds model.max_len {model_config.max_len}")
         self.cfg = task_config
         self.batch_size = batch_size
         self.train_data, self.dev_data = train, dev
@@ -131,6 +165,18 @@ class CaptionTask:
         self._epoch = 0
         self.snapshots: list[tuple[int, dict[str, Tensor]]] = []  # (evaluation index, weights)
         self.last_hypotheses: dict[str, str] = {}
+        self.phase = self.main_phase
+        self.cider: CiderD | None = None  # the reward, built when the scst phase starts
+        self._generator: torch.Generator | None = None  # this epoch's sampling generator
+
+    def extra_phases(self) -> list[Phase]:
+        return [Phase(name="scst", epochs=self.cfg.scst_epochs, lr=self.cfg.scst_lr)]
+
+    def begin_phase(self, name: str) -> None:
+        """Called by the loop as a phase starts (and on resume): the reward is built once, here."""
+        self.phase = name
+        if name == "scst" and self.cider is None:
+            self.cider = CiderD([[" ".join(tokenize(c)) for c in caps] for caps in self.train_data.captions])
 
     def _encode_captions(self, data: CaptionData) -> tuple[Tensor, Tensor]:
         """Token ids per image (N, K, L+1): <bos> .. <eos>, padded; and input lengths (N, K).
@@ -169,7 +215,7 @@ class CaptionTask:
         return self.cfg.scheduled_sampling_max * epoch / (self.epochs_planned - 1)
 
     def batches(self, epoch: int, generator: torch.Generator) -> Iterator[dict[str, Tensor]]:
-        self._epoch = epoch
+        self._epoch, self._generator = epoch, generator
         n = self.train_data.num_images
         order = torch.randperm(n, generator=generator)
         n_views = self.train_data.num_views if self.cfg.augment_views else 1
@@ -180,16 +226,26 @@ class CaptionTask:
             # Every tensor is per image (first dim I), so DDP can shard the batch by rows.
             batch = {"pooled": self.train_data.pooled[chunk, views[chunk]].float(),  # (I, F)
                      "tokens": self._tokens[chunk, :, : int(lengths.max()) + 1],  # (I, K, L+1)
-                     "lengths": lengths}
+                     "lengths": lengths, "image": chunk}  # (I,) rows of train_data (the reward's refs)
             # __init__ checked that the attention decoder has spatial features.
             if self.model_config.decoder == "attention" and self.train_data.spatial is not None:
                 batch["spatial"] = self.train_data.spatial[chunk, views[chunk]].float()  # (I, C, F)
             yield batch
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        if self.phase == "scst":
+            if self.cider is None:
+                raise RuntimeError("the scst phase started without begin_phase('scst')")
+            core = cast(CaptionDecoder, getattr(model, "module", model))
+            return scst_loss(core, batch["pooled"], batch.get("spatial"), batch["image"].tolist(), vocab=self.vocab,
+                             cider=self.cider, samples=self.cfg.scst_samples, max_len=self.cfg.scst_max_len,
+                             baseline=self.cfg.scst_baseline, generator=self._generator)
         tokens, image_index, lengths = _caption_rows(batch["tokens"], batch["lengths"])
+        prob = self.sampling_prob(self._epoch)
+        # packed: the output layer runs once over the real positions (scheduled sampling needs
+        # each step's logits to draw the next input, so it keeps the per-step path)
         out = model(batch["pooled"], batch.get("spatial"), tokens[:, :-1], image_index=image_index,
-                    lengths=lengths, sampling_prob=self.sampling_prob(self._epoch))
+                    lengths=lengths, sampling_prob=prob, packed=prob == 0.0)
         return caption_loss(out, tokens[:, 1:], label_smoothing=self.cfg.label_smoothing,
                             attention_weight=self.cfg.attention_weight)
 

@@ -11,6 +11,7 @@ raises TypeError rather than being pickled.
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 from collections.abc import Mapping
 
@@ -75,3 +76,19 @@ def _key_out(key: Any) -> Any:
     if isinstance(key, bool) or not isinstance(key, (int, str)):
         raise TypeError(f"dict key {key!r} must be an int or a str")
     return key
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
+                             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

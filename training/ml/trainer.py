@@ -18,10 +18,16 @@ weights so far, RNG states, epoch/step counters and history; never a pickle. ``t
 directory holding one continues after that epoch and ends with bit-identical weights to an
 uninterrupted run on CPU. Cancelling keeps the last checkpoint as it was.
 
-Events (``on_event(name, payload)``), ``epoch`` numbers 1-based:
-start, step (epoch, step, total_steps, losses, lr, samples_per_s), epoch (epoch, train,
-dev, best_metric, best_epoch, improved), checkpoint (epoch, step, path), early_stop,
-cancelled, done (status, best_epoch, best_metric, epochs, steps, wall_s).
+Phases (training.ml.phases): the loop's epochs, then any ``task.extra_phases()`` (e.g. the
+caption task's self-critical phase), each from the best weights so far with its own lr schedule;
+``task.begin_phase(name)``, when defined, is called as each phase starts (and on resume).
+
+Events (``on_event(name, payload)``), ``epoch`` numbers 1-based and counted across phases:
+start (epochs, num_batches, total_steps, phases, ...), phase (phase, epoch, step, epochs), step
+(epoch, step, total_steps, losses, lr, samples_per_s, phase), epoch (epoch, train, dev,
+best_metric, best_epoch, improved, phase), checkpoint (epoch, step, path), early_stop (epoch,
+best_epoch, best_metric, phase), cancelled, done (status, best_epoch, best_metric, epochs, steps,
+wall_s).
 
 Optimiser: AdamW by default, or Adagrad (``LoopConfig.optimizer``). Parallelism: one process,
 DDP ranks (training.ml.distributed) or Hogwild processes (training.ml.hogwild,
@@ -39,7 +45,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -48,7 +54,8 @@ from torch import Tensor, nn
 
 from embeddings.ml.checkpoint import CheckpointError, IncompatibleCheckpoint, load_checkpoint, save_checkpoint
 from training.ml.config import LoopConfig
-from training.ml.state import pack_state, unpack_state
+from training.ml.phases import Phase, check_phases, run_phases
+from training.ml.state import pack_state, rng_state, set_rng_state, unpack_state
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +143,9 @@ class _Progress:
     bad_evals: int = 0
     status: str = "running"
     history: list[dict] = field(default_factory=list)
+    phase: int = 0  # index into the run's phases
+    phase_epoch: int = 0  # epochs completed when the current phase started
+    phase_step: int = 0  # steps taken when the current phase started
 
 
 def train(
@@ -187,34 +197,69 @@ def run_loop(
     model = task.model.to(device)
     optimizer = _build_optimizer(model, config)
     n_batches = task.num_batches()
-    total_steps = config.epochs * n_batches
+    phases = run_phases(config, task)
+    check_phases(phases, config, hooks.world_size)
+    total_epochs = sum(p.epochs for p in phases)  # upper bound over all phases
+    total_steps = total_epochs * n_batches
     prog, best_weights = _Progress(), None
     resumed = None
     if checkpoint_dir is not None and (Path(checkpoint_dir) / STATE_FILE).exists():
         prog, best_weights = _load_state(Path(checkpoint_dir), config, model, optimizer, n_batches, device)
         resumed = prog.epoch
+        if prog.phase >= len(phases):
+            raise IncompatibleCheckpoint(f"{checkpoint_dir}: saved in phase {prog.phase + 1}, "
+                                         f"this run has {len(phases)}")
     hooks.setup(model, optimizer)
     train_model = hooks.wrap(model)
-    emit("start", {"epochs": config.epochs, "num_batches": n_batches, "total_steps": total_steps,
-                   "resumed_from_epoch": resumed, "device": str(device), "world_size": hooks.world_size})
+    emit("start", {"epochs": total_epochs, "num_batches": n_batches, "total_steps": total_steps,
+                   "resumed_from_epoch": resumed, "device": str(device), "world_size": hooks.world_size,
+                   "phases": [dataclasses.asdict(p) for p in phases]})
     run = _Run(config=config, task=task, model=model, train_model=train_model, optimizer=optimizer,
                device=device, hooks=hooks, emit=emit, total_steps=total_steps,
-               autocast=_autocast(config, device), should_stop=should_stop)
-    while prog.status == "running" and prog.epoch < config.epochs:
-        train_means = hooks.train_epoch(run, prog)
-        if train_means is None:
-            emit("cancelled", {"epoch": prog.epoch + 1, "step": prog.step})
-            return _finish(prog, "cancelled", model, best_weights, config, resumed, t0, emit)
-        best_weights = _end_epoch(config, task, model, prog, train_means, best_weights, hooks, emit)
-        if checkpoint_dir is not None and hooks.is_main and (
-            prog.epoch % config.checkpoint_every_epochs == 0 or prog.epoch == config.epochs or prog.status != "running"
-        ):
-            path = _save_state(Path(checkpoint_dir), config, model, optimizer, prog, best_weights, n_batches)
-            emit("checkpoint", {"epoch": prog.epoch, "step": prog.step, "path": str(path)})
-    if prog.status == "early_stop":
-        emit("early_stop", {"epoch": prog.epoch, "best_epoch": prog.best_epoch, "best_metric": prog.best_metric})
+               autocast=_autocast(config, device), should_stop=should_stop, phases=phases, n_batches=n_batches)
+    _begin_phase(task, phases[prog.phase])
+    while True:
+        phase = phases[prog.phase]
+        if prog.status == "running" and prog.epoch - prog.phase_epoch < phase.epochs:
+            train_means = hooks.train_epoch(run, prog)
+            if train_means is None:
+                emit("cancelled", {"epoch": prog.epoch + 1, "step": prog.step})
+                return _finish(prog, "cancelled", model, best_weights, config, resumed, t0, emit)
+            last = prog.epoch + 1 == prog.phase_epoch + phase.epochs  # evaluated at every phase's end
+            best_weights = _end_epoch(config, task, model, prog, train_means, best_weights, hooks, emit,
+                                      last=last, phase=phase.name)
+            if checkpoint_dir is not None and hooks.is_main and (
+                prog.epoch % config.checkpoint_every_epochs == 0 or last or prog.status != "running"
+            ):
+                path = _save_state(Path(checkpoint_dir), config, model, optimizer, prog, best_weights, n_batches)
+                emit("checkpoint", {"epoch": prog.epoch, "step": prog.step, "path": str(path)})
+            continue
+        if prog.status == "early_stop":
+            emit("early_stop", {"epoch": prog.epoch, "best_epoch": prog.best_epoch, "best_metric": prog.best_metric,
+                                "phase": phase.name})
+        if prog.phase + 1 >= len(phases) or prog.status not in ("running", "early_stop"):
+            break
+        _next_phase(run, prog, best_weights)
     return _finish(prog, prog.status if prog.status != "running" else "completed",
                    model, best_weights, config, resumed, t0, emit)
+
+
+def _begin_phase(task: TrainTask, phase: Phase) -> None:
+    begin = getattr(task, "begin_phase", None)
+    if begin is not None:
+        begin(phase.name)
+
+
+def _next_phase(run: _Run, prog: _Progress, best_weights: dict | None) -> None:
+    """Start the next phase from the best weights so far, with fresh optimiser moments."""
+    prog.phase += 1
+    prog.phase_epoch, prog.phase_step, prog.status, prog.bad_evals = prog.epoch, prog.step, "running", 0
+    if run.config.restore_best and best_weights is not None:
+        run.model.load_state_dict(best_weights)
+    run.optimizer.state.clear()
+    phase = run.phases[prog.phase]
+    _begin_phase(run.task, phase)
+    run.emit("phase", {"phase": phase.name, "epoch": prog.epoch, "step": prog.step, "epochs": phase.epochs})
 
 
 @dataclass
@@ -232,6 +277,8 @@ class _Run:
     total_steps: int
     autocast: contextlib.AbstractContextManager
     should_stop: Callable[[], bool] | None
+    phases: list[Phase]
+    n_batches: int
 
 
 def _train_epoch(run: _Run, prog: _Progress) -> dict[str, float] | None:
@@ -253,15 +300,17 @@ def _train_epoch(run: _Run, prog: _Progress) -> dict[str, float] | None:
         if prog.step % run.config.log_every_steps == 0:
             now = time.perf_counter()
             run.emit("step", {"epoch": epoch + 1, "step": prog.step, "total_steps": run.total_steps,
-                              "losses": values, "lr": lr, "samples_per_s": seen / max(now - tick, 1e-9)})
+                              "losses": values, "lr": lr, "samples_per_s": seen / max(now - tick, 1e-9),
+                              "phase": run.phases[prog.phase].name})
             tick, seen = now, 0
     return {k: v / max(n_steps, 1) for k, v in sums.items()}
 
 
 def _train_step(run: _Run, prog: _Progress, batch: dict[str, Tensor]) -> tuple[dict[str, float], float]:
     """Forward, sum the *_loss parts, backward, clip, step; returns (logged values, lr)."""
-    cfg = run.config
-    lr = cfg.lr * lr_factor(prog.step, run.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+    cfg, phase = run.config, run.phases[prog.phase]
+    lr = phase.lr * lr_factor(prog.step - prog.phase_step, phase.epochs * run.n_batches, phase.warmup_steps,
+                              phase.min_lr_ratio)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     with run.autocast:
@@ -282,12 +331,12 @@ def _train_step(run: _Run, prog: _Progress, batch: dict[str, Tensor]) -> tuple[d
 
 def _end_epoch(config: LoopConfig, task: TrainTask, model: nn.Module, prog: _Progress,
                train_means: dict[str, float], best_weights: dict | None, hooks: LoopHooks,
-               emit: EventFn) -> dict | None:
+               emit: EventFn, *, last: bool, phase: str) -> dict | None:
     """Evaluate, update best/patience, record history; returns the (new) best weights."""
     prog.epoch += 1
     dev: dict[str, float] = {}
     improved = False
-    if prog.epoch % config.eval_every_epochs == 0 or prog.epoch == config.epochs:
+    if prog.epoch % config.eval_every_epochs == 0 or last:
         model.eval()
         with torch.no_grad():
             dev = hooks.evaluate(task, model)
@@ -307,9 +356,9 @@ def _end_epoch(config: LoopConfig, task: TrainTask, model: nn.Module, prog: _Pro
                 prog.bad_evals += 1
                 if config.patience > 0 and prog.bad_evals >= config.patience:
                     prog.status = "early_stop"
-    prog.history.append({"epoch": prog.epoch, "train": train_means, "dev": dev})
+    prog.history.append({"epoch": prog.epoch, "train": train_means, "dev": dev, "phase": phase})
     emit("epoch", {"epoch": prog.epoch, "train": train_means, "dev": dev, "best_metric": prog.best_metric,
-                   "best_epoch": prog.best_epoch, "improved": improved})
+                   "best_epoch": prog.best_epoch, "improved": improved, "phase": phase})
     return best_weights
 
 
@@ -351,29 +400,13 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _save_state(directory: Path, config: LoopConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
                 prog: _Progress, best_weights: dict | None, n_batches: int) -> Path:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if best_weights is not None:
         tensors.update({f"best.{k}": v for k, v in best_weights.items()})
     opt_t, opt_tree = pack_state(optimizer.state_dict(), "optim")
-    rng_t, rng_tree = pack_state(_rng_state(), "rng")
+    rng_t, rng_tree = pack_state(rng_state(), "rng")
     tensors.update(opt_t)
     tensors.update(rng_t)
     meta = {"kind": STATE_KIND, "progress": dataclasses.asdict(prog), "optimizer": opt_tree, "rng": rng_tree,
@@ -404,7 +437,7 @@ def _load_state(directory: Path, config: LoopConfig, model: nn.Module, optimizer
         raise IncompatibleCheckpoint(f"{directory}: saved state does not fit this model: {exc}") from exc
     best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")} if meta["has_best"] else None
     try:
-        _set_rng_state(unpack_state(meta["rng"], tensors))
+        set_rng_state(unpack_state(meta["rng"], tensors))
         prog = _Progress(**meta["progress"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{directory}: unreadable trainer state: {exc}") from exc

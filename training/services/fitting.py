@@ -22,6 +22,7 @@ from embeddings.ml.atomic import sha256_file
 from embeddings.ml.caption_generator import DecodingConfig, save_captioner
 from embeddings.ml.checkpoint import checkpoint_to_dict, save_checkpoint
 from embeddings.models import ModelVersion
+from project.exceptions import ApplicationError
 from training import datasets
 from training.encoders import Encoders
 from training.ml.config import TrainConfig
@@ -135,13 +136,43 @@ def build_task(config: TrainConfig, splits: dict[str, datasets.Split], encoders:
     from training.ml.caption_task import CaptionTask
 
     spatial = config.model.decoder == "attention"
+    start = _initial_captioner(config.task.init_version, config.task.image_encoder)
     task = CaptionTask(config.model, config.task, batch_size=config.loop.batch_size,
                        train=datasets.caption_data(splits["train"], encoders, spatial=spatial, progress=progress,
                                                    name="train"),
                        dev=datasets.caption_data(splits["dev"], encoders, spatial=spatial, progress=progress,
-                                                 name="dev"), seed=config.loop.seed)
+                                                 name="dev"), seed=config.loop.seed,
+                       vocab=start.vocab if start is not None else None)
+    if start is not None:
+        if task.model_config != start.config:
+            mine, theirs = dataclasses.asdict(task.model_config), dataclasses.asdict(start.config)
+            differ = {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
+            raise ApplicationError(f"task.init_version={config.task.init_version}: its architecture differs from "
+                                   f"the run's model settings (run, version): {differ}")
+        task.model.load_state_dict(start.decoder.state_dict())
     task.epochs_planned = config.loop.epochs
     return task
+
+
+def _initial_captioner(version_id: int, image_encoder: str | None = None):
+    """The CaptionGenerator a fine-tuning run starts from (task.init_version), or None; with
+    `image_encoder`, the version must have been trained on that encoder's features."""
+    if not version_id:
+        return None
+    from embeddings import runtime
+    from embeddings.ml.caption_generator import load_captioner
+    from embeddings.ml.caption_decoding import Ensemble
+
+    version = ModelVersion.objects.filter(pk=version_id, kind=ModelVersion.Kind.CAPTIONER).first()
+    if version is None:
+        raise ApplicationError(f"task.init_version={version_id}: no captioner model version with that id")
+    if image_encoder is not None and runtime.image_encoder_name(version) != image_encoder:
+        raise ApplicationError(f"task.init_version={version_id} was trained on {runtime.image_encoder_name(version)} "
+                               f"features, the run asks for {image_encoder}: set task.image_encoder to match")
+    generator = load_captioner(runtime.version_path(version))
+    if isinstance(generator.decoder, Ensemble):
+        raise ApplicationError(f"task.init_version={version_id}: an ensemble cannot be fine-tuned")
+    return generator
 
 
 def fit(*, run_id: int, collection_ids: list[int], config: TrainConfig, encoders: Encoders,
@@ -182,7 +213,10 @@ def fit(*, run_id: int, collection_ids: list[int], config: TrainConfig, encoders
         save_checkpoint(model_dir, tensors=tensors, config=model_cfg, meta={"kind": "embedding", **meta})
         outcome.dim = config.model.dim
     else:
-        save_captioner(model_dir, task.model, task.vocab, decoding=DecodingConfig(), extra_meta=meta)
+        # a fine-tuned captioner keeps the decoding tuned for the version it started from
+        start = _initial_captioner(config.task.init_version)
+        decoding = start.decoding if start is not None else DecodingConfig()
+        save_captioner(model_dir, task.model, task.vocab, decoding=decoding, extra_meta=meta)
     outcome.directory = str(model_dir.relative_to(Path(settings.MODEL_DIR)))
     outcome.files = {p.name: sha256_file(p) for p in sorted(model_dir.iterdir())
                      if p.is_file() and not p.name.endswith(".part")}

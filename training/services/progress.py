@@ -172,29 +172,47 @@ class RunRecorder:
             self.history = [h for h in self.history if h.get("epoch", 0) <= resumed]
         self.last_event.update({"attempt_started_at": _iso(timezone.now()), "attempt_start_step": steps_done,
                                 "num_batches": p["num_batches"], "world_size": p.get("world_size", 1)})
+        phases = p.get("phases") or []
+        if len(phases) > 1:
+            self.log("phases: " + ", then ".join(f"{ph['name']} (up to {ph['epochs']} epochs, lr {ph['lr']:g})"
+                                                 for ph in phases))
         self.log(f"start: {p['epochs']} epochs x {p['num_batches']} steps on {p['device']}"
                  + (f" (world size {p['world_size']})" if p.get("world_size", 1) > 1 else "")
                  + (f", resumed after epoch {resumed}" if resumed is not None else ""))
         self.update(total_epochs=p["epochs"], total_steps=p["total_steps"], step=steps_done,
                     epoch=resumed or 0)
 
+    def _on_phase(self, p: dict) -> None:
+        """The next training phase starts (e.g. self-critical training after cross-entropy)."""
+        self.last_event["train_phase"] = p["phase"]
+        self.log(f"phase {p['phase']}: up to {p['epochs']} epochs from epoch {p['epoch'] + 1}, "
+                 "starting from the best weights so far")
+        self.update()
+
     def _on_step(self, p: dict) -> None:
         self._epoch_rates.append(float(p["samples_per_s"]))
         self.last_event.update({"epoch": p["epoch"], "step": p["step"], "losses": p["losses"], "lr": p["lr"],
                                 "samples_per_s": p["samples_per_s"], "at": _iso(timezone.now())})
+        if p.get("phase"):
+            self.last_event["train_phase"] = p["phase"]
         self.update(force=False, step=p["step"])
 
     def _on_epoch(self, p: dict) -> None:
         self.history = [h for h in self.history if h.get("epoch", 0) < p["epoch"]]
         self.history.append({"epoch": p["epoch"], "train": p["train"], "dev": p["dev"],
                              "lr": self.last_event.get("lr"), "samples_per_s": _median(self._epoch_rates),
-                             "improved": p["improved"], "at": _iso(timezone.now())})
+                             "improved": p["improved"], "at": _iso(timezone.now()),
+                             **({"phase": p["phase"]} if p.get("phase") else {})})
         losses = [v for k, v in p["train"].items() if k.endswith("_loss")]
         dev = ", ".join(f"{k} {v:.2f}" for k, v in sorted(p["dev"].items())[:6])
         self._epoch_rates = []
         # gensim's Doc2Vec (the paragraph kind) reports no loss: say nothing rather than "loss 0"
         trained = f"train loss {sum(losses):.4f}" if losses else "trained"
-        self.log(f"epoch {p['epoch']}: {trained}" + (f"; dev {dev}" if dev else "")
+        rewards = ", ".join(f"{k[len('scst_'):]} {v:.3f}" for k, v in sorted(p["train"].items())
+                            if k in ("scst_reward", "scst_baseline"))
+        trained += f" (reward {rewards})" if rewards else ""
+        self.log(f"epoch {p['epoch']}{' ' + p['phase'] if p.get('phase') else ''}: {trained}"
+                 + (f"; dev {dev}" if dev else "")
                  + (" (best so far)" if p["improved"] else ""))
         self.update(epoch=p["epoch"])
 
@@ -203,7 +221,8 @@ class RunRecorder:
         self.update()
 
     def _on_early_stop(self, p: dict) -> None:
-        self.log(f"early stop after epoch {p['epoch']}; best epoch {p['best_epoch']}")
+        phase = f" of phase {p['phase']}" if p.get("phase") else ""
+        self.log(f"early stop{phase} after epoch {p['epoch']}; best epoch {p['best_epoch']}")
 
     def _on_cancelled(self, p: dict) -> None:
         self.log(f"cancelled at epoch {p['epoch']}, step {p['step']}; the last checkpoint is kept")

@@ -106,6 +106,38 @@ def test_grouped_images_and_shrinking_batch_match_the_plain_forward(kind: str) -
         model(pooled, spatial, inputs, image_index=image_index, lengths=torch.tensor([1, 4, 3, 2]))
 
 
+@pytest.mark.parametrize("kind", ["show_tell", "attention"])
+def test_packed_forward_gives_the_same_loss_and_gradients_as_the_padded_one(kind: str) -> None:
+    """The packed path (one output-layer product over the real positions) against the per-step
+    padded logits, with dropout on: same dropout draws, same loss parts, same gradients."""
+    model = build_decoder(tiny_config(kind, dropout=0.3)).train()
+    pooled, spatial = feats(2)
+    image_index = torch.tensor([1, 0, 1, 0])
+    inputs = torch.tensor([[BOS_ID, 4, 5, 6], [BOS_ID, 7, 8, PAD_ID], [BOS_ID, 9, PAD_ID, PAD_ID],
+                           [BOS_ID, PAD_ID, PAD_ID, PAD_ID]])
+    targets = torch.tensor([[4, 5, 6, EOS_ID], [7, 8, EOS_ID, PAD_ID], [9, EOS_ID, PAD_ID, PAD_ID],
+                            [EOS_ID, PAD_ID, PAD_ID, PAD_ID]])
+    lengths = torch.tensor([4, 3, 2, 1])
+    results = []
+    for packed in (False, True):
+        torch.manual_seed(5)
+        model.zero_grad()
+        out = model(pooled, spatial, inputs, image_index=image_index, lengths=lengths, packed=packed)
+        parts = caption_loss(out, targets, label_smoothing=0.1, attention_weight=1.0)
+        sum(parts.values()).backward()
+        results.append((out, {k: float(v.detach()) for k, v in parts.items()},
+                        {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (padded, loss_a, grad_a), (packed_out, loss_b, grad_b) = results
+    assert "logits" not in packed_out and packed_out["packed_logits"].shape[0] == int(lengths.sum())
+    torch.testing.assert_close(packed_out["packed_logits"],
+                               padded["logits"][packed_out["packed_rows"], packed_out["packed_steps"]])
+    assert loss_a == pytest.approx(loss_b, rel=1e-6) and set(grad_a) == set(grad_b)
+    for name, grad in grad_a.items():
+        torch.testing.assert_close(grad, grad_b[name], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="packed"):
+        model(pooled, spatial, inputs, image_index=image_index, packed=True)  # needs lengths
+
+
 def test_tied_embeddings_share_the_output_matrix() -> None:
     model = build_decoder(tiny_config(tie_embeddings=True))
     assert model.out.weight is model.embed.weight

@@ -72,8 +72,12 @@ class Command(BaseCommand):
                 bar.n = payload["step"]
                 losses = [v for k, v in payload["losses"].items() if k.endswith("_loss")]
                 extra = {"loss": f"{sum(losses):.4f}"} if losses else {}  # gensim (paragraph) reports none
+                if "scst_reward" in payload["losses"]:  # the self-critical phase: its mean reward
+                    extra["reward"] = f"{payload['losses']['scst_reward']:.3f}"
                 bar.set_postfix(epoch=payload["epoch"], lr=f"{payload['lr']:.2e}", **extra)
                 bar.refresh()
+            elif name == "phase":
+                bar.write(f"phase {payload['phase']} from epoch {payload['epoch'] + 1}", file=self.stderr)
             elif name == "epoch" and payload["dev"]:  # a paragraph run scores dev once, at the end
                 dev = ", ".join(f"{k} {v:.2f}" for k, v in sorted(payload["dev"].items()) if not k.endswith("medr"))
                 bar.write(f"epoch {payload['epoch']}: {dev}", file=self.stderr)
