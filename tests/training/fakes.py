@@ -22,7 +22,7 @@ def _rng(key: str) -> np.random.Generator:
     return np.random.default_rng(int(hashlib.sha256(key.encode()).hexdigest()[:12], 16))
 
 
-def fake_image_features(image_ids: Sequence[int]) -> dict[str, np.ndarray]:
+def fake_image_features(image_ids: Sequence[int], encoder: str = "efficientnet-lite0") -> dict[str, np.ndarray]:
     """{"pooled": (N, 1280), "spatial": (N, 49, 1280), "logits": (N, 1000)} float32."""
     pooled, spatial, logits = [], [], []
     for i in image_ids:
