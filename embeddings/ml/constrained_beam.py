@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from embeddings.ml.caption_decoding import (Ensemble, Hypothesis, _ban_repeated_ngrams, _step_log_probs,
-                                            beam_search)
+from embeddings.ml.caption_decoding import (Ensemble, Hypothesis, _ban_repeated_ngrams, _collect_finished,
+                                            _step_log_probs, beam_search)
 from embeddings.ml.captioner import CaptionDecoder
 from embeddings.ml.vocab import BOS_ID, EOS_ID
 
@@ -187,7 +187,7 @@ def _search(
             top_scores, top_idx = into.topk(min(2 * k, into.shape[1]), dim=1)  # (B, 2K)
             src_row, word = top_idx // width, top_idx % width
             is_eos = (word == EOS_ID) & torch.isfinite(top_scores)
-            _collect(finished, done, history, is_eos[:, :k], top_scores, src_row, rows_per_image, t,
+            _collect_finished(finished, done, history, is_eos[:, :k], top_scores, src_row, rows_per_image, t,
                      length_penalty)
             order = torch.sort(is_eos.to(torch.int8), dim=1, stable=True).indices[:, :k]  # (B, K) non-eos
             next_scores.append(top_scores.gather(1, order))
@@ -206,16 +206,3 @@ def _search(
         # row_state of the new rows is their slot's state by construction (slot order is s, k).
     return [sorted(f, key=lambda h: -h.score)[:n_best] for f in finished]
 
-
-def _collect(
-    finished: list[list[Hypothesis]], done: list[bool], history: list[list[int]], eos: Tensor,
-    top_scores: Tensor, src_row: Tensor, rows_per_image: int, t: int, length_penalty: float,
-) -> None:
-    """Record hypotheses that ended with <eos> among a state's top-K candidates of each image."""
-    for b, j in eos.nonzero().tolist():
-        if done[b]:
-            continue
-        log_prob = float(top_scores[b, j])
-        tokens = tuple(history[b * rows_per_image + int(src_row[b, j])])
-        finished[b].append(Hypothesis(tokens=tokens, log_prob=log_prob,
-                                      score=log_prob / float(t + 1) ** length_penalty))
