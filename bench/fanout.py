@@ -28,7 +28,6 @@ import csv
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.celery_workers import SoloWorkers  # noqa: E402
+
 DATA = REPO.parent / "shared" / "data" / "flickr8k"
 DB_NAME = "loupe_bench_fanout"
 BROKER = "redis://127.0.0.1:6379/13"
@@ -81,37 +83,12 @@ def write_csv(folder: Path, n: int) -> Path:
     return path
 
 
-class Workers:
+class Workers(SoloWorkers):
     """N worker processes with T torch threads each; stopped with SIGTERM (warm shutdown)."""
 
     def __init__(self, n: int, threads: int, queues: str, log_dir: Path, tag: str) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        self.procs = []
-        self.logs = []
-        for i in range(n):
-            log = log_dir / f"worker-{tag}-{i}.log"
-            self.logs.append(log)
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", queues, "--pool=solo",
-                 "--loglevel=INFO", "-n", f"fanout{i}-{os.getpid()}@%h"],
-                cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT))
-        deadline = time.monotonic() + 300
-        for proc, log in zip(self.procs, self.logs):
-            while "ready." not in log.read_text(errors="replace"):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"worker did not start:\n{log.read_text()[-2000:]}")
-                time.sleep(0.3)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        super().__init__([(f"{tag}-{i}", queues) for i in range(n)], log_dir, env)
 
 
 def wait_processed(total: int, timeout: float = 3600) -> float:

@@ -7,10 +7,10 @@ index flush) and only start processes, count and time.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from bench.celery_workers import SoloWorkers
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "flickr8k"
@@ -89,43 +89,19 @@ def proc_cpu_seconds(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / TICKS  # utime, stime, cutime, cstime
 
 
-class Workers:
+class Workers(SoloWorkers):
     """The two Celery workers of `make run` (deploy/run.sh): `short` on the default queue (uploads,
     index flushes), `long` on gpu,bulk (imports); solo pool, one torch thread each."""
 
     QUEUES = (("short", "default"), ("long", "gpu,bulk"))
 
     def __init__(self, log_dir: Path) -> None:
-        self.procs: list[subprocess.Popen] = []
-        self.logs: list[Path] = []
-        for name, queues in self.QUEUES:
-            log = log_dir / f"worker-{name}.log"
-            self.logs.append(log)
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", queues, "-n",
-                 f"{name}-{os.getpid()}@%h", "--pool=solo", "--loglevel=INFO"],
-                cwd=REPO, env=dict(os.environ), stdout=log.open("wb"), stderr=subprocess.STDOUT))
-        deadline = time.monotonic() + 300
-        for proc, log in zip(self.procs, self.logs):
-            while "ready." not in log.read_text(errors="replace"):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"worker did not start:\n{log.read_text(errors='replace')[-3000:]}")
-                time.sleep(0.3)
+        super().__init__(self.QUEUES, log_dir)
 
     def cpu_seconds(self) -> list[float]:
         """CPU seconds so far of each worker, in QUEUES order (short, long)."""
         return [proc_cpu_seconds(p.pid) for p in self.procs]
 
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def wait_indexed(image_ids: list[int], version_id: int, timeout: float = 3600) -> None:
