@@ -89,8 +89,6 @@ def reset() -> None:
 
 def image_encoder(name: str = LITE0) -> ImageEncoder:
     """One of the image encoders (embeddings.ml.image_encoder.ENCODERS), loaded once per process."""
-    if name == LITE0:  # the key every caller used before the choice existed
-        return _cached("image_encoder", lambda: ImageEncoder(device=device()))
     encoder_name_of(name)  # ValueError for an unknown name, before anything loads
     return _cached(("image_encoder", name), lambda: ImageEncoder(device=device(), model_name=name))
 
