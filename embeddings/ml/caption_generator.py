@@ -54,6 +54,7 @@ class DecodingConfig:
     label_threshold: float = 0.5  # a label word's summed ImageNet probability to be confident
     max_labels: int = 1  # label words (constraints) per image at most
     rule_out_below: float = 0.0  # > 0: beside an animal label, ban animal words below this probability
+    rule_out_unlabelled: bool = False  # ... and in pictures without an animal label too
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,7 +120,8 @@ class CaptionGenerator:
         below = self.decoding.rule_out_below
         if below <= 0:
             return [[] for _ in labels]
-        return self.label_decoding.ruled_out(np.asarray(logits, np.float32), labels, below=below)
+        return self.label_decoding.ruled_out(np.asarray(logits, np.float32), labels, below=below,
+                                             unlabelled=self.decoding.rule_out_unlabelled)
 
     @property
     def config(self) -> CaptionerConfig:
@@ -145,7 +147,7 @@ class CaptionGenerator:
 
         Unset options fall back to ``self.decoding``. ``beam_size=1`` (and n=1) is greedy.
         ``labels`` (words per image) constrain a beam search to name them (module doc), and
-        ``avoid`` (words per image) are then never said.
+        ``avoid`` (words per image) are never said by a beam search, with labels or without.
         """
         d = self.decoding
         beam_size = beam_size or d.beam_size
@@ -162,7 +164,9 @@ class CaptionGenerator:
             no_repeat_ngram_size=d.no_repeat_ngram_size if no_repeat_ngram_size is None else no_repeat_ngram_size,
             block_unk=d.block_unk,
         )
-        if labels is not None and any(labels):
+        if avoid is not None and any(avoid) and labels is None:
+            labels = [[] for _ in range(pooled.shape[0])]  # words to avoid need the constrained search
+        if labels is not None and (any(labels) or (avoid is not None and any(avoid))):
             if len(labels) != pooled.shape[0]:
                 raise ValueError(f"need one label list per image, got {len(labels)} for {pooled.shape[0]}")
             if avoid is not None:

@@ -41,9 +41,10 @@ class LabelDecoding:
         """Confident label words of each image of ``logits`` (N, 1000)."""
         return confident_labels(logits, self.class_words, threshold=threshold, max_labels=max_labels)
 
-    def ruled_out(self, logits: np.ndarray, labels: Sequence[Sequence[str]], *, below: float) -> list[list[str]]:
+    def ruled_out(self, logits: np.ndarray, labels: Sequence[Sequence[str]], *, below: float,
+                  unlabelled: bool = False) -> list[list[str]]:
         """Words each image's labels rule out (``zero_shot_labels.ruled_out``)."""
-        return ruled_out(logits, self.class_words, labels, below=below)
+        return ruled_out(logits, self.class_words, labels, below=below, unlabelled=unlabelled)
 
     def banned_ids(self, words: Sequence[str]) -> list[int]:
         """In-vocabulary ids of every form of ``words``."""

@@ -195,10 +195,11 @@ def confident_labels(logits: np.ndarray, words: Sequence[str], *, threshold: flo
 
 
 def ruled_out(logits: np.ndarray, words: Sequence[str], labels: Sequence[Sequence[str]], *,
-              below: float) -> list[list[str]]:
+              below: float, unlabelled: bool = False) -> list[list[str]]:
     """Per image: the animal words (class words of animal classes and the ``GROUP_WORDS``) other
     than its labels' with probability < ``below``, when one of its labels is an animal word
-    (module doc); [] otherwise."""
+    (module doc), or, with ``unlabelled``, also when none is (a picture the classifier sees no
+    animal in is never captioned with one it rules out); [] otherwise."""
     animal = {w for i, w in enumerate(words) if i in ANIMAL_CLASSES} - {
         w for i, w in enumerate(words) if i not in ANIMAL_CLASSES}  # words of animal classes only
     vocab, word_probs = word_probabilities(logits, words)
@@ -207,7 +208,7 @@ def ruled_out(logits: np.ndarray, words: Sequence[str], labels: Sequence[Sequenc
     kin = {w: {g for g, idx in groups.items() if any(words[i] == w for i in idx)} for w in animal}
     out: list[list[str]] = []
     for row, p_row, mine in zip(word_probs, probs, labels):
-        if not (animal | set(groups)) & set(mine):
+        if not unlabelled and not (animal | set(groups)) & set(mine):
             out.append([])
             continue
         keep = set(mine) | {g for w in mine for g in kin.get(w, ())}

@@ -83,3 +83,19 @@ def test_avoided_words_are_never_said_beside_a_label() -> None:
     for per in got:
         for c in per:
             assert c.labels == ("cat",) and not set(c.text.split()) & set(avoid), c
+
+
+def test_avoided_words_are_never_said_without_a_label_either() -> None:
+    """`rule_out_unlabelled`: a picture with no confident label still gets a beam search that
+    never says its avoided words; with nothing to avoid, it is the plain beam search."""
+    gen = tiny_generator()
+    spatial = torch.rand(3, 4, 8, generator=torch.Generator().manual_seed(5))
+    plain = gen.caption(spatial.mean(1), spatial, n=3)
+    avoid = sorted({w for per in plain for c in per for w in c.text.split()})[:2]
+    got = gen.caption(spatial.mean(1), spatial, n=3, avoid=[avoid, avoid, []])
+    for per in got[:2]:
+        for c in per:
+            assert c.labels == () and not set(c.text.split()) & set(avoid), c
+    assert [c.text for c in got[2]] == [c.text for c in plain[2]]
+    unchanged = gen.caption(spatial.mean(1), spatial, n=3, avoid=[[], [], []])
+    assert [[c.text for c in per] for per in unchanged] == [[c.text for c in per] for per in plain]

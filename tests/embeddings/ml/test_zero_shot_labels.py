@@ -71,6 +71,20 @@ def test_an_animal_label_rules_out_the_improbable_animals_and_their_groups() -> 
     assert "bird" not in eagle and "cat" in eagle  # an eagle is a bird
 
 
+def test_unlabelled_rules_out_improbable_animals_in_every_picture() -> None:
+    logits = np.full((3, 1000), -10.0)
+    logits[0, NAMES.index("teapot")] = 8.0  # a teapot: no animal may be said
+    logits[1, NAMES.index("teapot")] = 8.0
+    logits[1, NAMES.index("beagle")] = 6.0  # a teapot with a likely dog: "dog" stays sayable
+    logits[2, NAMES.index("tabby")] = 8.0  # an animal label: as without `unlabelled`
+    labels = [["teapot"], [], ["cat"]]
+    got = ruled_out(logits, WORDS, labels, below=0.01, unlabelled=True)
+    assert {"dog", "cat", "bird", "fish"} <= set(got[0])
+    assert "dog" not in got[1] and "cat" in got[1]
+    assert got[2] == ruled_out(logits, WORDS, labels, below=0.01)[2] and "cat" not in got[2]
+    assert ruled_out(logits, WORDS, labels, below=0.01)[:2] == [[], []]  # off: labelled animals only
+
+
 def test_singular_nouns_ending_in_s_are_kept() -> None:
     assert WORDS[NAMES.index("abacus")] == "abacus" and WORDS[NAMES.index("hippopotamus")] == "hippopotamus"
     assert "abacu" not in word_forms("abacus")
