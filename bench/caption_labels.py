@@ -37,7 +37,7 @@ from embeddings.ml.caption_generator import CaptionGenerator, DecodingConfig, lo
 from embeddings.ml.text_encoder import TextEncoder  # noqa: E402
 from embeddings.ml.vocab import tokenize  # noqa: E402
 from embeddings.ml.conse import load_class_names  # noqa: E402
-from embeddings.ml.zero_shot_labels import class_words, ruled_out, word_forms  # noqa: E402
+from embeddings.ml.zero_shot_labels import class_words, word_forms  # noqa: E402
 from training.ml.caption_metrics import caption_scores  # noqa: E402
 
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01)  # 1.01: never constrain
@@ -74,13 +74,13 @@ ANIMALS = frozenset(
     "giraffe zebra lion tiger bear monkey rabbit squirrel deer mouse rat bird duck goose chicken pelican swan "
     "seagull gull pigeon parrot owl eagle fish shark dolphin whale frog snake turtle crocodile alligator bee "
     "butterfly spider".split())
+ANIMAL_WORDS = ANIMALS | {f + "s" for f in ANIMALS}  # and their regular plurals
 
 
 def wrong_animal(caption: str, truth: frozenset[str]) -> bool:
     """The caption names an animal none of whose forms (singular, plural, synonyms) is in ``truth``
     (the words of the references, or the OOD object's forms)."""
-    words = set(tokenize(caption))
-    return any(w in words and not (word_forms(w) & truth) for w in ANIMALS | {f + "s" for f in ANIMALS})
+    return any(not (word_forms(w) & truth) for w in set(tokenize(caption)) & ANIMAL_WORDS)
 
 
 def decode(gen: CaptionGenerator, feats: dict, labels: list[list[str]] | None,
@@ -123,12 +123,12 @@ def main() -> None:
         labels = [[w] for w in words]
         plain, _, t_plain = decode(gen, feats, None)
         guided, _, t_guided = decode(gen, feats, labels)
-        avoid = ruled_out(feats["logits"], gen.label_decoding.class_words, labels, below=RULE_OUT_BELOW)
+        rule_out = gen.label_decoding.ruled_out
+        avoid = rule_out(feats["logits"], labels, below=RULE_OUT_BELOW)
         ruled, _, t_ruled = decode(gen, feats, labels, avoid)
-        words_ = gen.label_decoding.class_words
-        avoid_all = ruled_out(feats["logits"], words_, labels, below=RULE_OUT_BELOW, unlabelled=True)
-        ruled_all, _, _ = decode(gen, feats, labels, avoid_all)
-        unlabelled = ruled_out(feats["logits"], words_, [[] for _ in labels], below=RULE_OUT_BELOW, unlabelled=True)
+        ruled_all, _, _ = decode(gen, feats, labels, rule_out(feats["logits"], labels, below=RULE_OUT_BELOW,
+                                                              unlabelled=True))
+        unlabelled = rule_out(feats["logits"], [[] for _ in labels], below=RULE_OUT_BELOW, unlabelled=True)
         banned, _, _ = decode(gen, feats, None, unlabelled)  # what a picture below the threshold gets
         runs[name] = {"words": words, "probs": probs, "plain": plain, "guided": guided, "ruled": ruled,
                       "ruled_all": ruled_all, "ruled_all_below": banned,

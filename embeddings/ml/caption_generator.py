@@ -164,9 +164,9 @@ class CaptionGenerator:
             no_repeat_ngram_size=d.no_repeat_ngram_size if no_repeat_ngram_size is None else no_repeat_ngram_size,
             block_unk=d.block_unk,
         )
-        if avoid is not None and any(avoid) and labels is None:
-            labels = [[] for _ in range(pooled.shape[0])]  # words to avoid need the constrained search
-        if labels is not None and (any(labels) or (avoid is not None and any(avoid))):
+        avoiding = avoid is not None and any(avoid)  # words to avoid need the constrained search too
+        if (labels is not None and any(labels)) or avoiding:
+            labels = labels if labels is not None else [[] for _ in range(pooled.shape[0])]
             if len(labels) != pooled.shape[0]:
                 raise ValueError(f"need one label list per image, got {len(labels)} for {pooled.shape[0]}")
             if avoid is not None:

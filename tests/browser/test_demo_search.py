@@ -14,6 +14,8 @@ towards its people captions). bench/demo_queries.py measures the same ranks with
 """
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.core.management import call_command
 
@@ -34,7 +36,7 @@ KNOWN_MISSES = {"the moon": "moon.png", "an astronaut": "astronaut.png"}
 @pytest.fixture
 def demo_install():
     """A fresh install's demo collection, encoded by the shipped embedding and indexed."""
-    call_command("loupe_setup", stdout=open("/dev/null", "w"))  # noqa: SIM115 - closed with the process
+    call_command("loupe_setup", stdout=io.StringIO())
     version = ModelVersion.objects.get(kind="embedding", status="active")
     assert version.name == "embedding-open-vocab"  # the shipped default, not ConSE v0
     images = list(Image.objects.filter(collection__name="demo"))

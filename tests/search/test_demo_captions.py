@@ -7,6 +7,8 @@ search on the confident zero-shot label; animal words the classifier rules out a
 """
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.core.management import call_command
 
@@ -18,7 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
 @pytest.fixture
 def demo():
-    call_command("loupe_setup", stdout=open("/dev/null", "w"))  # noqa: SIM115 - closed with the process
+    call_command("loupe_setup", stdout=io.StringIO())
     return {i.source_name: i.pk for i in Image.objects.filter(collection__name="demo")}
 
 
