@@ -32,7 +32,8 @@ from embeddings.ml.image_encoder import MODEL_NAME as LITE0
 from embeddings.ml.image_encoder import ImageEncoder, encoder_name_of, spatial_cells
 from embeddings.ml.query_encoders import (OnnxTextEncoder, QueryEncoder, TorchInt8TextEncoder, TorchTextEncoder,
                                           load_or_build_onnx)
-from embeddings.ml.text_encoder import TextEncoder
+from embeddings.ml.static_text import StaticTowerError, load_static, static_path
+from embeddings.ml.text_encoder import TextEncoder, default_model_path, identity_of
 from embeddings.ml.transforms import batch_tensors
 from embeddings.models import ModelVersion
 from project.caching import BoundedCache
@@ -115,11 +116,22 @@ def encode_texts_base(texts: list[str]) -> np.ndarray:
 
 # --- the online query path -------------------------------------------------------------------
 # Search queries (one short text per request, one thread) go through settings.LOUPE_QUERY_ENCODER:
-# "torch" (the fp32 encoder above), "onnx" / "onnx-int8" (an ONNX Runtime export built here on
-# first use, under MODEL_DIR/query-encoders) or "torch-int8". Everything stored or trained on
-# (caption vectors, the text-vector cache, ConSE class vectors) keeps the fp32 encoder, so stored
-# vectors never depend on a serving option; see docs/deploy.md, "Query encoder".
+# "torch" (the fp32 encoder above), "onnx" / "onnx-int8" (ONNX Runtime exports built on first use
+# under MODEL_DIR/query-encoders), "torch-int8", or "static" (manage.py build_query_encoder's word-
+# piece table; onnx-int8 until it exists). What is stored or trained on (caption vectors, the text
+# cache, ConSE class vectors) keeps fp32: stored vectors never depend on a serving option.
+def query_encoder_dir() -> Path:
+    return Path(settings.MODEL_DIR) / "query-encoders"
+
+
 def _build_query_encoder(kind: str) -> QueryEncoder:
+    if kind == "static":  # loaded without the MiniLM model: a table and a tokenizer
+        try:
+            return load_static(static_path(query_encoder_dir(), identity_of()),
+                               default_model_path() / "tokenizer.json", identity=identity_of())
+        except StaticTowerError as exc:
+            logger.error("LOUPE_QUERY_ENCODER=static: %s; queries use onnx-int8 meanwhile", exc)
+            kind = "onnx-int8"
     base = text_encoder()
     if kind == "torch":
         return TorchTextEncoder(base)
@@ -131,7 +143,7 @@ def _build_query_encoder(kind: str) -> QueryEncoder:
         logger.error("LOUPE_QUERY_ENCODER=%s needs onnxruntime, which is not installed: queries use "
                      "the fp32 torch encoder", kind)
         return TorchTextEncoder(base)
-    directory = Path(settings.MODEL_DIR) / "query-encoders"
+    directory = query_encoder_dir()
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / f"{kind}.lock", "a+") as fh:  # one builder per host; others wait, then load
         fcntl.flock(fh, fcntl.LOCK_EX)

