@@ -8,8 +8,10 @@ Usage (from the repo root; after bench/build_ood_set.py built var/ood):
 Arms (embeddings/ml/query_encoders.py, the product's own code; exports built at run time under
 --cache/models, never downloaded): torch (the fp32 TextEncoder the product used), onnx (its
 ONNX Runtime export), onnx-int8 (that export, dynamically quantised), torch-int8 (dynamic
-quantisation of the Linear layers). model2vec is not an arm: a static distilled tower would
-need training into the joint space first (not done).
+quantisation of the Linear layers), static (embeddings/ml/static_text.py: a word-piece table
+distilled from MiniLM with model2vec's recipe, fitted to MiniLM's vectors of the Flickr8k train
+captions and the ImageNet class names, served by model2vec's StaticModel: what
+`manage.py build_query_encoder` builds for a Flickr8k collection).
 
 - Latency: `--queries` texts (Flickr8k dev captions and out-of-domain sentences, half each),
   one at a time (the search-request shape); in each round every query is encoded by every arm
@@ -42,6 +44,9 @@ from bench.query_encoder_data import DEFAULT_CACHE, eval_sets  # noqa: E402
 from embeddings.ml.embedder import JointEmbedder  # noqa: E402
 from embeddings.ml.query_encoders import (OnnxTextEncoder, TorchInt8TextEncoder,  # noqa: E402
                                           TorchTextEncoder, load_or_build_onnx)
+from embeddings.ml.conse import load_class_names  # noqa: E402
+from embeddings.ml.static_text import (distil_vectors, fit_vectors, load_static, save_static,  # noqa: E402
+                                       static_path, token_ids, tower_corpus)
 from embeddings.ml.text_encoder import TextEncoder  # noqa: E402
 from training.ml.retrieval_metrics import retrieval_metrics  # noqa: E402
 
@@ -50,8 +55,38 @@ RESULTS = REPO / "bench" / "results"
 GATE = 1.0  # R@1 points an arm may lose against fp32 (issue 15 item 7)
 
 
-def build_arms(enc: TextEncoder, cache: Path) -> dict:
+def flickr8k_train_captions() -> list[str]:
+    from bench.query_encoder_data import FLICKR
+
+    train = set((FLICKR / "Flickr_8k.trainImages.txt").read_text().split())
+    return [line.split("\t", 1)[1].strip() for line in (FLICKR / "Flickr8k.token.txt").read_text().splitlines()
+            if line.split("#", 1)[0] in train]
+
+
+def build_static(enc: TextEncoder, cache: Path, *, epochs: int, spans: int):
+    """The static arm, built as the product builds it (distil, fit, save, load), on the train split."""
+    t0 = time.perf_counter()
+    corpus = tower_corpus(flickr8k_train_captions(), load_class_names(), spans=spans)
+    target_file = cache / f"static-targets-{len(corpus)}-s{spans}.npy"
+    if target_file.is_file():
+        targets = np.load(target_file)
+    else:
+        targets = np.concatenate([enc.encode(corpus[i:i + 128], normalize=True).numpy()
+                                  for i in range(0, len(corpus), 128)])
+        np.save(target_file, targets)
+    table, fit = fit_vectors(distil_vectors(enc), token_ids(enc.tokenizer, corpus), targets, epochs=epochs)
+    path = save_static(table, static_path(cache / "models", enc.identity), identity=enc.identity,
+                       info={"sentences": len(corpus), "fit": fit.as_dict()})
+    arm = load_static(path, enc.model_path / "tokenizer.json", identity=enc.identity)
+    print(f"static: {len(corpus)} sentences, {epochs} epochs, loss {fit.losses}, ready in "
+          f"{time.perf_counter() - t0:.0f}s", flush=True)
+    return arm, {"sentences": len(corpus), "epochs": epochs, "spans": spans, "loss": fit.losses}
+
+
+def build_arms(enc: TextEncoder, cache: Path, *, static_epochs: int = 2, static_spans: int = 0) -> tuple[dict, dict]:
+    """(arms by name, how the built ones were made: the static fit)."""
     arms: dict = {"torch": TorchTextEncoder(enc)}
+    info: dict = {}
     for kind in ("onnx", "onnx-int8"):
         t0 = time.perf_counter()
         arm: OnnxTextEncoder = load_or_build_onnx(enc, cache / "models", kind=kind, threads=1)
@@ -59,7 +94,9 @@ def build_arms(enc: TextEncoder, cache: Path) -> dict:
               f"{time.perf_counter() - t0:.1f}s", flush=True)
         arms[kind] = arm
     arms["torch-int8"] = TorchInt8TextEncoder(enc)
-    return arms
+    if static_epochs:
+        arms["static"], info["static"] = build_static(enc, cache, epochs=static_epochs, spans=static_spans)
+    return arms, info
 
 
 def latency(arms: dict, queries: list[str], rounds: int) -> dict[str, dict[str, float]]:
@@ -106,11 +143,22 @@ def quality(arms: dict, sets: dict) -> dict[str, dict]:
     return out
 
 
+def static_text(res: dict) -> str:
+    b = res.get("built", {}).get("static")
+    if not b:
+        return "not measured in this run (--static-epochs 0)."
+    return (f"distilled from MiniLM with model2vec's recipe and fitted {b['epochs']} epochs on {b['sentences']:,} "
+            f"sentences (Flickr8k train captions and ImageNet names, spans {b['spans']}; fit loss "
+            f"{', '.join(f'{x:.4f}' for x in b['loss'])}), what `manage.py build_query_encoder` builds for a "
+            "Flickr8k collection; served by model2vec's StaticModel.")
+
+
 def markdown(res: dict, command: str) -> str:
     lat, q = res["latency"], res["quality"]
     ref = lat["torch"]["median_ms"]
     lines = [
-        "## Query encoder: torch fp32 vs ONNX Runtime (fp32, dynamic int8) vs torch dynamic int8",
+        "## Query encoder: torch fp32 vs ONNX Runtime (fp32, dynamic int8) vs torch dynamic int8 vs a static "
+        "tower",
         "",
         f"Measured {res['date']} by `{command}` on {res['machine']}. One query at a time on 1 thread; "
         f"{res['queries']} queries (half Flickr8k dev captions, half out-of-domain sentences) x {res['rounds']} "
@@ -118,7 +166,7 @@ def markdown(res: dict, command: str) -> str:
         "R@1: the shipped embedding (models/embedding-open-vocab) with each arm's query vectors against the "
         "same image vectors; Flickr8k dev (1,000 images, 5,000 captions) and the out-of-domain dev set "
         f"({res['ood_images']} images, bench/build_ood_set.py). Gate: text->image R@1 within {GATE:g} point of "
-        "torch fp32 on both. model2vec: not measured (a static tower needs training into the joint space first).",
+        "torch fp32 on both. static: " + static_text(res),
         "",
         "<!-- summary -->",
         "| figure | measured | goal | met? | date | command |",
@@ -132,6 +180,13 @@ def markdown(res: dict, command: str) -> str:
         lines.append(f"| query encoder {adopted}: text->image R@1 change vs fp32, {label} | {d:+.2f} points "
                      f"({a[s]['t2i_r1']:.2f} vs {t[s]['t2i_r1']:.2f}) | within {GATE:g} point | "
                      f"{verdict} | {res['date']} | `{command}` |")
+    if "static" in q and adopted != "static":
+        for s, label in (("flickr8k_dev", "Flickr8k dev"), ("ood_dev", "out-of-domain dev")):
+            d = q["static"][s]["t2i_r1"] - t[s]["t2i_r1"]
+            verdict = "met" if abs(d) <= GATE else f"**missed** by {abs(d) - GATE:.2f}"
+            lines.append(f"| query encoder static (not adopted unless both hold): text->image R@1 change vs fp32, "
+                         f"{label} | {d:+.2f} points ({q['static'][s]['t2i_r1']:.2f} vs {t[s]['t2i_r1']:.2f}) | "
+                         f"within {GATE:g} point | {verdict} | {res['date']} | `{command}` |")
     lines.append(f"| query encoder {adopted}: one-query encode, 1 thread (median) | {lat[adopted]['median_ms']:.2f} ms "
                  f"vs {ref:.2f} ms fp32 torch ({ref / lat[adopted]['median_ms']:.1f}x) | faster than fp32 | "
                  f"{'met' if lat[adopted]['median_ms'] < ref else '**missed**'} | {res['date']} | `{command}` |")
@@ -157,12 +212,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--static-epochs", type=int, default=2, help="0: no static arm")
+    ap.add_argument("--static-spans", type=int, default=0)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     sets = eval_sets(args.cache)
     enc = TextEncoder()
-    arms = build_arms(enc, args.cache)
+    arms, built = build_arms(enc, args.cache, static_epochs=args.static_epochs, static_spans=args.static_spans)
     half = args.queries // 2
     f8k = sets["flickr8k_dev"]["texts"][::5][:half]  # the first caption of each dev image
     queries = f8k + sets["ood_dev"]["texts"][: args.queries - len(f8k)]
@@ -173,7 +230,8 @@ def main() -> None:
     import platform
     res = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {torch.get_num_threads()} thread, "
            f"torch {torch.__version__}", "rounds": args.rounds, "queries": len(queries),
-           "ood_images": len(sets["ood_dev"]["texts"]), "latency": lat, "quality": qual, "adopted": adopted}
+           "ood_images": len(sets["ood_dev"]["texts"]), "latency": lat, "quality": qual, "adopted": adopted,
+           "built": built}
     import onnxruntime
     res["machine"] += f", onnxruntime {onnxruntime.__version__}"
     print(json.dumps({n: round(v["median_ms"], 2) for n, v in lat.items()}), "adopted:", adopted)

@@ -299,11 +299,14 @@ def main() -> None:
     ap.add_argument("--pair", default="",
                     help="two query encoders, e.g. torch,onnx-int8: each scenario (without @) runs on two "
                          "servers at once, one per encoder, interleaved query by query (run_pair)")
+    ap.add_argument("--static-tower", type=Path, default=REPO / "var" / "bench" / "query-encoder" / "models",
+                    help="folder holding the static tower (bench/query_encoder.py builds one there), copied "
+                         "into the servers' MODEL_DIR when an encoder is static")
     ap.add_argument("--db", default="loupe_bench")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "search_e2e.md"))
     args = ap.parse_args()
     names = [x for x in args.scenarios.split(",") if x]
-    encoders = ("torch", "onnx", "onnx-int8", "torch-int8")
+    encoders = ("torch", "onnx", "onnx-int8", "torch-int8", "static")
 
     def valid(spec: str) -> bool:
         scenario, _, encoder = spec.partition("@")
@@ -319,6 +322,13 @@ def main() -> None:
     shutil.rmtree(var, ignore_errors=True)
     var.mkdir(parents=True)
     env = bench_env(args.db, var)
+    if "static" in args.pair or "@static" in args.scenarios:
+        towers = sorted(args.static_tower.glob("minilm-static-v*.safetensors*"))
+        if not towers:
+            raise SystemExit(f"no static tower in {args.static_tower}: run bench/query_encoder.py first")
+        (var / "models" / "query-encoders").mkdir(parents=True)
+        for f in towers:
+            shutil.copy2(f, var / "models" / "query-encoders" / f.name)
     loads = [os.getloadavg()]
     psql(f"DROP DATABASE IF EXISTS {args.db}")
     psql(f"CREATE DATABASE {args.db}")

@@ -166,10 +166,10 @@ FEATURE_DIR = Path(env.str("FEATURE_DIR", default=str(VAR_DIR / "features")))
 SHIPPED_MODEL_DIR = BASE_DIR / "models"
 ML_DEVICE = env.str("ML_DEVICE", default="auto")  # auto | cpu | cuda
 # The MiniLM encoder of search queries only (training and stored caption vectors always use the
-# fp32 torch encoder): torch | onnx | onnx-int8 | torch-int8. onnx-int8 measured 4.2x faster per
-# query than torch (3.4 vs 14.6 ms, 1 thread) at R@1 within 0.15 points (bench/results/query_encoder.md).
-# "static": a word-piece table distilled from MiniLM (manage.py build_query_encoder), measured
-# beside them in the same file; onnx-int8 serves until the table exists.
+# fp32 torch encoder): torch | onnx | onnx-int8 | torch-int8 | static. onnx-int8 measured 2.4x faster
+# per query than torch (8.6 vs 21.0 ms, 1 thread) at R@1 within 0.32 points (bench/results/query_encoder.md).
+# "static" (opt-in): a word-piece table distilled from MiniLM (manage.py build_query_encoder), 0.51 ms
+# per query but 1.44 R@1 points lower on Flickr8k dev; onnx-int8 serves until the table exists.
 LOUPE_QUERY_ENCODER = env.str("LOUPE_QUERY_ENCODER", default="onnx-int8")
 if LOUPE_QUERY_ENCODER not in ("torch", "onnx", "onnx-int8", "torch-int8", "static"):
     raise ImproperlyConfigured(f"LOUPE_QUERY_ENCODER={LOUPE_QUERY_ENCODER!r}: torch, onnx, onnx-int8, "
