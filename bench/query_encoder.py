@@ -45,8 +45,8 @@ from embeddings.ml.embedder import JointEmbedder  # noqa: E402
 from embeddings.ml.query_encoders import (OnnxTextEncoder, TorchInt8TextEncoder,  # noqa: E402
                                           TorchTextEncoder, load_or_build_onnx)
 from embeddings.ml.conse import load_class_names  # noqa: E402
-from embeddings.ml.static_text import (distil_vectors, fit_vectors, load_static, save_static,  # noqa: E402
-                                       static_path, token_ids, tower_corpus)
+from embeddings.ml.static_text import build_static as build_tower  # noqa: E402
+from embeddings.ml.static_text import load_static, tower_corpus  # noqa: E402
 from embeddings.ml.text_encoder import TextEncoder  # noqa: E402
 from training.ml.retrieval_metrics import retrieval_metrics  # noqa: E402
 
@@ -74,9 +74,7 @@ def build_static(enc: TextEncoder, cache: Path, *, epochs: int, spans: int):
         targets = np.concatenate([enc.encode(corpus[i:i + 128], normalize=True).numpy()
                                   for i in range(0, len(corpus), 128)])
         np.save(target_file, targets)
-    table, fit = fit_vectors(distil_vectors(enc), token_ids(enc.tokenizer, corpus), targets, epochs=epochs)
-    path = save_static(table, static_path(cache / "models", enc.identity), identity=enc.identity,
-                       info={"sentences": len(corpus), "fit": fit.as_dict()})
+    path, fit = build_tower(enc, corpus, targets, cache / "models", epochs=epochs, info={})
     arm = load_static(path, enc.model_path / "tokenizer.json", identity=enc.identity)
     print(f"static: {len(corpus)} sentences, {epochs} epochs, loss {fit.losses}, ready in "
           f"{time.perf_counter() - t0:.0f}s", flush=True)

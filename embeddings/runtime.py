@@ -115,20 +115,20 @@ def encode_texts_base(texts: list[str]) -> np.ndarray:
 
 
 # --- the online query path -------------------------------------------------------------------
-# Search queries (one short text per request, one thread) go through settings.LOUPE_QUERY_ENCODER:
-# "torch" (the fp32 encoder above), "onnx" / "onnx-int8" (ONNX Runtime exports built on first use
-# under MODEL_DIR/query-encoders), "torch-int8", or "static" (manage.py build_query_encoder's word-
-# piece table; onnx-int8 until it exists). What is stored or trained on (caption vectors, the text
-# cache, ConSE class vectors) keeps fp32: stored vectors never depend on a serving option.
+# Search queries go through settings.LOUPE_QUERY_ENCODER: "torch" (the fp32 encoder above), "onnx" /
+# "onnx-int8" (exports built on first use under MODEL_DIR/query-encoders), "torch-int8", or "static"
+# (manage.py build_query_encoder's table; onnx-int8 until it exists). What is stored or trained on
+# (caption vectors, the text cache, ConSE class vectors) keeps fp32, whatever serves queries.
 def query_encoder_dir() -> Path:
     return Path(settings.MODEL_DIR) / "query-encoders"
 
 
 def _build_query_encoder(kind: str) -> QueryEncoder:
     if kind == "static":  # loaded without the MiniLM model: a table and a tokenizer
+        identity = identity_of()
         try:
-            return load_static(static_path(query_encoder_dir(), identity_of()),
-                               default_model_path() / "tokenizer.json", identity=identity_of())
+            return load_static(static_path(query_encoder_dir(), identity), default_model_path() / "tokenizer.json",
+                               identity=identity)
         except StaticTowerError as exc:
             logger.error("LOUPE_QUERY_ENCODER=static: %s; queries use onnx-int8 meanwhile", exc)
             kind = "onnx-int8"

@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,7 +41,8 @@ from embeddings.ml.image_encoder import file_sha256
 from embeddings.ml.text_encoder import EMBED_DIM, TextEncoder, mean_pool
 
 __all__ = ["EXPORT_FORMAT", "KINDS", "ExportError", "OnnxTextEncoder", "QueryEncoder",
-           "TorchInt8TextEncoder", "TorchTextEncoder", "build_onnx", "load_or_build_onnx", "onnx_path"]
+           "TorchInt8TextEncoder", "TorchTextEncoder", "build_onnx", "check_sidecar", "empty_result",
+           "load_or_build_onnx", "onnx_path", "read_sidecar", "sidecar_path", "write_sidecar"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,14 @@ class QueryEncoder(Protocol):
     identity: str
 
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...  # (N, 384) unit float32
+
+
+def empty_result(texts: Sequence[str]) -> np.ndarray | None:
+    """What every ``encode`` answers before encoding: TypeError for a bare string (a sequence of
+    characters is never meant), the (0, 384) result for no texts, else None (encode them)."""
+    if isinstance(texts, str):
+        raise TypeError("pass a sequence of strings, not a single string")
+    return np.zeros((0, EMBED_DIM), np.float32) if not texts else None
 
 
 class TorchTextEncoder:
@@ -96,10 +105,8 @@ class TorchInt8TextEncoder:
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        if isinstance(texts, str):
-            raise TypeError("pass a sequence of strings, not a single string")
-        if not texts:
-            return np.zeros((0, EMBED_DIM), np.float32)
+        if (empty := empty_result(texts)) is not None:
+            return empty
         out = []
         for text in texts:  # one at a time: see _DYNAMIC_RANGE_NOTE
             batch = self.tokenizer([text], truncation=True, max_length=self.max_length, return_tensors="pt")
@@ -130,8 +137,34 @@ def onnx_path(directory: str | Path, kind: str, identity: str) -> Path:
     return Path(directory) / f"minilm-{kind}-v{EXPORT_FORMAT}-{digest}.onnx"
 
 
-def _sidecar(path: Path) -> Path:
+# A built file (an ONNX export here, the static tower in static_text.py) is trusted through a JSON
+# sidecar beside it: what it was built from, and its sha256.
+def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
+
+
+def write_sidecar(path: Path, meta: dict[str, Any]) -> None:
+    with atomic_open(sidecar_path(path)) as fh:
+        fh.write(json.dumps(meta, indent=1).encode())
+
+
+def read_sidecar(path: Path, *, error: type[Exception] = ExportError) -> dict[str, Any]:
+    try:
+        return json.loads(sidecar_path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise error(f"{path.name}: unreadable sidecar ({exc})") from exc
+
+
+def check_sidecar(path: Path, expected: dict[str, Any], *, error: type[Exception] = ExportError,
+                  digest: Callable[[Path], str] = file_sha256) -> dict[str, Any]:
+    """``path``'s sidecar, raising ``error`` unless its ``expected`` keys match and its sha256 is
+    ``digest(path)``."""
+    meta = read_sidecar(path, error=error)
+    if {k: meta.get(k) for k in expected} != expected:
+        raise error(f"{path.name}: built for {meta!r}, not {expected!r}")
+    if meta.get("sha256") != digest(path):
+        raise error(f"{path.name}: checksum mismatch (corrupt or replaced)")
+    return meta
 
 
 def build_onnx(encoder: TextEncoder, path: str | Path, *, kind: str) -> Path:
@@ -163,24 +196,15 @@ def build_onnx(encoder: TextEncoder, path: str | Path, *, kind: str) -> Path:
                 dst.write(chunk)
     meta = {"format": EXPORT_FORMAT, "kind": kind, "source": encoder.identity, "sha256": file_sha256(path),
             "max_length": encoder.max_length}
-    with atomic_open(_sidecar(path)) as fh:
-        fh.write(json.dumps(meta, indent=1).encode())
+    write_sidecar(path, meta)
     logger.info("built the %s query encoder %s (%.1f MB)", kind, path.name, path.stat().st_size / 1e6)
     return path
 
 
 def _check(path: Path, kind: str, identity: str) -> None:
-    if not path.is_file() or not _sidecar(path).is_file():
+    if not path.is_file() or not sidecar_path(path).is_file():
         raise ExportError(f"{path.name}: missing")
-    try:
-        meta = json.loads(_sidecar(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"{path.name}: unreadable sidecar ({exc})") from exc
-    expected = {"format": EXPORT_FORMAT, "kind": kind, "source": identity}
-    if {k: meta.get(k) for k in expected} != expected:
-        raise ExportError(f"{path.name}: built for {meta!r}, not {expected!r}")
-    if meta.get("sha256") != file_sha256(path):
-        raise ExportError(f"{path.name}: checksum mismatch (corrupt or replaced)")
+    check_sidecar(path, {"format": EXPORT_FORMAT, "kind": kind, "source": identity})
 
 
 class OnnxTextEncoder:
@@ -198,10 +222,8 @@ class OnnxTextEncoder:
         self.identity = f"{encoder.identity}|{kind}|v{EXPORT_FORMAT}"
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        if isinstance(texts, str):
-            raise TypeError("pass a sequence of strings, not a single string")
-        if not texts:
-            return np.zeros((0, EMBED_DIM), np.float32)
+        if (empty := empty_result(texts)) is not None:
+            return empty
         if self.kind == "onnx-int8" and len(texts) > 1:  # see _DYNAMIC_RANGE_NOTE
             return np.concatenate([self._run([t]) for t in texts])
         return self._run(list(texts))
@@ -224,11 +246,11 @@ def load_or_build_onnx(encoder: TextEncoder, directory: str | Path, *, kind: str
         _check(path, kind, encoder.identity)
         return OnnxTextEncoder(path, encoder, kind=kind, threads=threads)
     except ExportError as exc:
-        if path.exists() or _sidecar(path).exists():
+        if path.exists() or sidecar_path(path).exists():
             logger.warning("rebuilding the %s query encoder: %s", kind, exc)
     except Exception as exc:  # onnxruntime refuses the file (truncated, not a model)
         logger.warning("rebuilding the %s query encoder: %s cannot be loaded (%s)", kind, path.name, exc)
-    for stale in (path, _sidecar(path)):
+    for stale in (path, sidecar_path(path)):
         if stale.exists():
             os.unlink(stale)
     build_onnx(encoder, path, kind=kind)

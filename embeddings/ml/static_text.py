@@ -26,7 +26,6 @@ named by format version and a digest of the source encoder's identity, with a JS
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -38,9 +37,10 @@ import torch
 import torch.nn.functional as F
 
 from embeddings.ml.atomic import atomic_open, sha256_file
+from embeddings.ml.query_encoders import check_sidecar, empty_result, write_sidecar
 from embeddings.ml.text_encoder import EMBED_DIM, MAX_LENGTH, TextEncoder
 
-__all__ = ["STATIC_FORMAT", "StaticFit", "StaticTextEncoder", "StaticTowerError", "distil_vectors",
+__all__ = ["STATIC_FORMAT", "StaticFit", "StaticTextEncoder", "StaticTowerError", "build_static", "distil_vectors",
            "fit_vectors", "load_static", "save_static", "static_path", "token_ids", "tower_corpus"]
 
 logger = logging.getLogger(__name__)
@@ -170,10 +170,6 @@ def static_path(directory: str | Path, identity: str) -> Path:
     return Path(directory) / f"minilm-static-v{STATIC_FORMAT}-{digest}.safetensors"
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
-
-
 def save_static(table: np.ndarray, path: str | Path, *, identity: str, info: dict[str, Any]) -> Path:
     """Publish ``table`` (V, 384) and its sidecar atomically."""
     from safetensors.numpy import save
@@ -184,19 +180,24 @@ def save_static(table: np.ndarray, path: str | Path, *, identity: str, info: dic
     blob = save({"vectors": np.ascontiguousarray(table, dtype=np.float32)}, metadata={"format": str(STATIC_FORMAT)})
     with atomic_open(path) as fh:
         fh.write(blob)
-    meta = {"format": STATIC_FORMAT, "kind": "static", "source": identity, "sha256": sha256_file(path),
-            "vocab": int(table.shape[0]), **info}
-    with atomic_open(_sidecar(path)) as fh:
-        fh.write(json.dumps(meta, indent=1).encode())
+    write_sidecar(path, {"format": STATIC_FORMAT, "kind": "static", "source": identity, "sha256": sha256_file(path),
+                         "vocab": int(table.shape[0]), **info})
     return path
 
 
-def read_sidecar(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        return json.loads(_sidecar(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise StaticTowerError(f"{path.name}: unreadable sidecar ({exc})") from exc
+def build_static(encoder: TextEncoder, corpus: Sequence[str], targets: np.ndarray, directory: str | Path, *,
+                 epochs: int, info: dict[str, Any],
+                 progress: Callable[[str, int, int], None] | None = None) -> tuple[Path, StaticFit]:
+    """Distil ``encoder``, fit the rows to ``targets`` (its unit vectors of ``corpus``) and publish the
+    tower under ``directory``; ``progress(phase, done, total)`` for "distil" and "fit"."""
+    def phase(name: str) -> Callable[[int, int], None] | None:
+        return None if progress is None else (lambda done, total: progress(name, done, total))
+
+    table, fit = fit_vectors(distil_vectors(encoder, progress=phase("distil")), token_ids(encoder.tokenizer, corpus),
+                             targets, epochs=epochs, progress=phase("fit"))
+    path = save_static(table, static_path(directory, encoder.identity), identity=encoder.identity,
+                       info={"sentences": len(corpus), **info, "fit": fit.as_dict()})
+    return path, fit
 
 
 class StaticTextEncoder:
@@ -216,10 +217,8 @@ class StaticTextEncoder:
         self.identity = f"{identity}|static|v{STATIC_FORMAT}"
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        if isinstance(texts, str):
-            raise TypeError("pass a sequence of strings, not a single string")
-        if not texts:
-            return np.zeros((0, EMBED_DIM), np.float32)
+        if (empty := empty_result(texts)) is not None:
+            return empty
         out = self.model.encode(list(texts), show_progress_bar=False, use_multiprocessing=False)
         return np.asarray(out, dtype=np.float32)
 
@@ -232,12 +231,8 @@ def load_static(path: str | Path, tokenizer_file: str | Path, *, identity: str) 
     path = Path(path)
     if not path.is_file():
         raise StaticTowerError(f"{path.name}: missing (build it with `manage.py build_query_encoder`)")
-    meta = read_sidecar(path)
-    expected = {"format": STATIC_FORMAT, "kind": "static", "source": identity}
-    if {k: meta.get(k) for k in expected} != expected:
-        raise StaticTowerError(f"{path.name}: built for {({k: meta.get(k) for k in expected})!r}, not {expected!r}")
-    if meta.get("sha256") != sha256_file(path):
-        raise StaticTowerError(f"{path.name}: checksum mismatch (corrupt or replaced)")
+    check_sidecar(path, {"format": STATIC_FORMAT, "kind": "static", "source": identity}, error=StaticTowerError,
+                  digest=sha256_file)
     try:
         table = load_file(str(path))["vectors"]
     except (SafetensorError, KeyError, OSError) as exc:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from embeddings import runtime
 from embeddings.ml.conse import load_class_names
-from embeddings.ml.static_text import distil_vectors, fit_vectors, save_static, static_path, token_ids, tower_corpus
+from embeddings.ml.static_text import build_static, tower_corpus
 from embeddings.models import Caption
 from project.exceptions import ApplicationError
 
@@ -51,18 +51,11 @@ def static_tower_build(*, epochs: int = DEFAULT_EPOCHS, spans: int = DEFAULT_SPA
                     .order_by("pk").values_list("text", flat=True))
     corpus = tower_corpus(captions, load_class_names(), spans=spans)
 
-    def progress(phase: str) -> Callable[[int, int], None] | None:
-        return None if on_progress is None else (lambda done, total: on_progress(phase, done, total))
-
-    targets, encoded = runtime.cached_text_vectors(corpus, progress=progress("encode"))
-    encoder = runtime.text_encoder()
-    table = distil_vectors(encoder, progress=progress("distil"))
-    table, fit = fit_vectors(table, token_ids(encoder.tokenizer, corpus), targets, epochs=epochs,
-                             progress=progress("fit"))
-    directory = runtime.query_encoder_dir()
-    path = save_static(table, static_path(directory, encoder.identity), identity=encoder.identity,
-                       info={"built": datetime.now(UTC).isoformat(timespec="seconds"),
-                             "sentences": len(corpus), "captions": len(captions), "fit": fit.as_dict()})
+    encode_progress = None if on_progress is None else (lambda done, total: on_progress("encode", done, total))
+    targets, encoded = runtime.cached_text_vectors(corpus, progress=encode_progress)
+    path, fit = build_static(runtime.text_encoder(), corpus, targets, runtime.query_encoder_dir(), epochs=epochs,
+                             info={"built": datetime.now(UTC).isoformat(timespec="seconds"), "captions": len(captions)},
+                             progress=on_progress)
     logger.info("static query tower %s: %d sentences, loss %s", path.name, len(corpus), fit.losses)
     return TowerSummary(path=str(path), sentences=len(corpus), captions=len(captions), sentences_encoded=encoded,
                         epochs=epochs, loss=[round(x, 5) for x in fit.losses],

@@ -15,7 +15,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from embeddings import runtime
-from embeddings.ml.static_text import read_sidecar, static_path
+from embeddings.ml import static_text
+from embeddings.ml.query_encoders import read_sidecar
+from embeddings.ml.static_text import static_path
 from embeddings.models import Caption
 from embeddings.services import query_tower
 from tests.factories import CaptionFactory, CollectionFactory, make_image
@@ -40,7 +42,7 @@ def corpus(monkeypatch):
         rng = np.random.default_rng(0)
         return 0.01 * rng.normal(size=(len(encoder.tokenizer), 384)).astype(np.float32)
 
-    monkeypatch.setattr(query_tower, "distil_vectors", distil)
+    monkeypatch.setattr(static_text, "distil_vectors", distil)
     yield distilled
     runtime.reset()
 
