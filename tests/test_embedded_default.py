@@ -1,8 +1,10 @@
 """The embedded default: SQLite (WAL) + the file-system broker + a separate worker process."""
 import os
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -28,11 +30,8 @@ def test_ingest_end_to_end_on_sqlite_and_filesystem_broker(tmp_path):
         (folder / f"p{i}.jpg").write_bytes(mk.unique_jpeg(i))
     (folder / "broken.jpg").write_bytes(mk.truncated_jpeg())
     run(env, "migrate", "-v0")
-    journal = subprocess.run(
-        [sys.executable, "-c",
-         "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('pragma journal_mode').fetchone()[0])",
-         str(tmp_path / "var" / "loupe.sqlite3")], capture_output=True, text=True, check=True)
-    assert journal.stdout.strip() == "wal"
+    with closing(sqlite3.connect(tmp_path / "var" / "loupe.sqlite3")) as probe:
+        assert probe.execute("pragma journal_mode").fetchone()[0] == "wal"
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "default,gpu,bulk",
                                "--pool=solo", "--loglevel=INFO"],
@@ -40,15 +39,14 @@ def test_ingest_end_to_end_on_sqlite_and_filesystem_broker(tmp_path):
     try:
         out = run(env, "import_dataset", str(folder), "--format", "folder", "--collection", "local", "--no-progress")
         assert "3 imported" in out.stdout and "1 rejected" in out.stdout and "broken.jpg" in out.stdout
-        check = ("from embeddings.models import Image; import sys; "
-                 "sys.stdout.write(','.join(sorted(Image.objects.values_list('status', flat=True))))")
         deadline = time.monotonic() + 300  # the worker loads the real ConSE model first
         statuses = ""
-        while time.monotonic() < deadline:
-            statuses = run(env, "shell", "--no-imports", "-c", check).stdout.strip()
-            if statuses == "ready,ready,ready":
-                break
-            time.sleep(1)
+        with closing(sqlite3.connect(tmp_path / "var" / "loupe.sqlite3", timeout=30)) as db:  # WAL: beside the worker
+            while time.monotonic() < deadline:
+                statuses = ",".join(sorted(r[0] for r in db.execute("select status from embeddings_image")))
+                if statuses == "ready,ready,ready":
+                    break
+                time.sleep(0.3)
         assert statuses == "ready,ready,ready", (tmp_path / "worker.log").read_text()
         again = run(env, "import_dataset", str(folder), "--format", "folder", "--collection", "local", "--no-progress")
         assert "0 imported, 3 already present" in again.stdout

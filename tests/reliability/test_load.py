@@ -33,7 +33,7 @@ def test_short_load_on_postgres_and_redis_gives_no_5xx_and_loses_no_upload(live_
     data = setup_users(env, 6, fake=True)
     with Stack(env, tmp_path / "logs") as stack:
         warm_up(stack, env, data["users"], data["version"])
-        result = run_load(stack, data["users"], seconds=12, swap_env=env)
+        result = run_load(stack, data["users"], seconds=8, swap_env=env)
         verify = verify_uploads(env, result.uploaded, data["version"], timeout=120)
     with capsys.disabled():
         report = markdown("PostgreSQL + Redis (short)", "pytest tests/reliability/test_load.py", result, verify, {})
