@@ -27,6 +27,7 @@ MEASURED = RESULTS / "measured.json"
 # arguments are those of the runs docs/benchmarks.md reports.
 BENCHMARKS: list[tuple[str, list[list[str]]]] = [
     ("feature_cache.md", [["bench/cache_flickr8k.py", "--threads", "2"]]),
+    ("encoder_forward.md", [["bench/encoder_forward.py"]]),
     ("conse.md", [["bench/conse_flickr8k.py"]]),
     ("embedding.md", [["bench/train_embedding_flickr8k.py", "--seeds", "0,1"]]),
     ("captioner.md", [["bench/train_captioner_flickr8k.py"]]),

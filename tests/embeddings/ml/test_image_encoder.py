@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from embeddings.ml.image_encoder import ImageEncoder, default_weights_path
+from embeddings.ml.image_encoder import ImageEncoder, _load_backbone, default_weights_path
 from embeddings.ml.transforms import batch_tensors, load_rgb
 from tests.embeddings.ml.flickr8k_data import require_flickr8k
 
@@ -44,6 +44,31 @@ def test_features_are_consistent_with_the_library_forward(encoder, images):
     with torch.no_grad():
         reference = encoder.backbone(images)
     assert torch.allclose(out["logits"], reference, atol=1e-4)
+
+
+def test_folded_paddings_give_bit_identical_features_to_the_library_model(images):
+    """Symmetric "same" paddings are folded into their convs; the one-sided (stride-2) ones stay."""
+    from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
+
+    nchw = ImageEncoder(channels_last=False)
+    library = _load_backbone(default_weights_path()).eval()
+    kept = [m for m in nchw.backbone.modules() if isinstance(m, Conv2dStaticSamePadding)
+            and isinstance(m.static_padding, torch.nn.ZeroPad2d)]
+    folded = [m for m in nchw.backbone.modules() if isinstance(m, Conv2dStaticSamePadding) and m.padding != (0, 0)]
+    assert len(folded) == 12 and len(kept) == 5
+    assert all(m.static_padding.padding[0::2] != m.static_padding.padding[1::2] for m in kept)  # one-sided
+    with torch.no_grad():
+        assert torch.equal(nchw.backbone.extract_features(images), library.extract_features(images))
+        assert torch.equal(nchw.backbone(images), library(images))
+
+
+def test_the_cpu_encoder_runs_channels_last_and_agrees_with_the_nchw_forward(encoder, images):
+    assert encoder.channels_last and encoder.backbone._conv_stem.weight.is_contiguous(
+        memory_format=torch.channels_last)
+    nhwc, nchw = encoder.encode(images), ImageEncoder(channels_last=False).encode(images)
+    for name in ("pooled", "spatial", "logits"):
+        assert nhwc[name].is_contiguous() and nhwc[name].shape == nchw[name].shape
+        assert torch.allclose(nhwc[name], nchw[name], atol=1e-4), name
 
 
 def test_encode_is_deterministic_and_batch_independent(encoder, images):
@@ -114,3 +139,7 @@ def test_lite2_loads_offline_at_its_native_resolution_with_its_own_identity() ->
     out = enc.encode(torch.zeros(1, 3, 260, 260))
     assert out["pooled"].shape == (1, 1280) and out["logits"].shape == (1, 1000)
     assert out["spatial"].shape == (1, 81, 1280)  # 9 x 9 cells at 260 px
+    x = torch.randn(1, 3, 260, 260, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # folded paddings and channels-last (module doc) change nothing but rounding
+        library = _load_backbone(default_weights_path(LITE2), LITE2).eval()(x)
+        assert torch.allclose(enc.backbone(x.contiguous(memory_format=torch.channels_last)), library, atol=1e-4)
