@@ -158,7 +158,7 @@ class ImageEncoder(nn.Module):
         self.to(device)
         self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
         if self.channels_last:
-            self.to(memory_format=torch.channels_last)
+            self.backbone.to(memory_format=torch.channels_last)  # (nn.Module.to is typed without it)
         self.eval()
 
     @property
