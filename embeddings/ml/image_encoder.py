@@ -25,8 +25,9 @@ Two changes make the CPU forward cheaper without changing what it computes
   the conv's own ``padding`` (``fold_same_padding``): bit-identical outputs, and no copy of the
   whole activation per folded pad. The stride-2 convs pad one side only and keep theirs.
 - On the CPU the weights and inputs are channels-last (NHWC), in which oneDNN runs this
-  network's depthwise and 1x1 convolutions faster (measured, not assumed); outputs agree with the NCHW forward to ~1e-6 (float
-  rounding order), far below the float16 the feature cache stores.
+  network's depthwise and 1x1 convolutions faster (measured, not assumed); outputs agree
+  with the NCHW forward to ~1e-6 (float rounding order), far below the float16 the feature
+  cache stores.
 """
 
 from __future__ import annotations
