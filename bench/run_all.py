@@ -28,6 +28,7 @@ MEASURED = RESULTS / "measured.json"
 BENCHMARKS: list[tuple[str, list[list[str]]]] = [
     ("feature_cache.md", [["bench/cache_flickr8k.py", "--threads", "2"]]),
     ("encoder_forward.md", [["bench/encoder_forward.py"]]),
+    ("feature_caching.md", [["bench/feature_caching.py", "--encoders", "efficientnet-lite0,efficientnet-lite2"]]),
     ("conse.md", [["bench/conse_flickr8k.py"]]),
     ("embedding.md", [["bench/train_embedding_flickr8k.py", "--seeds", "0,1"]]),
     ("captioner.md", [["bench/train_captioner_flickr8k.py"]]),
