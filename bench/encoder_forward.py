@@ -35,16 +35,16 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from bench import ingest_common as common  # noqa: E402
 from embeddings.ml.image_encoder import LITE2, MODEL_NAME, ImageEncoder, _load_backbone  # noqa: E402
 from embeddings.ml.transforms import batch_tensors, load_rgb  # noqa: E402
 
-FLICKR = REPO.parent / "shared" / "data" / "flickr8k"
 RESULTS = REPO / "bench" / "results" / "encoder_forward.md"
 
 
 def photos(n: int, size: int) -> list[torch.Tensor]:
-    names = [line.strip() for line in (FLICKR / "Flickr_8k.devImages.txt").read_text().splitlines() if line.strip()]
-    return [batch_tensors([load_rgb(FLICKR / "images" / name)], size=size)[0] for name in names[:n]]
+    return [batch_tensors([load_rgb(common.DATA / "images" / name)], size=size)[0]
+            for name in common.flickr_names("dev", n)]
 
 
 def ms_per_image(encoder: ImageEncoder, batches: list[torch.Tensor]) -> float:

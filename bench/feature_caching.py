@@ -43,20 +43,6 @@ DB_NAME = "loupe_bench_features"
 RESULTS = REPO / "bench" / "results" / "feature_caching.md"
 
 
-def raw_arm(paths: list[Path], encoder_name: str) -> float:
-    import torch
-
-    from embeddings import runtime
-    from embeddings.ml.transforms import load_rgb, preprocess
-
-    encoder, batch = runtime.image_encoder(encoder_name), runtime.encode_batch_size()
-    t0 = time.perf_counter()
-    for start in range(0, len(paths), batch):
-        encoder.encode(torch.stack([preprocess(load_rgb(p), size=encoder.image_size)
-                                    for p in paths[start:start + batch]]))
-    return time.perf_counter() - t0
-
-
 def product_arm(collection, encoder_name: str, var_dir: Path) -> tuple[float, int]:
     from embeddings.services.features import collection_features_compute
 
@@ -108,7 +94,7 @@ def main() -> None:
             took: dict[str, float] = {}
             for arm in order:
                 if arm == "raw":
-                    took["raw"] = raw_arm(paths, encoder_name)
+                    took["raw"] = common.raw_encode(paths, runtime.encode_batch_size(), encoder_name)[0]
                 else:
                     took["product"], encoded = product_arm(collection, encoder_name, var_dir)
                     if encoded != len(names):

@@ -46,20 +46,6 @@ BROKER = "redis://127.0.0.1:6379/12"
 RESULTS = REPO / "bench" / "results" / "ingest.md"
 
 
-def raw_arm(paths: list[Path], batch: int) -> tuple[float, float]:
-    """(seconds, CPU seconds) of the bare encoder loop over the files."""
-    import torch
-
-    from embeddings import runtime
-    from embeddings.ml.transforms import load_rgb, preprocess
-
-    encoder = runtime.image_encoder()
-    c0, t0 = time.process_time(), time.perf_counter()
-    for start in range(0, len(paths), batch):
-        encoder.encode(torch.stack([preprocess(load_rgb(p)) for p in paths[start:start + batch]]))
-    return time.perf_counter() - t0, time.process_time() - c0
-
-
 def product_arm(items: list, workers: common.Workers, version_id: int, tag: str,
                 ) -> tuple[float, float, int, dict[str, float]]:
     """(seconds, CPU seconds, images failed, CPU seconds per process) of import -> workers -> index."""
@@ -117,14 +103,14 @@ def main() -> None:
     rows = []
     try:
         product_arm(common.import_items(common.flickr_names("train", 8)), workers, version.pk, "warm-up")
-        raw_arm(paths[:8], batch)  # loads the encoder here too, outside the timing
+        common.raw_encode(paths[:8], batch)  # loads the encoder here too, outside the timing
         for r in range(args.rounds):
             order = ("raw", "product") if r % 2 == 0 else ("product", "raw")
             got = {}
             for arm in order:
                 load = common.load_average()
                 if arm == "raw":
-                    seconds, cpu = raw_arm(paths, batch)
+                    seconds, cpu = common.raw_encode(paths, batch)
                     got[arm] = (seconds, cpu, 0, {"raw": cpu}, load)
                 else:
                     got[arm] = (*product_arm(items, workers, version.pk, f"r{r}"), load)

@@ -83,6 +83,22 @@ def import_items(names: list[str], captions: dict[str, list[str]] | None = None)
             for n in names]
 
 
+def raw_encode(paths: list[Path], batch: int, encoder_name: str = "efficientnet-lite0") -> tuple[float, float]:
+    """(seconds, CPU seconds) of the bare encoder loop over the files: read, decode
+    (`transforms.load_rgb`), preprocess at the encoder's size, `ImageEncoder.encode` per `batch`."""
+    import torch
+
+    from embeddings import runtime
+    from embeddings.ml.transforms import load_rgb, preprocess
+
+    encoder = runtime.image_encoder(encoder_name)
+    c0, t0 = time.process_time(), time.perf_counter()
+    for start in range(0, len(paths), batch):
+        encoder.encode(torch.stack([preprocess(load_rgb(p), size=encoder.image_size)
+                                    for p in paths[start:start + batch]]))
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 def proc_cpu_seconds(pid: int) -> float:
     """user + system CPU seconds of a process and its waited-for children (/proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
